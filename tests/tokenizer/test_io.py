@@ -1,0 +1,68 @@
+import os
+
+import pytest
+
+from tokenizer import io
+
+
+def test_atomic_write_leaves_no_temp_on_failure(tmp_path):
+    target = tmp_path / "out" / "shard.bin"
+    with pytest.raises(RuntimeError), io.open_write(str(target)) as f:
+        f.write(b"half")
+        raise RuntimeError("killed")
+    assert not target.exists()
+    assert os.listdir(target.parent) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = str(tmp_path / "a.txt")
+    io.write_text(target, "old contents that are longer")
+    io.write_text(target, "new")
+    assert io.read_text(target) == "new"
+    assert io.list_files(str(tmp_path)) == [target]
+
+
+def test_glob_and_list_skip_temp_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name in ("part-00001.parquet", "part-00000.parquet", ".tmp-abc-part-00002.parquet"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    hits = io.glob(str(tmp_path / "d" / "*.parquet"))
+    assert [io.basename(h) for h in hits] == ["part-00000.parquet", "part-00001.parquet"]
+    assert len(io.list_files(str(tmp_path), ".parquet")) == 2
+
+
+def test_file_scheme_is_local(tmp_path):
+    uri = "file://" + str(tmp_path / "x.bin")
+    io.write_bytes(uri, b"abc")
+    assert io.exists(uri) and io.read_bytes(uri) == b"abc" and io.size(uri) == 3
+
+
+@pytest.mark.parametrize("bad", ["../x.wav", "a/../../x.wav", "/etc/passwd", ""])
+def test_resolve_under_refuses_escapes(tmp_path, bad):
+    with pytest.raises(io.PathEscapeError):
+        io.resolve_under(str(tmp_path), bad)
+
+
+def test_resolve_under_refuses_symlink_out_of_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"x")
+    (root / "link.wav").symlink_to(outside)
+    with pytest.raises(io.PathEscapeError):
+        io.resolve_under(str(root), "link.wav")
+
+
+def test_resolve_under_accepts_inside_paths(tmp_path):
+    assert io.resolve_under(str(tmp_path), "a/./b/../c.wav") == str(tmp_path / "a/c.wav")
+    assert io.resolve_under("gs://bkt/corpus", "clips/a.mp3") == "gs://bkt/corpus/clips/a.mp3"
+    with pytest.raises(io.PathEscapeError):
+        io.resolve_under("gs://bkt/corpus", "clips/../../other/a.mp3")
+    with pytest.raises(io.PathEscapeError):
+        io.resolve_under("gs://bkt/corpus", "gs://bkt/corpus2/a.mp3")
+
+
+def test_join_and_scheme():
+    assert io.join("gs://b/x/", "y", "/z") == "gs://b/x/y/z"
+    assert io.scheme("gs://b") == "gs" and io.scheme("/tmp/a") == ""
+    assert io.dirname("gs://b/x/y.txt") == "gs://b/x"
