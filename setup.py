@@ -64,6 +64,7 @@ setup(
     "and a trainer for speech/text dual encoders built from a multilingual LLM.",
     python_requires=">=3.10",
     packages=PACKAGES,
+    package_data={"tokenizer.synth": ["fixtures/*", "*.tsv", "*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["speechtok = pipelines.cli:main"]},
