@@ -1,0 +1,127 @@
+import io as stdio
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import sine
+from tokenizer import audio
+from tokenizer.audio import AudioConfig, AudioError
+from tokenizer.records import AudioExample, Reason, Reject
+
+CFG = AudioConfig()
+
+
+def encode(wave, sr, fmt, subtype=None):
+    buf = stdio.BytesIO()
+    sf.write(buf, wave, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("sr", "channels", "fmt", "subtype"),
+    [
+        (16000, 1, "WAV", "PCM_16"),
+        (48000, 2, "WAV", "PCM_16"),
+        (22050, 1, "WAV", "PCM_U8"),
+        (44100, 1, "FLAC", "PCM_24"),
+        (48000, 1, "OGG", "OPUS"),
+        (44100, 2, "MP3", "MPEG_LAYER_III"),
+    ],
+)
+def test_decode_converts_to_16k_mono(sr, channels, fmt, subtype):
+    wave = sine(1.0, sr=sr, freq=300.0)
+    if channels == 2:
+        wave = np.stack([wave, wave], axis=1)
+    out = audio.decode(encode(wave, sr, fmt, subtype), CFG)
+    assert out.dtype == np.float32 and out.ndim == 1
+    # Codecs may pad a few ms (MP3 encoder delay); the length is ~1 s at 16 kHz.
+    assert abs(len(out) - 16000) < 0.06 * 16000
+    # The 300 Hz tone survives resampling: its FFT peak sits at 300 Hz.
+    spectrum = np.abs(np.fft.rfft(out[:16000] if len(out) >= 16000 else out))
+    peak_hz = np.argmax(spectrum) * 16000 / (2 * (len(spectrum) - 1))
+    assert abs(peak_hz - 300) < 5
+
+
+def test_resampled_sine_matches_reference():
+    out = audio.decode(encode(sine(1.0, sr=48000, freq=440.0), 48000, "WAV", "FLOAT"), CFG)
+    ref = sine(1.0, sr=16000, freq=440.0)
+    # Away from the edges (filter transients) the resampled signal is the 16 kHz sine.
+    assert np.max(np.abs(out[800:-800] - ref[800:-800])) < 1e-3
+
+
+def reason_of(data, cfg=CFG):
+    with pytest.raises(AudioError) as exc:
+        audio.decode(data, cfg)
+    return exc.value.reason
+
+
+def test_bad_bytes_get_reason_codes():
+    wav = encode(sine(1.0), 16000, "WAV", "PCM_16")
+    flac = encode(sine(1.0), 16000, "FLAC", "PCM_16")
+    mp3 = encode(sine(3.0, sr=44100), 44100, "MP3", "MPEG_LAYER_III")
+    assert reason_of(b"") == Reason.EMPTY_AUDIO
+    assert reason_of(np.random.default_rng(0).bytes(4000)) == Reason.DECODE_ERROR
+    assert reason_of(wav[: len(wav) // 2]) == Reason.DECODE_ERROR
+    assert reason_of(flac[: len(flac) // 2]) == Reason.DECODE_ERROR
+    assert reason_of(mp3[: len(mp3) // 2]) == Reason.DECODE_ERROR
+    nan = sine(1.0)
+    nan[100] = np.nan
+    assert reason_of(encode(nan, 16000, "WAV", "FLOAT")) == Reason.NON_FINITE
+    inf = sine(1.0)
+    inf[5] = np.inf
+    assert reason_of(encode(inf, 16000, "WAV", "DOUBLE")) == Reason.NON_FINITE
+    assert reason_of(encode(sine(0.0), 16000, "WAV", "PCM_16")) == Reason.EMPTY_AUDIO
+    assert (
+        reason_of(encode(sine(3.0), 16000, "WAV", "PCM_16"), AudioConfig(max_seconds=2))
+        == Reason.TOO_LONG
+    )
+
+
+@pytest.mark.parametrize(
+    ("wave", "reason"),
+    [
+        (np.zeros(16000, np.float32), Reason.SILENT),
+        (sine(0.05), Reason.TOO_SHORT),
+        (sine(31.0), Reason.TOO_LONG),
+        (np.array([], np.float32), Reason.EMPTY_AUDIO),
+    ],
+)
+def test_validate_reasons(wave, reason):
+    with pytest.raises(AudioError) as exc:
+        audio.validate(wave, CFG)
+    assert exc.value.reason == reason
+
+
+def test_prepare_routes_missing_file_to_reject(tmp_path, make_wav):
+    good = AudioExample(
+        id="a", uri=make_wav("a.wav", 1.0), text="x", lang="fr", split="test", corpus="c"
+    )
+    out = audio.prepare(good, CFG)
+    assert len(out) == 1 and out[0][0] == good and len(out[0][1]) == 16000
+    missing = good.replace(id="b", uri=str(tmp_path / "nope.wav"))
+    rej = audio.prepare(missing, CFG)
+    assert isinstance(rej, Reject) and rej.reason == Reason.MISSING_FILE and rej.id == "b"
+
+
+def test_split_long_windows(make_wav):
+    cfg = AudioConfig(max_seconds=2.0, split_long=True)
+    ex = AudioExample(
+        id="long", uri=make_wav("l.wav", 5.0), text="x", lang="fr", split="test", corpus="c"
+    )
+    out = audio.prepare(ex, cfg)
+    assert [e.id for e, _ in out] == ["long#w000", "long#w001", "long#w002"]
+    assert sum(len(w) for _, w in out) == 5 * 16000
+
+
+def test_oversized_file_refused_before_reading(make_wav):
+    ex = AudioExample(
+        id="a", uri=make_wav("a.wav", 1.0), text="x", lang="fr", split="test", corpus="c"
+    )
+    rej = audio.prepare(ex, AudioConfig(max_bytes=1000))
+    assert isinstance(rej, Reject) and rej.reason == Reason.TOO_LONG
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        AudioConfig(min_seconds=5, max_seconds=2)

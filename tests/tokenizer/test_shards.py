@@ -1,0 +1,96 @@
+import random
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from tokenizer import schema, shards
+
+
+def token_row(i, lang="fr"):
+    return {
+        "id": f"{lang}/{i:04d}",
+        "sentence_id": str(i // 2),
+        "speaker": None,
+        "corpus": "fleurs",
+        "split": "test",
+        "lang": lang,
+        "source_lang": f"{lang}_{lang}",
+        "modality": "speech",
+        "audio": f"/a/{i}.wav",
+        "duration_s": 1.5,
+        "n_frames": 3,
+        "tokens": [i % 7, 3, 1],
+        "durations": None,
+        "text": f"text {i}",
+        "translation": None,
+        "tgt_lang": None,
+        "codebook": "mfcc-L0-k8-deadbeef",
+    }
+
+
+def test_write_partition_round_trip_and_determinism(tmp_path):
+    rows = [token_row(i) for i in range(25)]
+    part = {"corpus": "fleurs", "split": "test", "lang": "fr"}
+    cfg = shards.WriteConfig(rows_per_shard=10, row_group_rows=4)
+    a = shards.write_partition(
+        rows,
+        out_dir=str(tmp_path / "a"),
+        kind="tokens",
+        partition=part,
+        config=cfg,
+        metadata={schema.META_ENCODER: "mfcc"},
+    )
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    b = shards.write_partition(
+        shuffled,
+        out_dir=str(tmp_path / "b"),
+        kind="tokens",
+        partition=part,
+        config=cfg,
+        metadata={schema.META_ENCODER: "mfcc"},
+    )
+    assert [i.rows for i in a] == [10, 10, 5]
+    assert [i.path for i in a] == [
+        f"tokens/corpus=fleurs/split=test/lang=fr/part-0000{n}.parquet" for n in range(3)
+    ]
+    assert [i.sha256 for i in a] == [i.sha256 for i in b]  # input order does not matter
+    f = pq.ParquetFile(tmp_path / "a" / a[0].path)
+    assert (
+        f.metadata.num_row_groups == 3 and f.schema_arrow.metadata[schema.META_ENCODER] == b"mfcc"
+    )
+    table = ds.dataset(
+        str(tmp_path / "a" / "tokens"), format="parquet", partitioning="hive"
+    ).to_table()
+    assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    assert table.column("tokens").to_pylist()[3] == [3, 3, 1]
+
+
+def test_bad_rows_are_refused(tmp_path):
+    row = token_row(1)
+    row["tokens"] = None
+    with pytest.raises(ValueError, match="tokens"):
+        shards.write_partition(
+            [row],
+            out_dir=str(tmp_path),
+            kind="tokens",
+            partition={"corpus": "c", "split": "s", "lang": "l"},
+        )
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_index_reconciles_and_sweep(tmp_path):
+    idx = shards.Index(
+        job="tokenize", config={"k": 8}, counts={"input": 3, "accepted": 2, "rejected": 0}
+    )
+    with pytest.raises(RuntimeError, match="reconcile"):
+        idx.write(str(tmp_path))
+    assert not (tmp_path / schema.INDEX_FILE).exists()
+    idx.counts["rejected"] = 1
+    idx.write(str(tmp_path))
+    assert shards.Index.read(str(tmp_path)).counts == {"input": 3, "accepted": 2, "rejected": 1}
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / ".tmp-123-part-00000.parquet").write_bytes(b"partial")
+    assert shards.sweep_temp_files(str(tmp_path)) == 1
+    assert not list((tmp_path / "tokens").iterdir())
