@@ -140,7 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--input", required=True, help="glob of WikiMatrix.*.tsv.gz (local or gs://)")
     bt.add_argument("--min-score", type=float, required=True, help="margin score threshold")
     bt.add_argument("--out", required=True, help="output folder")
-    bt.add_argument("--langs", help="comma-separated languages to keep")
+    bt.add_argument("--langs", help="keep only files whose two languages are both listed")
+    bt.add_argument("--min-chars", type=int, default=3, help="shortest side, characters")
+    bt.add_argument("--max-chars", type=int, default=1000, help="longest side, characters")
+    bt.add_argument(
+        "--max-length-ratio",
+        type=float,
+        default=3.0,
+        help="max ratio of the two sides' UTF-8 byte lengths (bytes, so scripts compare)",
+    )
+    bt.add_argument("--rows-per-shard", type=int, default=50_000)
+    bt.add_argument("--compression", default="zstd", help="Parquet compression")
 
     tr = sub.add_parser(
         "train",

@@ -99,9 +99,14 @@ def makedirs(uri: str) -> None:
 
 
 def open_read(uri: str) -> BinaryIO:
+    """Raw bytes of a file. Never decompresses (Beam's default would for
+    ``.gz`` on remote filesystems): callers decode formats themselves, the
+    same way for every scheme."""
     if is_local(uri):
         return open(local_path(uri), "rb")
-    return _beam_fs().open(uri)
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _beam_fs().open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def read_bytes(uri: str) -> bytes:

@@ -1,0 +1,122 @@
+"""Manifest readers: FLEURS, CoVoST 2 (+ Common Voice) and JSONL -> AudioExample.
+
+A reader is registered by name with :func:`register_reader` and splits its
+input into *sources* (e.g. one FLEURS ``{lang}/{split}.tsv`` each) so a Beam
+job can read sources in parallel; reading a source streams it line by line
+and yields an :class:`AudioExample` per good line and a :class:`Reject` per
+bad one, never raising on bad input.
+
+Example::
+
+    from tokenizer.manifests import ManifestConfig, read_manifest
+    cfg = ManifestConfig(format="fleurs", input="mini/fleurs", langs=("fr", "sw"))
+    for item in read_manifest(cfg):
+        ...  # AudioExample or Reject
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from tokenizer.records import AudioExample, Reason, Reject
+
+Item = AudioExample | Reject
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifestConfig:
+    """Which manifest to read and what to keep.
+
+    ``langs`` accepts short codes (``fr``) or corpus codes (``fr_fr``,
+    ``zh-CN``). ``audio_root``: CoVoST's Common Voice language folder
+    (required there); for JSONL the root relative audio paths resolve against
+    and must stay under (default: the manifest's folder).
+    """
+
+    format: str
+    input: str
+    audio_root: str | None = None
+    langs: tuple[str, ...] | None = None
+    splits: tuple[str, ...] | None = None
+    max_line_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.format not in _READERS:
+            raise ValueError(f"unknown manifest format {self.format!r}; known: {sorted(_READERS)}")
+        if not self.input:
+            raise ValueError("input must be a path or URI")
+        if self.max_line_bytes < 1024:
+            raise ValueError("max_line_bytes must be at least 1024")
+
+
+@dataclass(frozen=True)
+class Reader:
+    sources: Callable[[ManifestConfig], list[str]]
+    read: Callable[[ManifestConfig, str], Iterator[Item]]
+
+
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(name: str):
+    """Class decorator registering a reader with ``sources`` and ``read`` static methods."""
+
+    def wrap(cls):
+        _READERS[name] = Reader(sources=cls.sources, read=cls.read)
+        return cls
+
+    return wrap
+
+
+def reader(name: str) -> Reader:
+    return _READERS[name]
+
+
+def available_formats() -> list[str]:
+    return sorted(_READERS)
+
+
+def list_sources(config: ManifestConfig) -> list[str]:
+    """The independently readable parts of a manifest (sorted, deterministic)."""
+    return _READERS[config.format].sources(config)
+
+
+def read_source(config: ManifestConfig, source: str) -> Iterator[Item]:
+    return _READERS[config.format].read(config, source)
+
+
+def read_manifest(config: ManifestConfig, *, dedup: bool = True) -> Iterator[Item]:
+    """Every example of a manifest, in a deterministic order.
+
+    With ``dedup`` a repeated id becomes a ``duplicate_id`` reject (the first
+    occurrence wins); this keeps one set of ids in memory, which a Beam job
+    replaces by a grouping step.
+    """
+    items = (item for src in list_sources(config) for item in read_source(config, src))
+    return dedup_ids(items) if dedup else items
+
+
+def dedup_ids(items: Iterable[Item]) -> Iterator[Item]:
+    seen: set[str] = set()
+    for item in items:
+        if isinstance(item, AudioExample):
+            if item.id in seen:
+                yield duplicate_reject(item)
+                continue
+            seen.add(item.id)
+        yield item
+
+
+def duplicate_reject(example: AudioExample) -> Reject:
+    return Reject(
+        id=example.id,
+        source=example.uri,
+        stage="read",
+        reason=Reason.DUPLICATE_ID,
+        detail=f"id {example.id!r} already seen",
+    )
+
+
+# Register the built-in readers (imported for their decorators).
+from tokenizer.manifests import covost, fleurs, jsonl  # noqa: E402,F401

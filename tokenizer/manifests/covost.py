@@ -1,0 +1,143 @@
+"""CoVoST 2: ``covost_v2.{src}_{tgt}.tsv`` joined with Common Voice.
+
+The CoVoST TSV (``path``, ``translation``, ``split``; our synthetic corpus
+and some releases add ``sentence`` and ``client_id``) is joined on ``path``
+with the Common Voice ``validated.tsv`` under ``--audio-root`` (speaker,
+transcript, optional ``sentence_id``); audio lives in ``--audio-root/clips``.
+Both files are read the way the CoVoST scripts read them: tab separated,
+no quoting, backslash escapes, no NA filtering. ``train_covost`` counts as
+``train``.
+
+Memory: the join keeps ``path -> (client_id, sentence, sentence_id)`` of
+``validated.tsv`` in memory (about 200 bytes per clip); the CoVoST rows
+themselves stream.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+
+from tokenizer import io
+from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests.lines import iter_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.records import AudioExample, Reason
+
+_NAME = re.compile(r"covost_v2\.(?P<src>[^_]+)_(?P<tgt>[^_.]+)\.tsv$")
+SPLIT_ALIASES = {"train_covost": "train"}
+
+
+def parse_name(uri: str) -> tuple[str, str]:
+    """``("fr", "en")`` from ``.../covost_v2.fr_en.tsv``."""
+    m = _NAME.search(io.basename(uri))
+    if not m:
+        raise ValueError(f"{uri}: not a covost_v2.{{src}}_{{tgt}}.tsv file name")
+    return m["src"], m["tgt"]
+
+
+def _fields(line: str) -> list[str]:
+    return next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"))
+
+
+def _rows(uri: str, max_bytes: int):
+    """``(lineno, dict | None, reject | None)`` per data line of a headed TSV."""
+    header = None
+    for lineno, raw in iter_lines(uri, max_bytes):
+        line, reject = raw_line_problem(uri, lineno, raw, max_bytes)
+        if reject:
+            yield lineno, None, reject
+            continue
+        if not line.strip():
+            continue
+        cols = _fields(line)
+        if header is None:
+            header = cols
+            continue
+        if len(cols) != len(header):
+            detail = f"{len(cols)} columns, header has {len(header)}"
+            yield lineno, None, line_reject(uri, lineno, Reason.MALFORMED_LINE, detail)
+            continue
+        yield lineno, dict(zip(header, cols, strict=True)), None
+
+
+def load_validated(uri: str, max_bytes: int) -> dict[str, tuple[str, str, str | None]]:
+    """``path -> (client_id, sentence, sentence_id)`` from Common Voice's validated.tsv."""
+    out = {}
+    for _, row, _reject in _rows(uri, max_bytes):
+        if row and row.get("path"):
+            out[row["path"]] = (
+                row.get("client_id", ""),
+                row.get("sentence", ""),
+                row.get("sentence_id"),
+            )
+    return out
+
+
+@register_reader("covost")
+class CovostReader:
+    @staticmethod
+    def sources(config: ManifestConfig) -> list[str]:
+        from tokenizer import languages
+
+        if not config.audio_root:
+            raise ValueError("covost needs --audio-root (the Common Voice language folder)")
+        src, _ = parse_name(config.input)
+        if (
+            config.langs
+            and src not in config.langs
+            and languages.from_covost(src) not in config.langs
+        ):
+            return []
+        return [config.input]
+
+    @staticmethod
+    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+        from tokenizer import languages
+
+        src, tgt = parse_name(source)
+        validated = load_validated(
+            io.join(config.audio_root, "validated.tsv"), config.max_line_bytes
+        )
+        clips = io.join(config.audio_root, "clips")
+        for lineno, row, reject in _rows(source, config.max_line_bytes):
+            if reject:
+                yield reject
+                continue
+            path = row.get("path", "").strip()
+            split = SPLIT_ALIASES.get(row.get("split", ""), row.get("split", ""))
+            if not path or not split:
+                yield line_reject(source, lineno, Reason.MALFORMED_LINE, "empty path or split")
+                continue
+            if config.splits and split not in config.splits:
+                continue
+            utt_id = f"{src}/{path.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+            if path not in validated:
+                detail = f"{path} is not in validated.tsv"
+                yield line_reject(source, lineno, Reason.MISSING_FILE, detail, id=utt_id)
+                continue
+            client_id, cv_sentence, sentence_id = validated[path]
+            try:
+                uri = io.resolve_under(clips, path)
+            except io.PathEscapeError as exc:
+                yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
+                continue
+            text = row.get("sentence") or cv_sentence
+            problem = text_problem(text)
+            if problem:
+                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=utt_id)
+                continue
+            translation = row.get("translation") or None
+            yield AudioExample(
+                id=utt_id,
+                uri=uri,
+                text=text,
+                lang=languages.from_covost(src),
+                split=split,
+                corpus="covost",
+                source_lang=src,
+                sentence_id=sentence_id or None,
+                speaker=row.get("client_id") or client_id or None,
+                translation=translation,
+                tgt_lang=tgt if translation else None,
+            )

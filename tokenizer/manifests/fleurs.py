@@ -1,0 +1,89 @@
+"""FLEURS data dirs: ``{lang}/{split}.tsv`` + ``{lang}/audio/{split}/*.wav``.
+
+The TSV has no header and 7 tab-separated columns: sentence id, audio file
+name, raw transcription, normalised transcription, character-spaced
+transcription, number of samples, gender (an 8th trailing column is
+tolerated). FLEURS records most sentences several times, so the sentence id
+repeats on rows with different file names: those are distinct utterances.
+The utterance id is ``{lang}/{file stem}``; ``sentence_id`` keeps the TSV id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tokenizer import io
+from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests.lines import iter_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.records import AudioExample, Reason
+
+SPLITS = ("train", "dev", "test")
+MIN_COLUMNS, MAX_COLUMNS = 7, 8
+
+
+def _wanted(code: str, langs: tuple[str, ...] | None) -> bool:
+    from tokenizer import languages
+
+    return langs is None or code in langs or languages.from_fleurs(code) in langs
+
+
+@register_reader("fleurs")
+class FleursReader:
+    @staticmethod
+    def sources(config: ManifestConfig) -> list[str]:
+        splits = config.splits or SPLITS
+        out = []
+        for tsv in io.glob(io.join(config.input, "*", "*.tsv")):
+            code, split = io.basename(io.dirname(tsv)), io.basename(tsv)[: -len(".tsv")]
+            if split in splits and _wanted(code, config.langs):
+                out.append(tsv)
+        return out
+
+    @staticmethod
+    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+        from tokenizer import languages
+
+        lang_dir = io.dirname(source)
+        code, split = io.basename(lang_dir), io.basename(source)[: -len(".tsv")]
+        short = languages.from_fleurs(code)
+        audio_dir = io.join(lang_dir, "audio", split)
+        for lineno, raw in iter_lines(source, config.max_line_bytes):
+            line, reject = raw_line_problem(source, lineno, raw, config.max_line_bytes)
+            if reject:
+                yield reject
+                continue
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if not MIN_COLUMNS <= len(cols) <= MAX_COLUMNS:
+                yield line_reject(
+                    source, lineno, Reason.MALFORMED_LINE, f"{len(cols)} columns, expected 7"
+                )
+                continue
+            sentence_id, file_name, raw_text, norm_text = (c.strip() for c in cols[:4])
+            if not file_name or not sentence_id:
+                yield line_reject(source, lineno, Reason.MALFORMED_LINE, "empty id or file name")
+                continue
+            stem = file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            utt_id = f"{code}/{stem}"
+            try:
+                uri = io.resolve_under(audio_dir, file_name)
+            except io.PathEscapeError as exc:
+                yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
+                continue
+            text = raw_text or norm_text
+            problem = text_problem(text)
+            if problem:
+                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=utt_id)
+                continue
+            yield AudioExample(
+                id=utt_id,
+                uri=uri,
+                text=text,
+                lang=short,
+                split=split,
+                corpus="fleurs",
+                source_lang=code,
+                sentence_id=sentence_id,
+                speaker=None,
+            )

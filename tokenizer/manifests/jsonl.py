@@ -1,0 +1,87 @@
+"""The generic JSONL manifest: one object per line.
+
+Required keys: ``id``, ``audio``, ``text``, ``lang``, ``split``; optional:
+``translation``, ``tgt_lang``, ``sentence_id``, ``speaker``, ``corpus``
+(default ``jsonl``), ``source_lang``. Relative ``audio`` paths resolve
+against ``--audio-root`` (default: the manifest's folder) and must stay
+under it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from tokenizer import io
+from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests.lines import iter_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.records import AudioExample, Reason
+
+# Structural keys (a bad one is a malformed line); a bad "text" is bad_text.
+REQUIRED = ("id", "audio", "lang", "split")
+OPTIONAL = ("translation", "tgt_lang", "sentence_id", "speaker", "corpus", "source_lang")
+
+
+@register_reader("jsonl")
+class JsonlReader:
+    @staticmethod
+    def sources(config: ManifestConfig) -> list[str]:
+        return [config.input]
+
+    @staticmethod
+    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+        root = config.audio_root or io.dirname(source)
+        for lineno, raw in iter_lines(source, config.max_line_bytes):
+            line, reject = raw_line_problem(source, lineno, raw, config.max_line_bytes)
+            if reject:
+                yield reject
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield line_reject(source, lineno, Reason.MALFORMED_LINE, f"invalid JSON: {exc.msg}")
+                continue
+            if not isinstance(obj, dict):
+                yield line_reject(source, lineno, Reason.MALFORMED_LINE, "not a JSON object")
+                continue
+            problem = _structure_problem(obj)
+            if problem:
+                obj_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+                yield line_reject(source, lineno, Reason.MALFORMED_LINE, problem, id=obj_id or None)
+                continue
+            extras = {k: obj.get(k) for k in OPTIONAL}
+            try:
+                uri = io.resolve_under(root, obj["audio"])
+            except io.PathEscapeError as exc:
+                yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=obj["id"])
+                continue
+            problem = text_problem(obj.get("text") if isinstance(obj.get("text"), str) else None)
+            if problem:
+                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=obj["id"])
+                continue
+            yield AudioExample(
+                id=obj["id"],
+                uri=uri,
+                text=obj["text"],
+                lang=obj["lang"],
+                split=obj["split"],
+                corpus=extras["corpus"] or "jsonl",
+                source_lang=extras["source_lang"],
+                sentence_id=extras["sentence_id"],
+                speaker=extras["speaker"],
+                translation=extras["translation"],
+                tgt_lang=extras["tgt_lang"],
+            )
+
+
+def _structure_problem(obj: dict) -> str | None:
+    missing = [k for k in REQUIRED if not isinstance(obj.get(k), str) or not obj[k].strip()]
+    if missing:
+        return f"missing, empty or non-string keys: {', '.join(missing)}"
+    if any(obj.get(k) is not None and not isinstance(obj[k], str) for k in OPTIONAL):
+        return f"optional keys ({', '.join(OPTIONAL)}) must be strings"
+    if any(c in obj[k] for k in ("lang", "split") for c in "/="):
+        return "lang and split must not contain '/' or '=' (they name output folders)"
+    return None
