@@ -112,16 +112,16 @@ class CovostReader:
             if config.splits and split not in config.splits:
                 continue
             utt_id = f"{src}/{path.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
-            if path not in validated:
-                detail = f"{path} is not in validated.tsv"
-                yield line_reject(source, lineno, Reason.MISSING_FILE, detail, id=utt_id)
-                continue
-            client_id, cv_sentence, sentence_id = validated[path]
             try:
                 uri = io.resolve_under(clips, path)
             except io.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
                 continue
+            if path not in validated:
+                detail = f"{path} is not in validated.tsv"
+                yield line_reject(source, lineno, Reason.MISSING_FILE, detail, id=utt_id)
+                continue
+            client_id, cv_sentence, sentence_id = validated[path]
             text = row.get("sentence") or cv_sentence
             problem = text_problem(text)
             if problem:

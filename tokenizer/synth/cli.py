@@ -1,0 +1,38 @@
+"""``speechtok corpus synth``: a thin layer over :func:`synthesize_corpus`.
+
+Example::
+
+    speechtok corpus synth --out /tmp/mini --langs fr,de,sw,hi --per-lang 10
+    speechtok corpus synth --out /tmp/mini-all --all --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tokenizer.synth.summary import format_summary
+from tokenizer.synth.synth import SynthConfig, choose_languages, synthesize_corpus
+
+
+def run_cli(args: argparse.Namespace, extra: list[str]) -> int:
+    from pipelines.cli import UsageError
+
+    try:
+        config = SynthConfig(
+            out=args.out,
+            langs=args.langs or (),
+            all=bool(args.all),
+            per_lang=args.per_lang,
+            voices=args.voices,
+            seed=args.seed,
+            workers=args.workers,
+        )
+        choose_languages(config)  # unknown or unusable languages are usage errors
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    start = time.perf_counter()
+    corpus = synthesize_corpus(config)
+    print(format_summary(corpus, time.perf_counter() - start))
+    print(f"wrote {args.out} (corpus.json, fleurs/, cv/, covost/, wikimatrix/)")
+    return 0
