@@ -63,8 +63,47 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="Whisper only: 30 s padded windows or clip-length (default: unpadded)",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="encoder compute dtype (bfloat16 on CPU uses AMX where present; float16: CUDA only)",
+    )
     p.add_argument("--max-batch-seconds", type=float, help="audio seconds per encoder batch")
     p.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 30)")
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
+
+
+def speech_configs(args: argparse.Namespace):
+    """(ManifestConfig, AudioConfig, EncoderConfig) from the shared speech-job flags."""
+    from tokenizer.audio import AudioConfig
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+
+    try:
+        manifest = ManifestConfig(
+            format=args.format,
+            input=args.input,
+            audio_root=args.audio_root,
+            langs=_csv(args.langs),
+            splits=_csv(args.splits),
+        )
+        audio = AudioConfig(**({"max_seconds": args.max_seconds} if args.max_seconds else {}))
+        overrides = {
+            "layer": args.layer,
+            "mode": args.mode,
+            "device": args.device,
+            "dtype": args.dtype,
+            "max_batch_seconds": args.max_batch_seconds,
+        }
+        encoder = EncoderConfig(
+            name=args.encoder, **{k: v for k, v in overrides.items() if v is not None}
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return manifest, audio, encoder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="codebook folder to write")
     fit.add_argument("--sample-frames", type=int, help="frames to sample in total")
     fit.add_argument("--max-frames-per-utt", type=int, help="cap of sampled frames per utterance")
+    fit.add_argument(
+        "--downsample",
+        type=int,
+        default=1,
+        help="average N consecutive frames before fitting (2: Whisper 50 Hz -> 25 Hz, as the "
+        "paper's 25 Hz tokens); tokenize applies the codebook the same way",
+    )
     fit.add_argument("--backend", default="torch", choices=("torch", "sklearn", "faiss"))
     fit.add_argument("--seed", type=int, default=0)
 
@@ -123,8 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(tok)
     tok.add_argument("--codebook", required=True, help="codebook folder (fit-codebook --out)")
     tok.add_argument("--out", required=True, help="output folder")
-    tok.add_argument("--dedup", action="store_true", help="run-length deduplicate tokens")
-    tok.add_argument("--downsample", type=int, default=1, help="merge N frames into one token")
+    tok.add_argument(
+        "--dedup",
+        action="store_true",
+        help="run-length deduplicate tokens (durations column keeps the run lengths)",
+    )
     tok.add_argument("--skip-existing", action="store_true", help="only ids not yet in --out")
     tok.add_argument("--rows-per-shard", type=int, help="target rows per shard")
     tok.add_argument("--compression", default="zstd", help="Parquet compression")
@@ -167,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--layers", type=int, help="keep only the first N backbone layers")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    tr.add_argument("--split", help="token-shard split to train on (default: train)")
+    tr.add_argument("--langs", help="comma-separated languages to train on (default: all)")
+    tr.add_argument("--max-tokens", type=int, help="padded tokens per batch (default 16384)")
+    tr.add_argument("--bitext-ratio", type=float, help="share of bitext pairs per batch (0.2)")
+    tr.add_argument("--lr", type=float, help="backbone learning rate (default 1e-4)")
+    tr.add_argument("--lr-new", type=float, help="lr of audio rows, projection (3e-3)")
+    tr.add_argument("--warmup-steps", type=int, help="linear warmup before cosine (10)")
+    tr.add_argument("--grad-accum", type=int, help="micro-batches per update (1)")
+    tr.add_argument("--precision", choices=("bf16", "fp32"), help="autocast (default bf16)")
+    tr.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    tr.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    tr.add_argument("--pooling", help="mean | last | first (default mean)")
+    tr.add_argument("--bidirectional", action="store_true", help="Gemma 3: full attention")
+    tr.add_argument("--train-text-rows", action="store_true", help="also train LLM text rows")
+    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (500)")
 
     ev = sub.add_parser(
         "eval",
@@ -212,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # Beam narrates every bundle at INFO; keep our own lines readable
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
     key = _command_key(args)
     if extra and key not in BEAM_JOBS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -9,8 +9,11 @@ job if ``input != accepted + rejected``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 import zlib
 from collections.abc import Iterable
 
@@ -139,15 +142,23 @@ class WriteShards(beam.PTransform):
 class WriteIndex(beam.PTransform):
     """Write ``_index.json`` once everything else is written (side inputs).
 
-    ``counts`` maps ``"input" | "accepted" | "rejected"`` to a PCollection of
+    Inputs: ``counts`` maps ``"input" | "accepted" | "rejected"`` to a PCollection of
     the elements to count; ``shard_infos`` are the ``ShardInfo`` outputs of
     every ``WriteShards``; ``rejects`` the Reject records (for the per-reason
-    tally). The write fails the job when the counts do not reconcile.
+    tally); optional ``after``: outputs the index must wait for. The write fails the job when the counts do not reconcile.
     """
 
-    def __init__(self, out_dir: str, job: str, config: dict, extra: dict | None = None):
+    def __init__(
+        self,
+        out_dir: str,
+        job: str,
+        config: dict,
+        extra: dict | None = None,
+        previous: shards.Index | None = None,
+    ):
         super().__init__()
         self.out_dir, self.job, self.config, self.extra = out_dir, job, config, extra or {}
+        self.previous = previous  # an earlier run's index this run appends to
 
     def expand(self, inputs):
         counted = [
@@ -162,6 +173,8 @@ class WriteIndex(beam.PTransform):
         )
         infos = inputs["shard_infos"] | "FlattenShards" >> beam.Flatten()
         pipeline = infos.pipeline
+        # "after": outputs that must exist before the index (e.g. a saved codebook).
+        after = inputs.get("after") or (pipeline | "NothingElse" >> beam.Create([]))
         return (
             pipeline
             | "IndexTrigger" >> beam.Create([None])
@@ -170,24 +183,63 @@ class WriteIndex(beam.PTransform):
                 self._write,
                 tallies=beam.pvalue.AsDict(tallies),
                 infos=beam.pvalue.AsList(infos),
+                after=beam.pvalue.AsList(after),
             )
         )
 
-    def _write(self, _, tallies, infos) -> dict:
+    def _write(self, _, tallies, infos, after) -> dict:
         counts = {k: int(tallies.get(k, 0)) for k in ("input", "accepted", "rejected")}
         reasons = {
             k.split(":", 1)[1]: v for k, v in sorted(tallies.items()) if k.startswith("reason:")
         }
+        new_shards = shards.shard_dicts(infos)
+        extra = dict(self.extra)
+        if self.previous is not None:  # an append run: the index covers every run
+            prev = self.previous
+            extra["runs"] = [*prev.extra.get("runs", [prev.counts]), counts]
+            counts = {k: prev.counts[k] + counts[k] for k in counts}
+            for reason, n in prev.rejects_by_reason.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+            new_paths = {s["path"] for s in new_shards}
+            kept = [s for s in prev.shards if s["path"] not in new_paths]
+            new_shards = sorted(kept + new_shards, key=lambda s: s["path"])
         index = shards.Index(
             job=self.job,
             config=self.config,
             counts=counts,
             rejects_by_reason=reasons,
-            shards=shards.shard_dicts(infos),
-            extra=self.extra,
+            shards=new_shards,
+            extra=extra,
         )
         index.write(self.out_dir)  # raises (fails the job) when counts do not reconcile
         return counts
+
+
+_progress_bar = {"bar": None}
+
+
+@contextlib.contextmanager
+def progress(options: PipelineOptions, desc: str, unit: str = "it", total: int | None = None):
+    """A progress bar for local in-process runs (workers elsewhere cannot draw one)."""
+    shown = sys.stderr.isatty() or os.environ.get("SPEECHTOK_PROGRESS") == "1"
+    if not (shown and runs_in_process(options)):
+        yield
+        return
+    from tqdm import tqdm
+
+    _progress_bar["bar"] = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    try:
+        yield
+    finally:
+        _progress_bar["bar"].close()
+        _progress_bar["bar"] = None
+
+
+def tick(n: int = 1) -> None:
+    """Advance the local progress bar, if one is shown in this process."""
+    bar = _progress_bar["bar"]
+    if bar is not None:
+        bar.update(n)
 
 
 def reject_rows(rejects):

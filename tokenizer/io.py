@@ -59,10 +59,33 @@ def local_path(uri: str) -> str:
     return uri
 
 
+_fs_configured = False
+
+
 def _beam_fs():
+    global _fs_configured
     from apache_beam.io.filesystems import FileSystems
 
+    if not _fs_configured:
+        _fs_configured = True
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            _use_anonymous_gcs()
     return FileSystems
+
+
+def _use_anonymous_gcs() -> None:
+    """With a local GCS emulator (``STORAGE_EMULATOR_HOST``) there are no
+    credentials to find, and Beam's lookup retries for ~20-30 s before it
+    connects anonymously (``--no_auth`` does not reach its GCS client). Beam
+    caches that lookup once per process: record "anonymous" up front. Only
+    ever done when an emulator is configured."""
+    try:
+        from apache_beam.internal.gcp import auth
+    except ImportError:  # Beam without the gcp extra: nothing to skip
+        return
+    with auth._Credentials._credentials_lock:
+        auth._Credentials._credentials_init = True
+        auth._Credentials._credentials = None
 
 
 def join(base: str, *parts: str) -> str:

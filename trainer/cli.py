@@ -1,0 +1,95 @@
+"""``speechtok train``: a thin layer from flags to :class:`trainer.train.TrainConfig`.
+
+Example::
+
+    speechtok train --shards out/ --llm gemma-3-270m --layers 4 --out runs/a --steps 150
+    torchrun --nproc_per_node 2 -m pipelines.cli train --shards out/ --out runs/b ...
+    speechtok train --shards out/ --out runs/a --steps 300 --resume   # continue, same flags
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def _usage_error(message: str) -> Exception:
+    from pipelines.cli import UsageError
+
+    return UsageError(message)
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    return items or None
+
+
+def build_train_config(args) -> object:
+    """TrainConfig from parsed ``speechtok train`` flags (missing optional flags: defaults)."""
+    from trainer.data import DataConfig
+    from trainer.loss import LossConfig
+    from trainer.model import DualEncoderConfig
+    from trainer.train import TrainConfig
+
+    def opt(name, default=None):
+        value = getattr(args, name, None)
+        return default if value is None else value
+
+    seed = opt("seed", 0)
+    model = DualEncoderConfig(
+        llm=args.llm,
+        layers=opt("layers"),
+        pooling=opt("pooling", "mean"),
+        bidirectional=bool(opt("bidirectional", False)),
+        train_text_rows=bool(opt("train_text_rows", False)),
+    )
+    data = DataConfig(
+        shards=args.shards,
+        bitext=opt("bitext"),
+        split=opt("split", "train"),
+        langs=_csv(opt("langs")),
+        batch_size=opt("batch_size", 16),
+        max_tokens=opt("max_tokens", 16384),
+        bitext_ratio=opt("bitext_ratio", 0.2 if opt("bitext") else 0.0),
+        seed=seed,
+    )
+    return TrainConfig(
+        out=args.out,
+        model=model,
+        data=data,
+        loss=LossConfig(spread_out_weight=opt("spread_out_weight", 1.0)),
+        steps=opt("steps", 1000),
+        lr=opt("lr", 1e-4),
+        lr_new=opt("lr_new", 3e-3),
+        warmup_steps=opt("warmup_steps", 10),
+        grad_accum=opt("grad_accum", 1),
+        precision=opt("precision", "bf16"),
+        device=opt("device", "auto"),
+        compile=bool(opt("compile", False)),
+        seed=seed,
+        save_every=opt("save_every", 500),
+    )
+
+
+def run_train(args, extra) -> int:
+    """Entry point of ``speechtok train`` (dispatched by ``pipelines.cli``)."""
+    try:
+        config = build_train_config(args)
+    except ValueError as exc:
+        raise _usage_error(str(exc)) from exc
+    from trainer.checkpoint import CheckpointError
+    from trainer.data import ShardError
+    from trainer.train import train
+
+    try:
+        summary = train(config, resume=bool(getattr(args, "resume", False)))
+    except (CheckpointError, ShardError, FileNotFoundError) as exc:
+        raise _usage_error(str(exc)) from exc
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary line under torchrun
+        print(json.dumps(summary))
+    return 0

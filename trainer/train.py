@@ -1,0 +1,498 @@
+"""The training loop: config, optimiser, schedule, DDP, checkpoints, resume, logs.
+
+AdamW with two learning rates (backbone 1e-4; new parameters, i.e. audio
+rows, projection and logit scale, 3e-3: what worked at once in the
+prototype), linear warmup then cosine, gradient clipping, gradient
+accumulation, bf16 autocast (the fast path on CUDA and on AMX CPUs), optional
+``torch.compile``, DDP under ``torchrun`` (gloo on CPU, NCCL on GPUs).
+
+The learning rate is a pure function of the step and the data position a
+pure function of ``(seed, epoch, index)``, so a checkpoint (weights, AdamW
+moments, RNG, position) is the whole state: on CPU, N steps straight and N/2
++ ``--resume`` N/2 give bit-identical weights.
+
+Example::
+
+    config = TrainConfig(
+        out="runs/demo",
+        model=DualEncoderConfig(llm="gemma-3-270m", layers=4),
+        data=DataConfig(shards="out/", batch_size=16),
+        steps=150,
+    )
+    summary = train(config)            # or train(config, resume=True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from tokenizer import io
+from trainer import checkpoint as ckpt
+from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group
+from trainer.loss import LossConfig, dual_encoder_loss, gather_no_grad, gather_with_grad
+from trainer.model import DualEncoder, DualEncoderConfig, build_model
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("bf16", "fp32")
+# Settings that may change on --resume without changing what is trained.
+RESUMABLE_CHANGES = ("out", "steps", "save_every", "log_every", "progress", "device", "compile")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run (stored in ``RUN_DIR/config.json`` under ``train``)."""
+
+    out: str
+    model: DualEncoderConfig
+    data: DataConfig
+    loss: LossConfig = field(default_factory=LossConfig)
+    steps: int = 1000
+    lr: float = 1e-4  # backbone
+    lr_new: float = 3e-3  # audio rows, projection, logit scale
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the peak
+    clip_grad_norm: float = 1.0
+    grad_accum: int = 1
+    precision: str = "bf16"  # autocast dtype; weights and optimizer stay fp32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False
+    seed: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.grad_accum < 1 or self.save_every < 1 or self.log_every < 1:
+            raise ValueError("grad_accum, save_every and log_every must be >= 1")
+        if self.lr <= 0 or self.lr_new <= 0 or self.weight_decay < 0:
+            raise ValueError("learning rates must be > 0 and weight_decay >= 0")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
+        if self.clip_grad_norm <= 0:
+            raise ValueError("clip_grad_norm must be > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        data = dict(d.pop("data"))
+        for key in ("langs", "corpora"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(
+            model=DualEncoderConfig(**d.pop("model")),
+            data=DataConfig(**data),
+            loss=LossConfig(**d.pop("loss", {})),
+            **d,
+        )
+
+
+def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak lr for update ``step`` (1-based): linear warmup, then cosine."""
+    if warmup and step <= warmup:
+        return step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the torchrun process group if ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        here = True
+    return DistInfo(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        initialized_here=here,
+    )
+
+
+def _device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist_info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def _check_resume(saved: dict, config: TrainConfig) -> None:
+    given = config.to_dict()
+    diffs = [
+        f"{k}: saved {saved.get(k)!r}, given {v!r}"
+        for k, v in given.items()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != json.loads(json.dumps(v))
+    ]
+    if diffs:
+        raise ckpt.CheckpointError("--resume with different settings: " + "; ".join(diffs))
+    if saved.get("steps") != config.steps:
+        log.warning(
+            "resuming with steps=%d (was %s): the cosine schedule stretches",
+            config.steps,
+            saved.get("steps"),
+        )
+
+
+class Trainer:
+    """Owns model, optimiser, data and run folder; :meth:`fit` trains to ``config.steps``."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False):
+        self.config = config
+        device_type = (
+            "cuda"
+            if config.device.startswith("cuda")
+            or (config.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
+        self.dist = init_distributed(device_type)
+        self.device = _device(config.device, self.dist)
+        saved = None
+        if resume:
+            saved = ckpt.read_config(config.out)
+            _check_resume(saved.get("train") or {}, config)
+        elif ckpt.has_checkpoint(config.out):
+            raise ckpt.CheckpointError(
+                f"{config.out} already holds a run: pass --resume or choose another --out"
+            )
+        data = config.data
+        self.rows = TokenRows.read(
+            data.shards, split=data.split, langs=data.langs, corpora=data.corpora
+        )
+        self.codebook = {
+            "id": self.rows.codebook.id,
+            "k": self.rows.codebook.k,
+            "sha256": self.rows.codebook.sha256,
+        }
+        if saved is not None and saved["codebook"] != self.codebook:
+            raise ckpt.CheckpointError(
+                f"shards use codebook {self.codebook}, the run {saved['codebook']}"
+            )
+        bitext = (
+            BitextRows.read(data.bitext, langs=data.langs)
+            if data.bitext and data.bitext_ratio > 0
+            else None
+        )
+        self.model: DualEncoder = build_model(config.model, self.rows.codebook.k, seed=config.seed)
+        self.model.to(self.device)
+        self.param_names, groups = self._param_groups()
+        # Fused AdamW (CPU and CUDA): ~5x faster than the foreach path here (6M params).
+        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, fused=True)
+        self.loader = ShardLoader(
+            self.rows,
+            data,
+            bitext=bitext,
+            max_speech_tokens=config.model.max_speech_tokens,
+            max_text_tokens=config.model.max_text_tokens,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        self.step = 0
+        self.metrics: list[dict] = []
+        torch.manual_seed(config.seed + self.dist.rank)
+        if saved is not None:
+            self._restore(int(saved["step"]))
+        self.forward_module = self.model
+        if config.compile:
+            self.model.backbone.compile(dynamic=True)
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_module = DDP(self.model, device_ids=ids)
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _param_groups(self) -> tuple[list[list[str]], list[dict]]:
+        new = self.model.new_parameter_names()
+        embeddings = set(self.model.embedding_parameter_names().values())
+        buckets: dict[str, tuple[list[str], list]] = {
+            k: ([], []) for k in ("backbone", "backbone_no_wd", "new", "new_no_wd")
+        }
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            decay = p.dim() >= 2 and name not in embeddings
+            key = ("new" if name in new else "backbone") + ("" if decay else "_no_wd")
+            buckets[key][0].append(name)
+            buckets[key][1].append(p)
+        names, groups = [], []
+        for key, (group_names, params) in buckets.items():
+            if not params:
+                continue
+            lr = self.config.lr_new if key.startswith("new") else self.config.lr
+            wd = self.config.weight_decay if not key.endswith("no_wd") else 0.0
+            names.append(group_names)
+            groups.append(
+                {"params": params, "lr": lr, "weight_decay": wd, "name": key, "peak_lr": lr}
+            )
+        return names, groups
+
+    def _restore(self, step: int) -> None:
+        out = self.config.out
+        ckpt.load_model_weights(self.model, out, step=step)
+        rng = ckpt.load_optimizer(out, self.optimizer, self.param_names, step=step)
+        state = json.loads(io.read_text(io.join(out, ckpt.STATE_FILE)))
+        if int(state["step"]) != step:
+            raise ckpt.CheckpointError(
+                f"{ckpt.STATE_FILE} is from step {state['step']}, expected {step}"
+            )
+        if int(state.get("world_size", 1)) != self.dist.world_size:
+            raise ckpt.CheckpointError(
+                f"the run was trained on {state.get('world_size')} process(es), not "
+                f"{self.dist.world_size}: the data position would not carry over"
+            )
+        self.loader.load_state_dict(state["data"])
+        if "torch" in rng and self.dist.is_main:
+            torch.set_rng_state(rng["torch"])
+        metrics_uri = io.join(out, ckpt.METRICS_FILE)
+        if io.exists(metrics_uri):
+            lines = [json.loads(x) for x in io.read_text(metrics_uri).splitlines() if x.strip()]
+            self.metrics = [m for m in lines if int(m["step"]) <= step]
+        self.step = step
+        log.info("resumed %s at step %d (epoch %d)", out, step, self.loader.epoch)
+
+    # -- one update -------------------------------------------------------------------------
+
+    def _autocast(self):
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def encode(self, batch):
+        """Model inputs of a batch: speech side, and one text pass for transcripts + bitext."""
+        model = self.model
+        speech = model.encode_speech(batch.speech, batch.langs).to(self.device)
+        texts = batch.texts + batch.bitext_src + batch.bitext_tgt
+        langs = batch.langs + batch.bitext_src_langs + batch.bitext_tgt_langs
+        text = model.encode_text(texts, langs).to(self.device)
+        groups = np.concatenate(
+            [batch.groups, np.asarray([text_group(t) for t in batch.bitext_tgt], dtype=np.int64)]
+        )
+        return speech, text, torch.from_numpy(groups).to(self.device)
+
+    def loss(self, batch, encoded=None):
+        """Forward both sides and the (globally gathered) loss of one micro-batch."""
+        speech, text, groups = encoded if encoded is not None else self.encode(batch)
+        with self._autocast():
+            speech_emb, text_emb, scale = self.forward_module(speech, text)
+        n, m = len(batch.ids), len(batch.bitext_src)
+        queries = torch.cat([speech_emb, text_emb[n : n + m]])
+        candidates = torch.cat([text_emb[:n], text_emb[n + m :]])
+        out = dual_encoder_loss(
+            gather_with_grad(queries),
+            gather_with_grad(candidates),
+            logit_scale=scale,
+            groups=gather_no_grad(groups),
+            spread_out_weight=self.config.loss.spread_out_weight,
+        )
+        tokens = speech.n_tokens + text.n_tokens
+        return out, tokens
+
+    def set_lr(self, step: int) -> float:
+        cfg = self.config
+        factor = lr_factor(
+            step, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
+        return factor
+
+    def train_step(self, micro_batches) -> dict:
+        """One optimiser update over ``grad_accum`` micro-batches; returns its metrics."""
+        started = time.perf_counter()
+        self.model.train()
+        factor = self.set_lr(self.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "contrastive": 0.0, "spread_out": 0.0, "accuracy": 0.0}
+        pairs = tokens = 0
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = (
+                self.forward_module.no_sync()
+                if self.dist.world_size > 1 and not last
+                else contextlib.nullcontext()
+            )
+            with sync:
+                out, n_tokens = self.loss(batch)
+                (out.loss / len(micro_batches)).backward()
+            for key in sums:
+                sums[key] += float(getattr(out, key).detach()) / len(micro_batches)
+            pairs += len(batch)
+            tokens += n_tokens
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        if self.dist.world_size > 1:
+            import torch.distributed as dist
+
+            counts = torch.tensor([pairs, tokens], dtype=torch.long, device=self.device)
+            dist.all_reduce(counts)
+            pairs, tokens = int(counts[0]), int(counts[1])
+        elapsed = time.perf_counter() - started
+        return {
+            "step": self.step,
+            "epoch": self.loader.epoch,
+            **{k: round(v, 6) for k, v in sums.items()},
+            "lr": self.config.lr * factor,
+            "lr_new": self.config.lr_new * factor,
+            "logit_scale": round(float(self.model.scale().detach()), 4),
+            "grad_norm": round(float(grad_norm), 6),
+            "pairs": pairs,
+            "tokens": tokens,
+            "step_s": round(elapsed, 4),
+            "tokens_per_s": round(tokens / elapsed, 1),
+        }
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def fit(self, *, stop_after: int | None = None) -> dict:
+        """Train until ``config.steps`` (or ``stop_after`` more steps); checkpoint and return a summary."""
+        cfg = self.config
+        bar = _progress(cfg.steps, self.step, enabled=cfg.progress and self.dist.is_main)
+        started, done = time.perf_counter(), 0
+        try:
+            while self.step < cfg.steps and (stop_after is None or done < stop_after):
+                micro = [self.loader.next_batch() for _ in range(cfg.grad_accum)]
+                metrics = self.train_step(micro)
+                done += 1
+                self.metrics.append(metrics)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{metrics['loss']:.4f}",
+                        lr=f"{metrics['lr']:.2e}",
+                        tok_s=f"{metrics['tokens_per_s']:.0f}",
+                    )
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save()
+                elif self.step % cfg.log_every == 0:
+                    self._flush_metrics()
+                if self.step % cfg.log_every == 0:
+                    log.info(
+                        "step %d loss %.4f lr %.2e %.0f tok/s",
+                        self.step,
+                        metrics["loss"],
+                        metrics["lr"],
+                        metrics["tokens_per_s"],
+                    )
+            if done and (self.step % cfg.save_every and self.step != cfg.steps):
+                self.save()  # stopped early: leave a resumable checkpoint
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - started
+        losses = [m["loss"] for m in self.metrics]
+        return {
+            "step": self.step,
+            "steps_this_run": done,
+            "wall_s": round(wall, 2),
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "out": cfg.out,
+        }
+
+    def save(self) -> None:
+        """Checkpoint (rank 0): weights, optimizer + RNG, data position, metrics, then config."""
+        if self.dist.is_main:
+            out = self.config.out
+            io.makedirs(out)
+            ckpt.save_model(out, self.model, step=self.step)
+            ckpt.save_optimizer(
+                out,
+                self.optimizer,
+                self.param_names,
+                step=self.step,
+                rng={"torch": torch.get_rng_state()},
+            )
+            state = {
+                "step": self.step,
+                "data": self.loader.state_dict(),
+                "world_size": self.dist.world_size,
+            }
+            io.write_text(io.join(out, ckpt.STATE_FILE), json.dumps(state, indent=2))
+            self._flush_metrics()
+            config = ckpt.run_config(
+                self.model, codebook=self.codebook, step=self.step, train=self.config.to_dict()
+            )
+            ckpt.write_config(out, config)
+        if self.dist.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _flush_metrics(self) -> None:
+        if self.dist.is_main:
+            text = "".join(json.dumps(m) + "\n" for m in self.metrics)
+            io.write_text(io.join(self.config.out, ckpt.METRICS_FILE), text)
+
+    def close(self) -> None:
+        if self.dist.initialized_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _progress(total: int, initial: int, *, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train (or resume) a run; returns ``{"step", "wall_s", "first_loss", "last_loss", ...}``."""
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.fit(stop_after=stop_after)
+    finally:
+        trainer.close()
+
+
+def debug_config(shards: str, out: str, **overrides) -> TrainConfig:
+    """The CI config: tiny random Gemma 3 (``llm="debug"``), small batches, 2 steps."""
+    seed = overrides.pop("seed", 0)
+    model = DualEncoderConfig(llm="debug", max_speech_tokens=256, max_text_tokens=64)
+    data = DataConfig(shards=shards, batch_size=4, max_tokens=4096, shuffle_buffer=64, seed=seed)
+    base = {"steps": 2, "warmup_steps": 1, "save_every": 100, "log_every": 1, "progress": False}
+    base.update(overrides)
+    return TrainConfig(out=out, model=model, data=data, seed=seed, **base)
