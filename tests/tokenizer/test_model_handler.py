@@ -1,0 +1,151 @@
+"""EncoderModelHandler in real Beam pipelines (TestPipeline + assert_that, the
+mfcc encoder so it runs in seconds)."""
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.conftest import noise, sine
+from tokenizer.encoders import _REGISTRY, EncoderConfig, build_encoder, register_encoder
+from tokenizer.encoders.mfcc import MfccEncoder
+from tokenizer.model_handler import EncoderModelHandler, check_element, clip_weight
+
+MFCC = EncoderConfig(name="mfcc")
+
+
+def _clips():
+    seconds = [1.0, 0.5, 0.013, 0.0, 2.5, 0.31, 1.7]
+    return [
+        (f"utt{i}", sine(s, freq=200.0 + 50 * i) + noise(s, amp=0.01, seed=i))
+        for i, s in enumerate(seconds)
+    ]
+
+
+def _signature(feats: np.ndarray) -> tuple:
+    return feats.shape, round(float(feats.astype(np.float64).sum()), 3)
+
+
+def test_runinference_yields_keyed_features_equal_to_direct_encoding():
+    clips = _clips()
+    direct = build_encoder("mfcc").encode([w for _, w in clips])
+    expected = [(key, _signature(f)) for (key, _), f in zip(clips, direct, strict=True)]
+    with BeamTestPipeline() as p:
+        out = (
+            p
+            | beam.Create(clips)
+            | RunInference(EncoderModelHandler(MFCC, batch_seconds=2.0))
+            | beam.MapTuple(lambda key, feats: (key, _signature(feats)))
+        )
+        assert_that(out, equal_to(expected))
+
+
+def test_handler_survives_beams_pickler():
+    """Workers get the handler through Beam's pickler and load their own model."""
+    from apache_beam.internal import pickler
+
+    handler = pickler.loads(pickler.dumps(EncoderModelHandler(MFCC, batch_seconds=2.0)))
+    clips = _clips()[:3]
+    out = list(handler.run_inference(clips, handler.load_model()))
+    direct = build_encoder("mfcc").encode([w for _, w in clips])
+    assert all(np.array_equal(a, b) for (_, a), b in zip(out, direct, strict=True))
+
+
+def test_bad_clips_go_to_the_dead_letter_queue_alone():
+    clips = _clips()
+    bad = [
+        ("nan", np.array([0.1, np.nan, 0.2], np.float32)),
+        ("stereo", np.zeros((100, 2), np.float32)),
+        ("ints", np.arange(100)),
+        "not-a-tuple",
+    ]
+    with BeamTestPipeline() as p:
+        main, failed = (
+            p
+            | beam.Create(clips + bad)
+            | RunInference(EncoderModelHandler(MFCC, batch_seconds=1.0)).with_exception_handling()
+        )
+        assert_that(main | beam.Keys(), equal_to([k for k, _ in clips]), label="good")
+        assert_that(
+            failed.failed_preprocessing[0]
+            | beam.Map(lambda bad: bad[0][0] if isinstance(bad[0], tuple) else bad[0]),
+            equal_to(["nan", "stereo", "ints", "not-a-tuple"]),
+            label="bad",
+        )
+        assert_that(failed.failed_inferences, equal_to([]), label="no-failed-batches")
+
+
+def test_batches_are_sized_by_audio_seconds():
+    handler = EncoderModelHandler(MFCC, batch_seconds=3.0)
+    kwargs = handler.batch_elements_kwargs()
+    assert kwargs["element_size_fn"] is clip_weight
+    assert kwargs["min_batch_size"] == kwargs["max_batch_size"] == 300
+    clips = [(f"u{i}", np.zeros(16000, np.float32)) for i in range(10)]
+    with BeamTestPipeline() as p:
+        sizes = (
+            p
+            | beam.Create(clips)
+            | beam.BatchElements(**kwargs)
+            | beam.Map(lambda batch: sum(clip_weight(e) for e in batch))
+        )
+        # 1 s clips, 3 s per batch: batches of at most 3, all 10 clips once.
+        assert_that(
+            sizes | beam.combiners.ToList(),
+            lambda got: _check_batches(got[0], total=1000, cap=300),
+        )
+
+
+def _check_batches(weights, total, cap):
+    assert sum(weights) == total, weights
+    assert all(w <= cap for w in weights), weights
+
+
+def test_load_and_run_without_beam():
+    handler = EncoderModelHandler(MFCC)
+    model = handler.load_model()
+    out = list(handler.run_inference([("a", sine(0.1)), ("b", sine(0.2))], model))
+    assert [k for k, _ in out] == ["a", "b"] and [f.shape for _, f in out] == [(5, 39), (10, 39)]
+    assert handler.batch_seconds == 4 * MFCC.max_batch_seconds
+    assert handler.get_num_bytes([("a", sine(0.1))]) == 1600 * 4
+    assert not handler.share_model_across_processes()
+    with pytest.raises(ValueError):
+        handler.validate_inference_args({"temperature": 1})
+
+
+def test_cuda_handlers_share_one_large_model():
+    gpu = EncoderModelHandler(EncoderConfig(name="whisper-base", device="cuda", dtype="bfloat16"))
+    assert gpu.share_model_across_processes() and gpu.model_copies() == 1
+
+
+def test_check_element_normalises_dtype():
+    key, wave = check_element(("k", np.zeros(4, np.float64)))
+    assert key == "k" and wave.dtype == np.float32
+
+
+class _FailsOnOddSamples(MfccEncoder):
+    """mfcc, except a batch holding an odd-length clip fails in the model."""
+
+    def _encode_batch(self, clips):
+        if any(len(c) % 2 for c in clips):
+            raise RuntimeError("model failure")
+        return super()._encode_batch(clips)
+
+
+def test_model_failures_fail_their_batch_not_the_job():
+    register_encoder("fails-on-odd-test")(_FailsOnOddSamples)
+    try:
+        clips = [("even", np.zeros(3200, np.float32)), ("odd", np.zeros(3201, np.float32))]
+        handler = EncoderModelHandler(EncoderConfig(name="fails-on-odd-test"), batch_seconds=0.01)
+        with BeamTestPipeline() as p:
+            main, failed = p | beam.Create(clips) | RunInference(handler).with_exception_handling()
+            assert_that(main | beam.Keys(), equal_to(["even"]), label="good")
+            assert_that(
+                failed.failed_inferences
+                | beam.FlatMap(lambda batch_exc: [key for key, _ in batch_exc[0]]),
+                equal_to(["odd"]),
+                label="failed-batch",
+            )
+    finally:
+        _REGISTRY.pop("fails-on-odd-test", None)
