@@ -69,6 +69,11 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="encoder compute dtype (bfloat16 on CPU uses AMX where present; float16: CUDA only)",
     )
     p.add_argument("--max-batch-seconds", type=float, help="audio seconds per encoder batch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per worker process (1 when several workers share the cores)",
+    )
     p.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 30)")
 
 
@@ -97,6 +102,7 @@ def speech_configs(args: argparse.Namespace):
             "device": args.device,
             "dtype": args.dtype,
             "max_batch_seconds": args.max_batch_seconds,
+            "threads": args.threads,
         }
         encoder = EncoderConfig(
             name=args.encoder, **{k: v for k, v in overrides.items() if v is not None}
@@ -242,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shards", required=True, help="tokenize --out folder")
     ev.add_argument("--split", default="test")
     ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--langs", help="evaluate only these languages (default: all in the split)")
+    ev.add_argument(
+        "--seen",
+        help="languages to count as seen (default: those of the run's training shards)",
+    )
+    ev.add_argument("--device", help="cpu | cuda (default: cuda when available)")
 
     sub.add_parser(
         "demo",

@@ -67,3 +67,37 @@ def waveforms():
         noise(0.8, seed=1),
         sine(2.0, freq=330.0) + noise(2.0, amp=0.02, seed=2),
     ]
+
+
+# A tiny mini-FLEURS (real UDHR text, real espeak speech) built once per test
+# session, and an mfcc codebook fitted on it through the real job.
+MINI_LANGS = ("fr", "de", "sw")
+
+
+@pytest.fixture(scope="session")
+def mini_corpus(tmp_path_factory):
+    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+
+    out = tmp_path_factory.mktemp("mini")
+    synthesize_corpus(
+        SynthConfig(out=str(out), langs=MINI_LANGS, per_lang=5, voices=2, seed=0, workers=1)
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def mfcc_codebook(mini_corpus, tmp_path_factory):
+    from pipelines.fit_codebook import FitCodebookJobConfig, run
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+
+    out = tmp_path_factory.mktemp("cb") / "mfcc-k16"
+    config = FitCodebookJobConfig(
+        manifest=ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs")),
+        encoder=EncoderConfig(name="mfcc"),
+        k=16,
+        out=str(out),
+        sample_frames=5000,
+    )
+    run(config)
+    return out

@@ -1,0 +1,228 @@
+"""``speechtok fit-codebook``: encoder frames -> a k-means codebook folder.
+
+read manifest -> dedup ids -> decode + validate -> encode (RunInference) ->
+optional frame averaging (``--downsample``) -> stratified reservoir sample of
+frames (per language, capped per utterance; a CombineFn, so memory is bounded
+by the sample, not the corpus) -> ``kmeans.fit`` -> ``OUT/centroids.npy`` +
+``OUT/codebook.json``, with ``OUT/rejects/`` and ``OUT/_index.json``.
+
+Run it as ``speechtok fit-codebook ...`` or ``python -m pipelines.fit_codebook``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+
+from pipelines import common
+from pipelines.speech import DecodeAudio, EncodeAudio, ReadExamples
+from tokenizer import io, schema, shards
+from tokenizer.audio import AudioConfig
+from tokenizer.encoders import EncoderConfig
+from tokenizer.manifests import ManifestConfig, list_sources
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitCodebookJobConfig:
+    """``sample_frames``: frames k-means sees (split evenly over languages);
+    ``max_frames_per_utt``: so one long file cannot dominate."""
+
+    manifest: ManifestConfig
+    encoder: EncoderConfig
+    k: int
+    out: str
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    sample_frames: int = 200_000
+    max_frames_per_utt: int | None = 500
+    downsample: int = 1
+    backend: str = "torch"
+    seed: int = 0
+    write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2, got {self.k}")
+        if self.sample_frames < self.k:
+            raise ValueError(f"sample_frames ({self.sample_frames}) must be >= k ({self.k})")
+        if self.downsample < 1:
+            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class SampleFrames(beam.CombineFn):
+    """Beam wrapper of :class:`kmeans.sampling.StratifiedReservoir` (order-independent)."""
+
+    def __init__(self, sampler_config):
+        self.sampler_config = sampler_config
+
+    def create_accumulator(self):
+        from kmeans.sampling import StratifiedReservoir
+
+        return StratifiedReservoir(self.sampler_config)
+
+    def add_input(self, acc, item):
+        lang, utt_id, frames = item
+        return acc.add(lang, utt_id, frames)
+
+    def merge_accumulators(self, accumulators):
+        from kmeans.sampling import StratifiedReservoir
+
+        return StratifiedReservoir.merge_all(accumulators)
+
+    def extract_output(self, acc):
+        return acc.extract()
+
+
+def frames_for_sampling(keyed_features, downsample: int):
+    """``((example, n_samples), features)`` -> ``(lang, id, frames)`` as the codebook will see them."""
+    from kmeans.postprocess import downsample_frames
+
+    (example, _), features = keyed_features
+    common.tick()
+    return example.lang, example.id, downsample_frames(features, downsample)
+
+
+def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
+    """Fit k-means on the sample and write the codebook folder; returns its summary."""
+    import kmeans
+    from kmeans.postprocess import PostprocessConfig
+
+    if sample.frames.shape[0] < config.k:
+        raise RuntimeError(
+            f"only {sample.frames.shape[0]} frames were sampled (every input rejected?); k={config.k} needs more"
+        )
+    device = config.encoder.device if config.backend == "torch" else None
+    opts = {"device": device} if device and device != "cpu" else {}
+    codebook = kmeans.fit(sample.frames, config.k, seed=config.seed, backend=config.backend, **opts)
+    post = PostprocessConfig(downsample=config.downsample)
+    codebook = codebook.with_metadata(
+        encoder=identity["encoder"],
+        layer=identity["layer"],
+        mode=identity["mode"],
+        frame_rate=identity["frame_rate"] / config.downsample,
+        encoder_frame_rate=identity["frame_rate"],
+        sample_per_lang=sample.per_lang,
+        seen_frames=sample.seen_frames,
+        seen_utterances=sample.seen_utts,
+        max_frames_per_utt=config.max_frames_per_utt,
+        **post.to_metadata(),
+    )
+    codebook.save(config.out)
+    return {"id": codebook.id, "k": codebook.k, "inertia": codebook.metadata["inertia"]}
+
+
+def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
+    from tokenizer.encoders import build_encoder
+
+    fields = dataclasses.asdict(config.encoder)
+    identity = build_encoder(fields.pop("name"), **fields).identity()
+    sources = list_sources(config.manifest)
+    shards.sweep_temp_files(config.out)
+    io.delete(io.join(config.out, schema.REJECTS_DIR))
+    io.delete(io.join(config.out, schema.INDEX_FILE))
+    return identity, sources
+
+
+def build(
+    pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: dict, sources: list[str]
+) -> None:
+    from kmeans.sampling import SamplerConfig
+
+    read = pipeline | "Read" >> ReadExamples(config.manifest, sources)
+    decoded = read["ok"] | "Decode" >> DecodeAudio(config.audio)
+    encoded = decoded["ok"] | "Encode" >> EncodeAudio(config.encoder)
+    sampler = SamplerConfig(
+        sample_frames=config.sample_frames,
+        max_frames_per_utt=config.max_frames_per_utt,
+        seed=config.seed,
+    )
+    summary = (
+        encoded["ok"]
+        | "Frames" >> beam.Map(frames_for_sampling, config.downsample)
+        | "Sample" >> beam.CombineGlobally(SampleFrames(sampler))
+        | "FitAndSave" >> beam.Map(fit_and_save, config, identity)
+    )
+    rejects = (
+        read["rejects"],
+        decoded["rejects"],
+        encoded["rejects"],
+    ) | "AllRejects" >> beam.Flatten()
+    reject_shards = common.reject_rows(rejects) | "WriteRejects" >> common.WriteShards(
+        config.out, schema.REJECTS_DIR, config.write
+    )
+    # The codebook summary rides along as a side input, so the index is written
+    # only after the codebook is saved.
+    _ = {
+        "counts": {"input": read["items"], "accepted": encoded["ok"], "rejected": rejects},
+        "rejects": rejects,
+        "shard_infos": (reject_shards,),
+        "after": summary,
+    } | "Index" >> common.WriteIndex(
+        config.out, "fit-codebook", config.as_dict(), {"encoder": identity}
+    )
+
+
+def run(config: FitCodebookJobConfig, beam_args: list[str] = (), planned=None) -> shards.Index:
+    identity, sources = planned or plan(config)
+    print(
+        f"fit-codebook: {len(sources)} manifest source(s), k={config.k}, encoder {identity}",
+        flush=True,
+    )
+    options = common.pipeline_options(beam_args)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config, identity, sources)
+    with common.progress(options, "encode", unit="utt"):
+        result = pipeline.run()
+        result.wait_until_finish()
+    index = shards.Index.read(config.out)
+    common.print_summary(f"fit-codebook -> {config.out}", index, common.counters(result))
+    from kmeans import Codebook
+
+    cb = Codebook.load(config.out)
+    print(
+        f"codebook {cb.id}: k={cb.k}, dim={cb.dim}, inertia={cb.metadata['inertia']:.4g}",
+        flush=True,
+    )
+    return index
+
+
+def run_cli(args, beam_args) -> int:
+    from pipelines.cli import UsageError, speech_configs
+
+    manifest, audio, encoder = speech_configs(args)
+    try:
+        optional = {
+            k: v
+            for k, v in {
+                "sample_frames": args.sample_frames,
+                "max_frames_per_utt": args.max_frames_per_utt,
+            }.items()
+            if v is not None
+        }
+        config = FitCodebookJobConfig(
+            manifest=manifest,
+            encoder=encoder,
+            audio=audio,
+            k=args.k,
+            out=args.out,
+            downsample=args.downsample,
+            backend=args.backend,
+            seed=args.seed,
+            **optional,
+        )
+        planned = plan(config)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    run(config, beam_args, planned)
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.cli import main
+
+    sys.exit(main(["fit-codebook", *sys.argv[1:]]))
