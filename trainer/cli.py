@@ -93,3 +93,27 @@ def run_train(args, extra) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under torchrun
         print(json.dumps(summary))
     return 0
+
+
+def run_eval(args, extra) -> int:
+    """Entry point of ``speechtok eval``: writes report.json, report.md, r_at_1.png."""
+    from trainer.checkpoint import CheckpointError
+    from trainer.evaluate import EvalConfig, evaluate
+    from trainer.report import markdown
+
+    try:
+        config = EvalConfig(
+            run=args.run,
+            shards=args.shards,
+            out=args.out,
+            split=args.split,
+            langs=_csv(getattr(args, "langs", None)),
+            seen=_csv(getattr(args, "seen", None)),
+            device=getattr(args, "device", None),
+        )
+        report = evaluate(config)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise _usage_error(str(exc)) from exc
+    print(markdown(report), end="")
+    print(f"report: {args.out}/report.json, report.md, r_at_1.png")
+    return 0

@@ -1,0 +1,201 @@
+"""``speechtok eval``: retrieval with a trained run, per language.
+
+Speech -> transcript: every recording of a language in the split is a query;
+the pool is that language's distinct sentences (one candidate per
+``sentence_id``), as in FLEURS retrieval. Speech -> translation: each query
+retrieves from the pool of English sentences of the split (joined by
+``sentence_id`` for n-way parallel corpora such as FLEURS, else the rows'
+``translation`` column) and the retrieved sentence is scored against the
+reference with BLEU. Languages of the run's training shards are "seen".
+
+Example::
+
+    report = evaluate(EvalConfig(run="runs/a", shards="out/tokens-test", out="reports/a"))
+    report["mean_r_at_1_unseen"]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenizer import io, schema
+from trainer import report as report_lib
+from trainer import retrieval
+
+log = logging.getLogger(__name__)
+PIVOT = "en"
+COLUMNS = ["id", "lang", "sentence_id", "text", "translation", "tokens"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """``langs``: evaluate only these; ``seen``: override the languages counted as seen
+    (default: the languages of the run's training shards)."""
+
+    run: str
+    shards: str
+    out: str
+    split: str = "test"
+    langs: tuple[str, ...] | None = None
+    seen: tuple[str, ...] | None = None
+    device: str | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class Split:
+    """The eval rows of one split, column-wise."""
+
+    ids: list[str]
+    langs: list[str]
+    sentence_ids: list[str]
+    texts: list[str]
+    translations: list[str | None]
+    tokens: list[np.ndarray]
+
+
+def read_split(shards: str, split: str, langs=None) -> Split:
+    import pyarrow.dataset as ds
+
+    root = io.join(shards, schema.TOKENS_DIR)
+    if not io.exists(root):
+        raise FileNotFoundError(f"no token shards under {root}")
+    dataset = ds.dataset(
+        io.local_path(root) if io.is_local(root) else root, format="parquet", partitioning="hive"
+    )
+    flt = ds.field("split") == split
+    if langs:
+        flt = flt & ds.field("lang").isin(list(langs))
+    table = dataset.to_table(columns=COLUMNS, filter=flt).sort_by("id")
+    if table.num_rows == 0:
+        raise ValueError(f"no rows of split {split!r} in {root}")
+    cols = table.to_pydict()
+    # Rows without a sentence id are their own sentence (keyed by text).
+    sentence_ids = [
+        s if s is not None else f"text:{t}"
+        for s, t in zip(cols["sentence_id"], cols["text"], strict=True)
+    ]
+    return Split(
+        ids=cols["id"],
+        langs=cols["lang"],
+        sentence_ids=sentence_ids,
+        texts=cols["text"],
+        translations=cols["translation"],
+        tokens=[np.asarray(t, dtype=np.int64) for t in cols["tokens"]],
+    )
+
+
+def seen_languages(run_config: dict) -> list[str]:
+    """The languages the run trained on (its training shards' split, or its --langs)."""
+    data = (run_config.get("train") or {}).get("data") or {}
+    if data.get("langs"):
+        return sorted(data["langs"])
+    try:
+        train = read_split(data["shards"], data.get("split", "train"))
+    except (KeyError, FileNotFoundError, ValueError):
+        log.warning("cannot read the run's training shards: no language counts as seen")
+        return []
+    return sorted(set(train.langs))
+
+
+def _pool(indices: list[int], split: Split) -> tuple[list[str], dict[str, int]]:
+    """Distinct sentences of some rows: texts and ``sentence_id -> pool index``."""
+    texts, where = [], {}
+    for i in indices:
+        sid = split.sentence_ids[i]
+        if sid not in where:
+            where[sid] = len(texts)
+            texts.append(split.texts[i])
+    return texts, where
+
+
+def english_pool(split: Split) -> tuple[list[str], dict[str, str]]:
+    """Candidate English sentences and ``sentence_id -> English text``.
+
+    The pool holds the split's English sentences (one per sentence id) and
+    every distinct ``translation``, so n-way parallel corpora (FLEURS) and
+    translation-column corpora (CoVoST 2) are both covered.
+    """
+    english = {}
+    for i, lang in enumerate(split.langs):
+        if lang == PIVOT:
+            english.setdefault(split.sentence_ids[i], split.texts[i])
+    pool = list(dict.fromkeys([*english.values(), *(t for t in split.translations if t)]))
+    return pool, english
+
+
+def references(rows: list[int], split: Split, english: dict[str, str]) -> list[str | None]:
+    """The English reference of each query row (None when there is none)."""
+    return [english.get(split.sentence_ids[i]) or split.translations[i] for i in rows]
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Embed, retrieve and write the report (json, md, png); returns report.json's content."""
+    import torch
+
+    from trainer.checkpoint import load_run
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, _, run_config = load_run(config.run, device=device)
+    precision = (run_config.get("train") or {}).get("precision") or "bf16"
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    split = read_split(config.shards, config.split, config.langs)
+    seen = set(config.seen if config.seen is not None else seen_languages(run_config))
+
+    by_lang: dict[str, list[int]] = defaultdict(list)
+    for i, lang in enumerate(split.langs):
+        by_lang[lang].append(i)
+    pool, english = english_pool(split)
+    pool_emb = (
+        model.embed_text(pool, [PIVOT] * len(pool), autocast_dtype=autocast).numpy()
+        if pool
+        else None
+    )
+
+    results = {}
+    for lang in sorted(by_lang):
+        rows = by_lang[lang]
+        texts, where = _pool(rows, split)
+        speech = model.embed_speech(
+            [split.tokens[i] for i in rows],
+            [lang] * len(rows),
+            batch_size=config.batch_size,
+            autocast_dtype=autocast,
+        ).numpy()
+        text_emb = model.embed_text(texts, [lang] * len(texts), autocast_dtype=autocast).numpy()
+        targets = [where[split.sentence_ids[i]] for i in rows]
+        m = retrieval.retrieval_metrics(
+            retrieval.target_ranks(speech, text_emb, targets, device=device)
+        )
+        bleu = None
+        refs = references(rows, split, english)
+        if lang != PIVOT and pool_emb is not None and any(refs):
+            keep = [j for j, r in enumerate(refs) if r]
+            hyps = [pool[j] for j in retrieval.top1(speech[keep], pool_emb, device=device)]
+            bleu = retrieval.corpus_bleu(hyps, [refs[j] for j in keep])
+        results[lang] = report_lib.LanguageResult(
+            r_at_1=m["r_at_1"],
+            r_at_5=m["r_at_5"],
+            mrr=m["mrr"],
+            n_queries=len(rows),
+            pool_size=len(texts),
+            bleu=bleu,
+        )
+        log.info(
+            "%s: R@1 %.3f (chance %.3f), %d queries", lang, m["r_at_1"], 1 / len(texts), len(rows)
+        )
+    langs = sorted(results)
+    rep = report_lib.Report(
+        results=results,
+        seen=[x for x in langs if x in seen],
+        unseen=[x for x in langs if x not in seen],
+    )
+    return report_lib.write_report(rep, config.out)
