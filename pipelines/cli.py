@@ -255,12 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--device", help="cpu | cuda (default: cuda when available)")
 
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="end to end on a small synthetic corpus, offline, on CPU",
         description="Synthesize mini-FLEURS, fit a Whisper-base codebook, tokenize, build "
         "bitext, train a short run from Gemma 3 270M and evaluate; prints the R@1 table.",
     )
+    demo.add_argument("--out", default="demo-out", help="folder for every stage's output")
+    demo.add_argument("--steps", type=int, help="training steps (default 150)")
+    demo.add_argument("--tiny", action="store_true", help="seconds-long variant with tiny models")
     return parser
 
 

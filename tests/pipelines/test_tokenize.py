@@ -178,3 +178,43 @@ def test_covost_tokenize_keeps_translations(mini_corpus, mfcc_codebook, tmp_path
         r["translation"] and r["tgt_lang"] == "en" and r["corpus"] == "covost" and r["speaker"]
         for r in rows
     )
+
+
+@pytest.mark.slow
+def test_whisper_base_fit_and_tokenize(mini_corpus, tmp_path):
+    """The real pretrained encoder through both jobs: codebook identity, 50 Hz frames."""
+    from pipelines import fit_codebook
+
+    fr = ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs"), langs=("fr",))
+    encoder = EncoderConfig(name="whisper-base")
+    fit_codebook.run(
+        fit_codebook.FitCodebookJobConfig(
+            manifest=fr, encoder=encoder, k=32, out=str(tmp_path / "cb"), downsample=2
+        )
+    )
+    cb = Codebook.load(str(tmp_path / "cb"))
+    assert (cb.metadata["encoder"], cb.metadata["layer"], cb.metadata["mode"]) == (
+        "whisper-base",
+        3,
+        "unpadded",
+    )
+    assert (
+        cb.dim == 512
+        and cb.metadata["frame_rate"] == 25.0
+        and cb.id.startswith("whisper-base-L3-k32-")
+    )
+    index = job.run(
+        job.TokenizeJobConfig(
+            manifest=fr,
+            encoder=encoder,
+            codebook=str(tmp_path / "cb"),
+            out=str(tmp_path / "tok"),
+            dedup=True,
+        )
+    )
+    assert index.counts["rejected"] == 0
+    for r in read_tokens(tmp_path / "tok").to_pylist():
+        assert (
+            sum(r["durations"]) == r["n_frames"] == -(-round(r["duration_s"] * 16000) // 640)
+        )  # 25 Hz after pairing
+        assert max(r["tokens"]) < 32

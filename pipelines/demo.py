@@ -1,0 +1,211 @@
+"""``speechtok demo`` / ``make demo``: the whole pipeline on one laptop, offline.
+
+synthesize mini-FLEURS (4 CoVoST 2 source languages "seen" in training, 3
+languages never seen with speech, English as the translation pivot) ->
+fit a Whisper-base layer-3 codebook on the seen languages' training speech ->
+tokenize the train and test splits -> filter WikiMatrix bitext -> train a
+short dual-encoder run from Gemma 3 270M (first layers only) -> evaluate
+speech -> transcript R@1 per language and speech -> English retrieval BLEU.
+
+Every stage is the same library call the CLI makes; the demo only chooses
+small settings. ``DemoConfig.tiny()`` is the CI variant (mfcc encoder, a tiny
+random LM, a few sentences).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+
+from tokenizer import io
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    out: str = "demo-out"
+    seen: tuple[str, ...] = ("fr", "de", "es", "it")
+    unseen: tuple[str, ...] = ("sw", "hi", "vi")
+    per_lang: int | None = None  # every aligned UDHR paragraph (50)
+    voices: int = 2
+    encoder: str = "whisper-base"
+    encoder_dtype: str = "float32"
+    k: int = 256
+    llm: str = "gemma-3-270m"
+    layers: int | None = 4
+    steps: int = 150
+    batch_size: int = 16
+    min_score: float = 1.04
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls, out: str) -> DemoConfig:
+        """Seconds, not minutes: for CI."""
+        return cls(
+            out=out,
+            seen=("fr", "de"),
+            unseen=("sw",),
+            per_lang=6,
+            encoder="mfcc",
+            k=16,
+            llm="debug",
+            layers=None,
+            steps=2,
+            batch_size=4,
+        )
+
+    def folders(self) -> dict[str, str]:
+        return {
+            name: io.join(self.out, name)
+            for name in ("corpus", "codebook", "tokens", "bitext", "run", "report")
+        }
+
+
+class _Stages:
+    """Prints each stage's start and wall time, and keeps the timings."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        print(f"\n=== [{len(self.times) + 1}/6] {name} ===", flush=True)
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.times[name] = time.perf_counter() - start
+        print(f"--- {name}: {self.times[name]:.0f} s", flush=True)
+        return result
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run every stage; returns ``{"report": report.json content, "times": {...}, "folders": {...}}``."""
+    from pipelines import bitext, fit_codebook, tokenize
+    from tokenizer.audio import AudioConfig
+    from tokenizer.bitext import BitextConfig
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from trainer.data import DataConfig
+    from trainer.evaluate import EvalConfig, evaluate
+    from trainer.model import DualEncoderConfig
+    from trainer.train import TrainConfig, train
+
+    d = config.folders()
+    stages = _Stages()
+    all_langs = (*config.seen, *config.unseen, "en")
+    stages.run(
+        "synthesize mini-FLEURS",
+        synthesize_corpus,
+        SynthConfig(
+            out=d["corpus"],
+            langs=all_langs,
+            per_lang=config.per_lang,
+            voices=config.voices,
+            seed=config.seed,
+        ),
+    )
+    fleurs = io.join(d["corpus"], "fleurs")
+    encoder = EncoderConfig(name=config.encoder, dtype=config.encoder_dtype)
+    stages.run(
+        "fit codebook",
+        fit_codebook.run,
+        fit_codebook.FitCodebookJobConfig(
+            manifest=ManifestConfig(
+                format="fleurs", input=fleurs, langs=config.seen, splits=("train",)
+            ),
+            encoder=encoder,
+            k=config.k,
+            out=d["codebook"],
+            seed=config.seed,
+        ),
+    )
+    stages.run(
+        "tokenize",
+        tokenize.run,
+        tokenize.TokenizeJobConfig(
+            manifest=ManifestConfig(format="fleurs", input=fleurs, splits=("train", "test")),
+            encoder=encoder,
+            codebook=d["codebook"],
+            out=d["tokens"],
+            audio=AudioConfig(),
+            dedup=True,
+        ),
+    )
+    stages.run(
+        "bitext",
+        bitext.run,
+        bitext.BitextJobConfig(
+            input=io.join(d["corpus"], "wikimatrix", "*.tsv.gz"),
+            out=d["bitext"],
+            filters=BitextConfig(min_score=config.min_score, langs=frozenset((*config.seen, "en"))),
+        ),
+    )
+    io.delete(d["run"])  # a demo run always starts fresh
+    stages.run(
+        "train",
+        train,
+        TrainConfig(
+            out=d["run"],
+            model=DualEncoderConfig(llm=config.llm, layers=config.layers),
+            data=DataConfig(
+                shards=d["tokens"],
+                bitext=d["bitext"],
+                langs=config.seen,
+                batch_size=config.batch_size,
+                bitext_ratio=0.2,
+                seed=config.seed,
+            ),
+            steps=config.steps,
+            warmup_steps=min(10, config.steps - 1) if config.steps > 1 else 0,
+            save_every=config.steps,
+            seed=config.seed,
+        ),
+    )
+    report = stages.run(
+        "evaluate",
+        evaluate,
+        EvalConfig(run=d["run"], shards=d["tokens"], out=d["report"], seen=config.seen),
+    )
+    summary = {
+        "report": report,
+        "times": stages.times,
+        "folders": d,
+        "config": dataclasses.asdict(config),
+    }
+    io.write_text(io.join(config.out, "demo.json"), json.dumps(summary, indent=2))
+    _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    from trainer.report import markdown
+
+    d, rep = summary["folders"], summary["report"]
+    print("\n=== speech -> transcript retrieval (test split; chance = 1 / pool) ===")
+    print(markdown(rep), end="")
+    print("\nwhere things are:")
+    for name, label in [
+        ("corpus", "corpus (FLEURS/CoVoST/WikiMatrix layouts)"),
+        ("codebook", "codebook"),
+        ("tokens", "token shards"),
+        ("bitext", "bitext shards"),
+        ("run", "checkpoint"),
+        ("report", "report (report.json, report.md, r_at_1.png)"),
+    ]:
+        print(f"  {label:<45} {d[name]}")
+    total = sum(summary["times"].values())
+    print(
+        "stage times: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in summary["times"].items())
+        + f"; total {total:.0f} s"
+    )
+
+
+def run_cli(args, extra) -> int:
+    config = (
+        DemoConfig.tiny(args.out)
+        if args.tiny
+        else DemoConfig(out=args.out, steps=args.steps or 150)
+    )
+    run_demo(config)
+    return 0

@@ -1,0 +1,26 @@
+"""The demo's every stage, with tiny models (the full demo is `make demo`)."""
+
+import json
+
+from pipelines.cli import main
+
+
+def test_tiny_demo_runs_every_stage(tmp_path, capsys):
+    assert main(["demo", "--tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| fr | seen" in out and "| sw | unseen" in out and "where things are" in out
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert list(summary["times"]) == [
+        "synthesize mini-FLEURS",
+        "fit codebook",
+        "tokenize",
+        "bitext",
+        "train",
+        "evaluate",
+    ]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report == summary["report"] and report["seen"] == ["de", "fr"]
+    for stage in ("codebook", "tokens", "bitext"):
+        index = json.loads((tmp_path / stage / "_index.json").read_text())
+        assert index["counts"]["input"] == index["counts"]["accepted"] + index["counts"]["rejected"]
+    assert (tmp_path / "run" / "model.safetensors").exists()
