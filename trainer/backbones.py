@@ -236,6 +236,30 @@ def _gemma_backbone(_arg: None, *, layers: int | None, bidirectional: bool) -> B
     )
 
 
+@register_backbone(DEFAULT_BACKBONE + "-random")
+def _gemma_random_backbone(_arg: None, *, layers: int | None, bidirectional: bool) -> Backbone:
+    """Gemma 3 270M's architecture and tokenizer with random weights: the control
+    that tells what the LLM's pretraining brings (the retrieval benchmark). The
+    init seed is fixed so ``load_run`` rebuilds the same frozen rows."""
+    _require_transformers()
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = ensure_gemma_cache()
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(path)
+        config = getattr(config, "get_text_config", lambda: config)()
+        truncate_config(config, layers, bidirectional)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(DEBUG_INIT_SEED)
+            model = AutoModel.from_config(config, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    ref = {"architecture_of": DEFAULT_BACKBONE, "init": "random", "init_seed": DEBUG_INIT_SEED}
+    return Backbone(
+        model=model, tokenizer=tokenizer, name=DEFAULT_BACKBONE + "-random", reference=ref
+    )
+
+
 # --- debug: a tiny random Gemma 3 with a byte tokenizer ------------------------------------
 
 

@@ -43,3 +43,20 @@ def test_gemma_default_extends_trains_a_step_and_reloads(synthetic_shards, tmp_p
     speech = [[1, 2, 3, 4], [50, 51]]
     expected = model.embed_speech(speech, ["fr", "de"])
     assert torch.allclose(loaded.embed_speech(speech, ["fr", "de"]), expected, atol=1e-5)
+
+
+def test_random_init_control_has_gemma_shape_and_fixed_weights():
+    from trainer.backbones import load_backbone
+
+    random_a = load_backbone("gemma-3-270m-random", layers=1)
+    random_b = load_backbone("gemma-3-270m-random", layers=1)
+    gemma = load_backbone("gemma-3-270m", layers=1)
+    pa, pb, pg = (dict(b.model.named_parameters()) for b in (random_a, random_b, gemma))
+    assert set(pa) == set(pg) and all(pa[k].shape == pg[k].shape for k in pa)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)  # load_run can rebuild frozen rows
+    emb = "embed_tokens.weight"
+    assert not torch.equal(pa[emb], pg[emb])
+    assert (
+        random_a.tokenizer("[fr] [text] Bonjour").input_ids
+        == gemma.tokenizer("[fr] [text] Bonjour").input_ids
+    )
