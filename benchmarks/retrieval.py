@@ -1,0 +1,250 @@
+"""The mini-FLEURS retrieval benchmark: the paper's findings, in miniature.
+
+Train on the CoVoST 2 source languages present in mini-FLEURS ("seen"),
+evaluate speech -> transcript R@1 on every language of its test split, and
+compare, with real components at a size a CPU can run:
+
+- LLM-initialised dual encoder vs the same architecture randomly initialised
+  (``gemma-3-270m`` vs ``gemma-3-270m-random``), several seeds: the paper's
+  claim is about languages never seen with speech, so the unseen mean carries
+  the comparison;
+- transcripts only vs transcripts + WikiMatrix bitext: speech -> English
+  translation retrieval BLEU;
+- ``whisper-base`` (layer 3) codebook vs the weight-free ``mfcc`` one.
+
+Stages are cached in ``--work``: a stage whose output folder has its
+``_index.json`` (or a run its final checkpoint) is not redone, so a long run
+can be resumed. Prints a table and writes JSON.
+
+    python -m benchmarks.retrieval --quick          # ~10 min on 2 CPU cores
+    python -m benchmarks.retrieval                  # all >= 80 languages, 3 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from tokenizer import io, languages
+
+QUICK_SEEN = ("fr", "de", "es", "it")
+QUICK_UNSEEN = ("sw", "hi", "vi", "am")
+
+
+@dataclass(frozen=True)
+class Plan:
+    work: str
+    all_langs: bool
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...]
+    voices: int
+    k: int
+    layers: int
+    steps: int
+    batch_size: int
+    seeds: tuple[int, ...]
+
+
+def make_plan(args) -> Plan:
+    if args.quick:
+        return Plan(
+            args.work, False, QUICK_SEEN, QUICK_UNSEEN, 2, 256, 2, args.steps or 60, 16, (0,)
+        )
+    seen = tuple(sorted(x.short for x in languages.usable() if x.seen))
+    return Plan(
+        args.work, True, seen, (), 1, 256, args.layers, args.steps or 150, 16, tuple(args.seeds)
+    )
+
+
+def _done(folder: str) -> bool:
+    return io.exists(io.join(folder, "_index.json"))
+
+
+def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
+    """Corpus (shared), codebook, tokens (train: seen; test: all) and bitext for one encoder."""
+    from pipelines import bitext, fit_codebook, tokenize
+    from tokenizer.bitext import BitextConfig
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+
+    corpus = io.join(plan.work, "corpus")
+    if not io.exists(io.join(corpus, "corpus.json")):
+        langs = () if plan.all_langs else (*plan.seen, *plan.unseen, "en")
+        synthesize_corpus(
+            SynthConfig(out=corpus, langs=langs, all=plan.all_langs, voices=plan.voices)
+        )
+    fleurs = io.join(corpus, "fleurs")
+    enc = EncoderConfig(name=encoder)
+    cb = io.join(plan.work, f"codebook-{encoder}")
+    if not _done(cb):
+        fit_codebook.run(
+            fit_codebook.FitCodebookJobConfig(
+                manifest=ManifestConfig(
+                    format="fleurs", input=fleurs, langs=plan.seen, splits=("train",)
+                ),
+                encoder=enc,
+                k=plan.k,
+                out=cb,
+            )
+        )
+    tokens = io.join(plan.work, f"tokens-{encoder}")
+    marker = io.join(tokens, "_complete")
+    if not io.exists(marker):
+        for i, (langs, split) in enumerate([(plan.seen, "train"), (None, "test")]):
+            tokenize.run(
+                tokenize.TokenizeJobConfig(
+                    manifest=ManifestConfig(
+                        format="fleurs", input=fleurs, langs=langs, splits=(split,)
+                    ),
+                    encoder=enc,
+                    codebook=cb,
+                    out=tokens,
+                    dedup=True,
+                    skip_existing=i > 0,  # the test split is appended to the train shards
+                )
+            )
+        io.write_text(marker, "")
+    bt = io.join(plan.work, "bitext")
+    if not _done(bt):
+        bitext.run(
+            bitext.BitextJobConfig(
+                input=io.join(corpus, "wikimatrix", "*.tsv.gz"),
+                out=bt,
+                filters=BitextConfig(min_score=1.04, langs=frozenset((*plan.seen, "en"))),
+            )
+        )
+    return {"corpus": corpus, "codebook": cb, "tokens": tokens, "bitext": bt}
+
+
+def train_and_eval(
+    plan: Plan, name: str, data: dict, *, llm: str, seed: int, use_bitext: bool
+) -> dict:
+    from trainer.data import DataConfig
+    from trainer.evaluate import EvalConfig, evaluate
+    from trainer.model import DualEncoderConfig
+    from trainer.train import TrainConfig, train
+
+    run = io.join(plan.work, "runs", f"{name}-s{seed}")
+    report_dir = io.join(run, "report")
+    report_file = io.join(report_dir, "report.json")
+    if io.exists(report_file):
+        return json.loads(io.read_text(report_file))
+    io.delete(run)
+    start = time.perf_counter()
+    train(
+        TrainConfig(
+            out=run,
+            model=DualEncoderConfig(llm=llm, layers=plan.layers),
+            data=DataConfig(
+                shards=data["tokens"],
+                bitext=data["bitext"] if use_bitext else None,
+                bitext_ratio=0.2 if use_bitext else 0.0,
+                langs=plan.seen,
+                batch_size=plan.batch_size,
+                seed=seed,
+            ),
+            steps=plan.steps,
+            save_every=plan.steps,
+            seed=seed,
+        )
+    )
+    train_s = time.perf_counter() - start
+    report = evaluate(EvalConfig(run=run, shards=data["tokens"], out=report_dir, seen=plan.seen))
+    report["train_s"] = train_s
+    io.write_text(report_file, json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(name: str, reports: list[dict]) -> dict:
+    seen, seen_sd = _mean_sd([r["mean_r_at_1_seen"] for r in reports])
+    unseen, unseen_sd = _mean_sd([r["mean_r_at_1_unseen"] for r in reports])
+    bleu, bleu_sd = _mean_sd([r["mean_bleu"] for r in reports])
+    chance = _mean_sd([statistics.fmean(r["chance_r_at_1"].values()) for r in reports])[0]
+    first = reports[0]
+    return {
+        "config": name,
+        "seeds": len(reports),
+        "r_at_1_seen": seen,
+        "r_at_1_seen_sd": seen_sd,
+        "r_at_1_unseen": unseen,
+        "r_at_1_unseen_sd": unseen_sd,
+        "bleu": bleu,
+        "bleu_sd": bleu_sd,
+        "chance_r_at_1": chance,
+        "n_seen": len(first["seen"]),
+        "n_unseen": len(first["unseen"]),
+        "train_s": statistics.fmean(r.get("train_s", float("nan")) for r in reports),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'config':<34}{'seeds':>6}{'R@1 seen %':>16}{'R@1 unseen %':>16}{'BLEU':>12}{'chance %':>10}{'train s':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r['config']:<34}{r['seeds']:>6}"
+            f"{100 * r['r_at_1_seen']:>10.1f} ±{100 * r['r_at_1_seen_sd']:>4.1f}"
+            f"{100 * r['r_at_1_unseen']:>10.1f} ±{100 * r['r_at_1_unseen_sd']:>4.1f}"
+            f"{r['bleu']:>7.1f} ±{r['bleu_sd']:>3.1f}{100 * r['chance_r_at_1']:>10.1f}{r['train_s']:>9.0f}"
+        )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 languages, 1 seed, 2 layers")
+    parser.add_argument("--work", default="benchmarks/results/retrieval-work", help="cached stages")
+    parser.add_argument("--json", default="benchmarks/results/retrieval.json")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, help="training steps per run (150; quick 60)")
+    parser.add_argument("--layers", type=int, default=4, help="Gemma layers kept (full mode)")
+    parser.add_argument("--skip-mfcc", action="store_true")
+    args = parser.parse_args(argv)
+    plan = make_plan(args)
+    start = time.perf_counter()
+    whisper = prepare_data(plan, "whisper-base")
+    runs = {
+        "LLM init, whisper, transcripts": [
+            train_and_eval(plan, "llm", whisper, llm="gemma-3-270m", seed=s, use_bitext=False)
+            for s in plan.seeds
+        ],
+        "random init, whisper, transcripts": [
+            train_and_eval(
+                plan, "random", whisper, llm="gemma-3-270m-random", seed=s, use_bitext=False
+            )
+            for s in plan.seeds
+        ],
+        "LLM init, whisper, + bitext": [
+            train_and_eval(
+                plan, "llm-bitext", whisper, llm="gemma-3-270m", seed=plan.seeds[0], use_bitext=True
+            )
+        ],
+    }
+    if not args.skip_mfcc:
+        mfcc = prepare_data(plan, "mfcc")
+        runs["LLM init, mfcc, transcripts"] = [
+            train_and_eval(
+                plan, "llm-mfcc", mfcc, llm="gemma-3-270m", seed=plan.seeds[0], use_bitext=False
+            )
+        ]
+    rows = [summarize(name, reports) for name, reports in runs.items()]
+    print_table(rows)
+    result = {"plan": asdict(plan), "rows": rows, "wall_s": time.perf_counter() - start}
+    io.write_text(args.json, json.dumps(result, indent=2))
+    print(f"wrote {args.json} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
