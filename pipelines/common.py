@@ -258,11 +258,15 @@ def print_summary(title: str, index: shards.Index | None, beam_counters: dict[st
         lines.append(f"{'rejected':<12}{c['rejected']:>10}")
         for reason, n in sorted(index.rejects_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {reason:<22}{n:>8}")
-        n_rows = sum(s["rows"] for s in index.shards)
-        n_bytes = sum(s["bytes"] for s in index.shards)
-        lines.append(
-            f"{'shards':<12}{len(index.shards):>10}   ({n_rows} rows, {n_bytes / 1e6:.2f} MB)"
-        )
+        kinds: dict[str, list[dict]] = {}
+        for s in index.shards:
+            kinds.setdefault(s["path"].split("/", 1)[0], []).append(s)
+        for kind, group in sorted(kinds.items()):
+            n_rows = sum(s["rows"] for s in group)
+            n_bytes = sum(s["bytes"] for s in group)
+            lines.append(
+                f"{kind + ' shards':<16}{len(group):>6}   ({n_rows} rows, {n_bytes / 1e6:.2f} MB)"
+            )
     for name, value in sorted(beam_counters.items()):
         if not name.startswith("rejected."):
             lines.append(f"{'counter ' + name:<34}{value:>10}")
