@@ -204,7 +204,12 @@ class Codebook:
         return table
 
     def nearest(
-        self, x: Any, *, device: str | None = None, chunk_size: int | None = None
+        self,
+        x: Any,
+        *,
+        device: str | None = None,
+        chunk_size: int | None = None,
+        workers: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centroid ids (int64) and squared distances (float32) per row."""
         from kmeans.kernels import default_chunk_size, nearest
@@ -215,15 +220,25 @@ class Codebook:
             self._table(device),
             chunk_size or default_chunk_size(self.k, self.dim),
             with_distances=True,
+            workers=workers,
         )
         return labels.cpu().numpy(), dist.cpu().numpy()
 
     def assign(
-        self, x: Any, *, device: str | None = None, chunk_size: int | None = None
+        self,
+        x: Any,
+        *,
+        device: str | None = None,
+        chunk_size: int | None = None,
+        workers: int = 1,
     ) -> np.ndarray:
         """Token id (int64) of the nearest centroid for each row of ``x`` ([n, dim]).
 
         Chunked (memory ``chunk_size x k``), on ``device`` ("cuda") when given.
+        ``workers > 1`` splits a large CPU input over threads with torch set to
+        one intra-op thread meanwhile (process-wide: for bulk, single-user
+        calls, not inside a multi-threaded Beam worker; see
+        :func:`kmeans.kernels.assign_pass`).
         """
         from kmeans.kernels import default_chunk_size, nearest
 
@@ -232,12 +247,20 @@ class Codebook:
             rows_as_tensor(arr),
             self._table(device),
             chunk_size or default_chunk_size(self.k, self.dim),
+            workers=workers,
         )
         return labels.cpu().numpy()
 
-    def inertia(self, x: Any, *, device: str | None = None, chunk_size: int | None = None) -> float:
+    def inertia(
+        self,
+        x: Any,
+        *,
+        device: str | None = None,
+        chunk_size: int | None = None,
+        workers: int = 1,
+    ) -> float:
         """Sum of squared distances from each row to its nearest centroid."""
-        _, dist = self.nearest(x, device=device, chunk_size=chunk_size)
+        _, dist = self.nearest(x, device=device, chunk_size=chunk_size, workers=workers)
         return float(dist.sum(dtype=np.float64))
 
     # -- storage ------------------------------------------------------------

@@ -165,14 +165,19 @@ def _assign_chunks(x, table, starts, labels, scores, sums, scratch) -> None:
 
 
 def nearest(
-    x: torch.Tensor, table: CentroidTable, chunk: int, *, with_distances: bool = False
+    x: torch.Tensor,
+    table: CentroidTable,
+    chunk: int,
+    *,
+    with_distances: bool = False,
+    workers: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Nearest centroid per row, and optionally its squared distance (>= 0)."""
     device = table.shifted.device
     n = x.shape[0]
     labels = torch.empty(n, dtype=torch.int64, device=device)
     scores = torch.empty(n, dtype=torch.float32, device=device)
-    assign_pass(x, table, chunk, labels, scores)
+    assign_pass(x, table, chunk, labels, scores, workers=workers)
     if not with_distances:
         return labels, None
     dist = sq_norms_from(x, table.shift, chunk).add_(scores).clamp_(min=0.0)

@@ -38,6 +38,7 @@ def test_assign_equals_brute_force_argmin(offset):
     np.testing.assert_array_equal(got, labels)
     # A chunk size that does not divide n changes nothing.
     np.testing.assert_array_equal(cb.assign(x, chunk_size=7), labels)
+    np.testing.assert_array_equal(cb.assign(x, chunk_size=64, workers=3), labels)
     assert cb.inertia(x) == pytest.approx(dist.sum(), rel=1e-4)
     _, sq = cb.nearest(x)
     np.testing.assert_allclose(sq, dist, rtol=1e-3, atol=1e-2 * (1 + offset))
