@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # Beam narrates every bundle at INFO; keep our own lines readable
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        # Beam logs a failing step's traceback before the job fails: the one
+        # line printed below says the same (-v shows the traceback).
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     key = _command_key(args)
     if extra and key not in BEAM_JOBS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -310,8 +313,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a failed job: one line, the traceback under -v
         logging.getLogger("speechtok").debug("job failed", exc_info=True)
-        print(f"speechtok {key}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"speechtok {key}: failed: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: Exception) -> str:
+    """``Type: message``; a worker process's error arrives as its whole traceback
+    text, whose last line names the error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines[-1]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -155,10 +155,12 @@ def build(
     reject_shards = common.reject_rows(rejects) | "WriteRejects" >> common.WriteShards(
         config.out, schema.REJECTS_DIR, config.write
     )
+    # A recording split into N windows (split_long) counts as N input records.
+    inputs = (read["items"], decoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
     # The codebook summary rides along as a side input, so the index is written
     # only after the codebook is saved.
     _ = {
-        "counts": {"input": read["items"], "accepted": encoded["ok"], "rejected": rejects},
+        "counts": {"input": inputs, "accepted": encoded["ok"], "rejected": rejects},
         "rejects": rejects,
         "shard_infos": (reject_shards,),
         "after": summary,

@@ -65,7 +65,12 @@ def _first_per_id(id_examples):
 
 
 class DecodeAudio(beam.PTransform):
-    """Examples -> ``{"ok": (example, waveform), "rejects": Reject}``."""
+    """Examples -> ``{"ok": (example, waveform), "rejects": Reject, "extra_windows": id}``.
+
+    With ``split_long`` one recording becomes N windows (N rows downstream);
+    ``extra_windows`` holds one element per window beyond the first, which the
+    jobs add to their ``input`` count so ``input = accepted + rejected`` holds.
+    """
 
     def __init__(self, config: audio.AudioConfig):
         super().__init__()
@@ -75,12 +80,14 @@ class DecodeAudio(beam.PTransform):
         decoded = (
             examples
             | "Spread" >> beam.Reshuffle()  # decode + encode work spreads over workers
-            | "Decode" >> beam.FlatMap(_decode, self.config)
+            | "Decode"
+            >> beam.FlatMap(_decode, self.config).with_outputs("extra_windows", main="decoded")
         )
-        out = common.route_rejects(decoded)
+        out = common.route_rejects(decoded.decoded)
         return {
             "ok": out.ok | "CountDecoded" >> beam.Map(_count, "decoded"),
             "rejects": out.rejects,
+            "extra_windows": decoded.extra_windows,
         }
 
 
@@ -88,8 +95,10 @@ def _decode(example: AudioExample, config: audio.AudioConfig):
     result = audio.prepare(example, config)
     if isinstance(result, Reject):
         yield result
-    else:
-        yield from result
+        return
+    yield from result
+    for window, _ in result[1:]:
+        yield beam.pvalue.TaggedOutput("extra_windows", window.id)
 
 
 def encode_reject(example: AudioExample, exc: BaseException | str) -> Reject:

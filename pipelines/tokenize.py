@@ -185,8 +185,10 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
         config.out, schema.REJECTS_DIR, config.write, first_index=the_plan.first_index
     )
     extra = {"codebook": cb.id, "codebook_sha256": cb.sha256, "encoder": the_plan.identity}
+    # A recording split into N windows (split_long) counts as N input records.
+    inputs = (read["items"], decoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
     _ = {
-        "counts": {"input": read["items"], "accepted": rows, "rejected": rejects},
+        "counts": {"input": inputs, "accepted": rows, "rejected": rejects},
         "rejects": rejects,
         "shard_infos": (token_shards, reject_shards),
     } | "Index" >> common.WriteIndex(
