@@ -116,9 +116,9 @@ class EncodeAudio(beam.PTransform):
     """``(example, waveform)`` -> ``{"ok": ((example, n_samples), features), "rejects": Reject}``.
 
     RunInference with :class:`~tokenizer.model_handler.EncoderModelHandler`
-    (batches by audio seconds); a clip the handler's preprocessing refuses, or
-    every clip of a batch the model failed on, becomes an ``encode_error``
-    reject instead of failing the job.
+    (batches by audio seconds). A clip the handler's preprocessing refuses
+    becomes an ``encode_error`` reject; the clips of a batch the model failed
+    on are retried one at a time, so only those that fail alone are rejected.
     """
 
     def __init__(self, encoder: EncoderConfig):
@@ -139,12 +139,44 @@ class EncodeAudio(beam.PTransform):
         bad_clips = dlq.failed_preprocessing[0] | "BadClip" >> beam.Map(
             lambda elem_exc: encode_reject(elem_exc[0][0][0], elem_exc[1])
         )
-        bad_batches = dlq.failed_inferences | "BadBatch" >> beam.FlatMap(
-            lambda batch_exc: [encode_reject(key[0], batch_exc[1]) for key, _ in batch_exc[0]]
+        retried = dlq.failed_inferences | "RetryAlone" >> beam.ParDo(
+            RetryAlone(self.encoder)
+        ).with_outputs("rejects", main="ok")
+        rejects = (bad_clips, retried.rejects) | "EncodeRejects" >> beam.Flatten()
+        ok = (
+            (main, retried.ok)
+            | "AllEncoded" >> beam.Flatten()
+            | "CountEncoded" >> beam.Map(_count, "encoded")
         )
-        rejects = (bad_clips, bad_batches) | "EncodeRejects" >> beam.Flatten()
-        ok = main | "CountEncoded" >> beam.Map(_count, "encoded")
         return {
             "ok": ok,
             "rejects": rejects | "CountEncodeRejects" >> beam.Map(_count, "rejected.encode_error"),
         }
+
+
+class RetryAlone(beam.DoFn):
+    """A batch the model failed on: encode its clips one by one, so one bad clip
+    does not take its batch-mates with it. The encoder is built on the first
+    failure only (a healthy job never pays for it)."""
+
+    def __init__(self, encoder: EncoderConfig):
+        self.config = encoder
+        self.encoder = None
+
+    def process(self, batch_exc):
+        import dataclasses
+
+        from tokenizer.encoders import build_encoder
+
+        batch, _ = batch_exc
+        if self.encoder is None:
+            fields = dataclasses.asdict(self.config)
+            self.encoder = build_encoder(fields.pop("name"), **fields)
+        common.counter("encode.retried_batches").inc()
+        for key, wave in batch:
+            try:
+                features = self.encoder.encode([wave])[0]
+            except Exception as exc:  # this clip fails on its own: a reject
+                yield beam.pvalue.TaggedOutput("rejects", encode_reject(key[0], exc))
+            else:
+                yield key, features

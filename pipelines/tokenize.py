@@ -134,13 +134,20 @@ def next_shard_indices(index: shards.Index) -> dict[str, int]:
 class AssignTokens(beam.DoFn):
     """``((example, n_samples), features)`` -> token row; the codebook loads once per worker."""
 
-    def __init__(self, codebook_uri: str, dedup: bool, sample_rate: int):
+    def __init__(
+        self, codebook_uri: str, dedup: bool, sample_rate: int, threads: int | None = None
+    ):
         self.codebook_uri, self.dedup, self.sample_rate = codebook_uri, dedup, sample_rate
+        self.threads = threads
         self.codebook = None
 
     def setup(self):
         from kmeans import Codebook
 
+        if self.threads:  # the assignment matmul obeys --threads like the encoder
+            import torch
+
+            torch.set_num_threads(self.threads)
         self.codebook = Codebook.load(self.codebook_uri)
 
     def process(self, keyed_features):
@@ -162,7 +169,9 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
     decoded = read["ok"] | "Decode" >> DecodeAudio(config.audio)
     encoded = decoded["ok"] | "Encode" >> EncodeAudio(config.encoder)
     rows = encoded["ok"] | "AssignTokens" >> beam.ParDo(
-        AssignTokens(config.codebook, config.dedup, config.audio.sample_rate)
+        AssignTokens(
+            config.codebook, config.dedup, config.audio.sample_rate, config.encoder.threads
+        )
     )
     cb = the_plan.codebook
     metadata = {
