@@ -118,7 +118,10 @@ class EncodeAudio(beam.PTransform):
     RunInference with :class:`~tokenizer.model_handler.EncoderModelHandler`
     (batches by audio seconds). A clip the handler's preprocessing refuses
     becomes an ``encode_error`` reject; the clips of a batch the model failed
-    on are retried one at a time, so only those that fail alone are rejected.
+    on are retried one at a time (inside the handler), so only those that fail
+    alone are rejected. The features leave in one stream, split from the
+    failures by tagged outputs: a Flatten here would make the embedded runner
+    hold every feature array of the corpus in memory.
     """
 
     def __init__(self, encoder: EncoderConfig):
@@ -139,44 +142,25 @@ class EncodeAudio(beam.PTransform):
         bad_clips = dlq.failed_preprocessing[0] | "BadClip" >> beam.Map(
             lambda elem_exc: encode_reject(elem_exc[0][0][0], elem_exc[1])
         )
-        retried = dlq.failed_inferences | "RetryAlone" >> beam.ParDo(
-            RetryAlone(self.encoder)
-        ).with_outputs("rejects", main="ok")
-        rejects = (bad_clips, retried.rejects) | "EncodeRejects" >> beam.Flatten()
-        ok = (
-            (main, retried.ok)
-            | "AllEncoded" >> beam.Flatten()
-            | "CountEncoded" >> beam.Map(_count, "encoded")
+        bad_batches = dlq.failed_inferences | "BadBatch" >> beam.FlatMap(
+            lambda batch_exc: [encode_reject(key[0], batch_exc[1]) for key, _ in batch_exc[0]]
         )
+        encoded = main | "SplitFailures" >> beam.FlatMap(_split_failures).with_outputs(
+            "rejects", main="ok"
+        )
+        rejects = (bad_clips, bad_batches, encoded.rejects) | "EncodeRejects" >> beam.Flatten()
+        ok = encoded.ok | "CountEncoded" >> beam.Map(_count, "encoded")
         return {
             "ok": ok,
             "rejects": rejects | "CountEncodeRejects" >> beam.Map(_count, "rejected.encode_error"),
         }
 
 
-class RetryAlone(beam.DoFn):
-    """A batch the model failed on: encode its clips one by one, so one bad clip
-    does not take its batch-mates with it. The encoder is built on the first
-    failure only (a healthy job never pays for it)."""
+def _split_failures(keyed_features):
+    from tokenizer.model_handler import EncodeFailure
 
-    def __init__(self, encoder: EncoderConfig):
-        self.config = encoder
-        self.encoder = None
-
-    def process(self, batch_exc):
-        import dataclasses
-
-        from tokenizer.encoders import build_encoder
-
-        batch, _ = batch_exc
-        if self.encoder is None:
-            fields = dataclasses.asdict(self.config)
-            self.encoder = build_encoder(fields.pop("name"), **fields)
-        common.counter("encode.retried_batches").inc()
-        for key, wave in batch:
-            try:
-                features = self.encoder.encode([wave])[0]
-            except Exception as exc:  # this clip fails on its own: a reject
-                yield beam.pvalue.TaggedOutput("rejects", encode_reject(key[0], exc))
-            else:
-                yield key, features
+    key, features = keyed_features
+    if isinstance(features, EncodeFailure):
+        yield beam.pvalue.TaggedOutput("rejects", encode_reject(key[0], features.error))
+    else:
+        yield keyed_features

@@ -16,8 +16,13 @@ Why a handler of our own rather than Beam's PyTorch one:
   sub-batches of ``max_batch_seconds`` with masks;
 - one bad clip must not sink its batch: a preprocessing step checks each
   element, so with ``RunInference(...).with_exception_handling()`` a bad clip
-  lands alone in ``failed_preprocessing[0]`` (as ``(element, error)``), while
-  ``failed_inferences`` only ever holds batches the model itself failed on;
+  lands alone in ``failed_preprocessing[0]`` (as ``(element, error)``); when
+  the model fails on a batch of several clips, each clip is encoded again
+  alone and one that still fails gets an :class:`EncodeFailure` as its
+  prediction, so ``failed_inferences`` only holds single-clip batches. The
+  retry happens here, not in a branch flattened back into the output,
+  because Beam's embedded runner materialises a Flatten's inputs: every
+  feature array of the corpus would sit in memory at once;
 - on CUDA the model is a ``large_model``: one copy per worker machine,
   shared across processes; on CPU each process holds its own copy, shared by
   its threads (Beam's default).
@@ -31,7 +36,8 @@ Example::
         clips  # PCollection of (utt_id, np.float32 waveform)
         | RunInference(handler).with_exception_handling()
     )
-    # main: (utt_id, float32 [n_frames, 512]); failed.failed_preprocessing[0]: bad clips
+    # main: (utt_id, float32 [n_frames, 512] or EncodeFailure);
+    # failed.failed_preprocessing[0]: bad clips
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from tokenizer.encoders import Encoder, EncoderConfig, build_encoder
@@ -52,6 +59,13 @@ CENTISECOND = SAMPLE_RATE // 100
 BATCH_OVER_ENCODER_BATCH = 4
 
 Element = tuple[Any, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeFailure:
+    """The prediction of a clip the model failed on even when encoded alone."""
+
+    error: str
 
 
 def clip_weight(element: Element) -> int:
@@ -104,7 +118,14 @@ class EncoderModelHandler(ModelHandler[Element, Element, Encoder]):
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[Element]:
         keys = [key for key, _ in batch]
-        features = model.encode([wave for _, wave in batch])
+        waves = [wave for _, wave in batch]
+        try:
+            features = model.encode(waves)
+        except Exception:
+            if len(batch) == 1:
+                raise  # RunInference's exception handling reports it
+            Metrics.counter("speechtok", "encode.retried_batches").inc()
+            features = [_encode_alone(model, wave) for wave in waves]
         return list(zip(keys, features, strict=True))
 
     def get_preprocess_fns(self):
@@ -119,3 +140,10 @@ class EncoderModelHandler(ModelHandler[Element, Element, Encoder]):
 
     def get_metrics_namespace(self) -> str:
         return "speechtok_encoder"
+
+
+def _encode_alone(model: Encoder, wave: np.ndarray) -> np.ndarray | EncodeFailure:
+    try:
+        return model.encode([wave])[0]
+    except Exception as exc:  # this clip fails on its own
+        return EncodeFailure(f"{type(exc).__name__}: {exc}")

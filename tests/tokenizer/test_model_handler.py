@@ -149,3 +149,25 @@ def test_model_failures_fail_their_batch_not_the_job():
             )
     finally:
         _REGISTRY.pop("fails-on-odd-test", None)
+
+
+def test_failed_batch_is_retried_clip_by_clip_without_beam():
+    """A batch the model fails on is encoded again clip by clip inside
+    ``run_inference``: good clips keep their features (equal to encoding them
+    alone), the clip that fails alone gets an EncodeFailure naming the error."""
+    from tokenizer.model_handler import EncodeFailure
+
+    register_encoder("fails-on-odd-retry-test")(_FailsOnOddSamples)
+    try:
+        handler = EncoderModelHandler(EncoderConfig(name="fails-on-odd-retry-test"))
+        model = handler.load_model()
+        clips = [("even", sine(0.2)), ("odd", np.zeros(3201, np.float32)), ("even2", sine(0.4))]
+        out = dict(handler.run_inference(clips, model))
+        assert list(out) == ["even", "odd", "even2"]
+        assert isinstance(out["odd"], EncodeFailure) and "model failure" in out["odd"].error
+        for key, wave in (clips[0], clips[2]):
+            np.testing.assert_array_equal(out[key], model.encode([wave])[0])
+        with pytest.raises(RuntimeError, match="model failure"):  # alone: Beam reports it
+            handler.run_inference([clips[1]], model)
+    finally:
+        _REGISTRY.pop("fails-on-odd-retry-test", None)
