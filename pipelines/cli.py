@@ -75,6 +75,12 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="torch threads per worker process (1 when several workers share the cores)",
     )
     p.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 30)")
+    p.add_argument(
+        "--split-long",
+        action="store_true",
+        help="cut audio longer than --max-seconds into windows (ids <id>#w000, ...) "
+        "instead of rejecting it as too_long",
+    )
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -95,7 +101,10 @@ def speech_configs(args: argparse.Namespace):
             langs=_csv(args.langs),
             splits=_csv(args.splits),
         )
-        audio = AudioConfig(**({"max_seconds": args.max_seconds} if args.max_seconds else {}))
+        audio = AudioConfig(
+            **({"max_seconds": args.max_seconds} if args.max_seconds else {}),
+            split_long=args.split_long,
+        )
         overrides = {
             "layer": args.layer,
             "mode": args.mode,

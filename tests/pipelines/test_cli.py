@@ -38,3 +38,16 @@ def test_unknown_flag_refused_outside_beam_jobs(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["eval", "--run", "r", "--shards", "s", "--out", "o", "--runner", "X"])
     assert exc.value.code == 2
+
+
+TOKENIZE_ARGV = ["tokenize", "--format", "jsonl", "--input", "m.jsonl", "--encoder", "mfcc"]
+TOKENIZE_ARGV += ["--codebook", "c", "--out", "o"]
+
+
+def test_speech_flags_reach_the_audio_config():
+    parser = cli.build_parser()
+    args, _ = parser.parse_known_args([*TOKENIZE_ARGV, "--max-seconds", "12", "--split-long"])
+    _, audio, _ = cli.speech_configs(args)
+    assert (audio.max_seconds, audio.split_long) == (12.0, True)
+    args, _ = parser.parse_known_args(TOKENIZE_ARGV)
+    assert cli.speech_configs(args)[1].split_long is False
