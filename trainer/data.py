@@ -13,7 +13,10 @@ Batches follow a plan that is a pure function of ``(seed, epoch)``:
    buffer); inside a window, group rows by language (one language per batch
    worked best), sort by length and cut batches greedily under both a pair
    cap (``batch_size``) and a padded-token budget (``max_tokens``), so each
-   batch holds similar lengths (length bucketing);
+   batch holds similar lengths (length bucketing). The sort key is the length
+   times a random factor in ``1 +- length_jitter`` drawn per epoch: with a
+   strict sort a small corpus is cut into the *same* batches every epoch, so
+   each utterance only ever meets the same handful of negatives;
 3. shuffle the window's batches; a language's last, partial batch waits for
    the next window.
 
@@ -84,9 +87,12 @@ class DataConfig:
     shuffle_buffer: int = 4096
     bitext_ratio: float = 0.0  # share of the pairs of a batch drawn from bitext
     min_batch_size: int = 2  # contrastive needs in-batch negatives
+    length_jitter: float = 0.0  # sort key = length x U(1 - j, 1 + j), redrawn per epoch
     seed: int = 0
 
     def __post_init__(self):
+        if not 0.0 <= self.length_jitter < 1.0:
+            raise ValueError(f"length_jitter must be in [0, 1), got {self.length_jitter}")
         if self.batch_size < 1 or self.max_tokens < 1 or self.shuffle_buffer < 1:
             raise ValueError("batch_size, max_tokens and shuffle_buffer must be >= 1")
         if not 1 <= self.min_batch_size <= self.batch_size:
@@ -277,10 +283,14 @@ def plan_epoch(
     max_tokens: int,
     shuffle_buffer: int,
     min_batch_size: int = 2,
+    length_jitter: float = 0.0,
 ) -> list[np.ndarray]:
     """The epoch's batches as row-index arrays (see the module docstring); deterministic."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
+    sort_key = np.asarray(lengths, dtype=np.float64)
+    if length_jitter > 0:
+        sort_key = sort_key * rng.uniform(1 - length_jitter, 1 + length_jitter, len(lengths))
     names, codes = np.unique(np.asarray(langs, dtype=object).astype(str), return_inverse=True)
     pending: dict[int, np.ndarray] = {}
     batches: list[np.ndarray] = []
@@ -292,7 +302,7 @@ def plan_epoch(
             rows = np.concatenate([pending.pop(code, window[:0]), window[codes[window] == code]])
             if not rows.size:
                 continue
-            rows = rows[np.lexsort((rows, lengths[rows]))]  # by length, ties by row
+            rows = rows[np.lexsort((rows, sort_key[rows]))]  # by (jittered) length, ties by row
             cut = _cut(rows, lengths, text_lengths, batch_size, max_tokens, min_batch_size)
             if cut and not last_window and len(cut[-1]) < batch_size:
                 pending[code] = cut.pop()  # a partial batch waits for more rows of its language
@@ -386,6 +396,7 @@ class ShardLoader:
                 max_tokens=cfg.max_tokens,
                 shuffle_buffer=cfg.shuffle_buffer,
                 min_batch_size=cfg.min_batch_size,
+                length_jitter=cfg.length_jitter,
             )
             self._plan_epoch = epoch
             if len(self._plan) < self.world_size:

@@ -121,6 +121,36 @@ def test_plan_respects_the_token_budget_and_buckets_lengths():
     assert max(len(b) for b in short) == 8
 
 
+def test_length_jitter_varies_batch_membership_across_epochs():
+    """Strict length order cuts a small corpus into the same batches every epoch
+    (only their order changes); jitter regroups them, still one language per
+    batch and every row once."""
+    lengths = np.arange(100, 164)  # distinct lengths, one language: a strict sort is fixed
+    langs = ["fr"] * 64
+    text = np.full(64, 5)
+
+    def memberships(jitter, epoch):
+        plan = plan_epoch(
+            lengths,
+            text,
+            np.asarray(langs, dtype=object),
+            seed=0,
+            epoch=epoch,
+            batch_size=8,
+            max_tokens=10_000,
+            shuffle_buffer=4096,
+            length_jitter=jitter,
+        )
+        assert sorted(np.concatenate(plan).tolist()) == list(range(64))
+        return {frozenset(b.tolist()) for b in plan}
+
+    assert memberships(0.0, 0) == memberships(0.0, 1)
+    assert memberships(0.3, 0) != memberships(0.3, 1)
+    assert memberships(0.3, 0) == memberships(0.3, 0)  # still a pure function of (seed, epoch)
+    with pytest.raises(ValueError, match="length_jitter"):
+        DataConfig(shards="x", length_jitter=1.0)
+
+
 def _loader(shards, **kw):
     rows = TokenRows.read(shards)
     cfg = DataConfig(shards=shards, batch_size=4, shuffle_buffer=32, **kw)
