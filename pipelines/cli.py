@@ -235,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--langs", help="comma-separated languages to train on (default: all)")
     tr.add_argument("--max-tokens", type=int, help="padded tokens per batch (default 16384)")
     tr.add_argument("--bitext-ratio", type=float, help="share of bitext pairs per batch (0.2)")
+    tr.add_argument(
+        "--length-jitter",
+        type=float,
+        help="length-bucketing noise: batches regroup each epoch (0; the demo uses 0.3)",
+    )
+    tr.add_argument(
+        "--max-speech-tokens", type=int, help="audio tokens kept per utterance (default 1024)"
+    )
     tr.add_argument("--lr", type=float, help="backbone learning rate (default 1e-4)")
     tr.add_argument("--lr-new", type=float, help="lr of audio rows, projection (3e-3)")
     tr.add_argument("--warmup-steps", type=int, help="linear warmup before cosine (10)")
@@ -271,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bitext, train a short run from Gemma 3 270M and evaluate; prints the R@1 table.",
     )
     demo.add_argument("--out", default="demo-out", help="folder for every stage's output")
-    demo.add_argument("--steps", type=int, help="training steps (default 150)")
+    demo.add_argument("--steps", type=int, help="training steps (default 100)")
     demo.add_argument("--tiny", action="store_true", help="seconds-long variant with tiny models")
     return parser
 

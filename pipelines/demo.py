@@ -34,8 +34,14 @@ class DemoConfig:
     k: int = 256
     llm: str = "gemma-3-270m"
     layers: int | None = 4
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 16
+    # Measured on this corpus (see the issue notes): a lower backbone lr than the
+    # trainer's default overfits the 30 training sentences per language less, and
+    # jittered length bucketing varies each utterance's negatives between epochs.
+    lr: float = 3e-5
+    length_jitter: float = 0.3
+    max_speech_tokens: int = 384  # the first ~15 s: longer paragraphs cost steps
     min_score: float = 1.04
     seed: int = 0
 
@@ -119,18 +125,29 @@ def run_demo(config: DemoConfig) -> dict:
             seed=config.seed,
         ),
     )
-    stages.run(
-        "tokenize",
-        tokenize.run,
-        tokenize.TokenizeJobConfig(
-            manifest=ManifestConfig(format="fleurs", input=fleurs, splits=("train", "test")),
-            encoder=encoder,
-            codebook=d["codebook"],
-            out=d["tokens"],
-            audio=AudioConfig(),
-            dedup=True,
-        ),
-    )
+
+    def tokenize_all() -> None:
+        # Seen languages: train + test; the others only meet the evaluator (their
+        # train split would be encoded for nothing). The second run appends.
+        unseen = (*config.unseen, "en")
+        for i, (langs, splits) in enumerate(
+            [(config.seen, ("train", "test")), (unseen, ("test",))]
+        ):
+            tokenize.run(
+                tokenize.TokenizeJobConfig(
+                    manifest=ManifestConfig(
+                        format="fleurs", input=fleurs, langs=langs, splits=splits
+                    ),
+                    encoder=encoder,
+                    codebook=d["codebook"],
+                    out=d["tokens"],
+                    audio=AudioConfig(),
+                    dedup=True,
+                    skip_existing=i > 0,
+                )
+            )
+
+    stages.run("tokenize", tokenize_all)
     stages.run(
         "bitext",
         bitext.run,
@@ -146,16 +163,20 @@ def run_demo(config: DemoConfig) -> dict:
         train,
         TrainConfig(
             out=d["run"],
-            model=DualEncoderConfig(llm=config.llm, layers=config.layers),
+            model=DualEncoderConfig(
+                llm=config.llm, layers=config.layers, max_speech_tokens=config.max_speech_tokens
+            ),
             data=DataConfig(
                 shards=d["tokens"],
                 bitext=d["bitext"],
                 langs=config.seen,
                 batch_size=config.batch_size,
                 bitext_ratio=0.2,
+                length_jitter=config.length_jitter,
                 seed=config.seed,
             ),
             steps=config.steps,
+            lr=config.lr,
             warmup_steps=min(10, config.steps - 1) if config.steps > 1 else 0,
             save_every=config.steps,
             seed=config.seed,
@@ -202,10 +223,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def run_cli(args, extra) -> int:
-    config = (
-        DemoConfig.tiny(args.out)
-        if args.tiny
-        else DemoConfig(out=args.out, steps=args.steps or 150)
-    )
+    config = DemoConfig.tiny(args.out) if args.tiny else DemoConfig(out=args.out)
+    if args.steps:
+        config = dataclasses.replace(config, steps=args.steps)
     run_demo(config)
     return 0

@@ -47,6 +47,7 @@ def build_train_config(args) -> object:
         pooling=opt("pooling", "mean"),
         bidirectional=bool(opt("bidirectional", False)),
         train_text_rows=bool(opt("train_text_rows", False)),
+        max_speech_tokens=opt("max_speech_tokens", 1024),
     )
     data = DataConfig(
         shards=args.shards,
@@ -56,6 +57,7 @@ def build_train_config(args) -> object:
         batch_size=opt("batch_size", 16),
         max_tokens=opt("max_tokens", 16384),
         bitext_ratio=opt("bitext_ratio", 0.2 if opt("bitext") else 0.0),
+        length_jitter=opt("length_jitter", 0.0),
         seed=seed,
     )
     return TrainConfig(

@@ -51,3 +51,15 @@ def test_speech_flags_reach_the_audio_config():
     assert (audio.max_seconds, audio.split_long) == (12.0, True)
     args, _ = parser.parse_known_args(TOKENIZE_ARGV)
     assert cli.speech_configs(args)[1].split_long is False
+
+
+def test_train_flags_reach_the_train_config():
+    from trainer.cli import build_train_config
+
+    argv = ["train", "--shards", "s", "--out", "o", "--lr", "3e-5", "--length-jitter", "0.3"]
+    args, _ = cli.build_parser().parse_known_args([*argv, "--max-speech-tokens", "384"])
+    config = build_train_config(args)
+    assert config.lr == 3e-5 and config.data.length_jitter == 0.3
+    assert config.model.max_speech_tokens == 384
+    defaults = build_train_config(cli.build_parser().parse_known_args(argv[:5])[0])
+    assert (defaults.data.length_jitter, defaults.model.max_speech_tokens) == (0.0, 1024)
