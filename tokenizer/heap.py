@@ -5,11 +5,12 @@ on free, but each free of an mmapped block *raises* the threshold to that
 block's size (up to 32 MiB). After a few variable-length clips, torch's
 activation buffers (hundreds of KiB to a few MiB) come from the heap instead,
 where freed holes of the wrong size pile up: the tokenize job's peak RSS grew
-by 28-52% from 100 to 1,000 Whisper utterances. With the threshold fixed at
-glibc's default (128 KiB), the growth was -1% (``benchmarks/tokenize.py``,
-``--parts memory``; see benchmarks/README.md). Setting it explicitly turns the
-dynamic adjustment off; the same as ``MALLOC_MMAP_THRESHOLD_=131072`` but
-without relying on every worker's environment.
+by 52% (902 -> 1375 MB) from 100 to 1,000 Whisper utterances. With the
+threshold pinned it grew by 0.3% (822 -> 825 MB): ``python -m
+benchmarks.tokenize --parts memory``, see benchmarks/README.md.
+Setting the threshold explicitly turns the dynamic adjustment off: the same
+as ``MALLOC_MMAP_THRESHOLD_=131072``, without relying on every worker's
+environment.
 
 Example::
 
