@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tokenizer.encoders.base import Encoder, EncoderConfig
-from tokenizer.heap import fix_mmap_threshold
 
 __all__ = [
     "Encoder",
@@ -75,9 +74,6 @@ def build_encoder(spec: str, **config_overrides) -> Encoder:
         import torch
 
         torch.set_num_threads(config.threads)  # process-wide, on purpose (see EncoderConfig)
-    if encoder.uses_torch:
-        # Variable-length clips otherwise make RSS creep up with the corpus (see heap.py).
-        fix_mmap_threshold()
     return encoder
 
 

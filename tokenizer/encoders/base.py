@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tokenizer.heap import release_free_memory
+
 SAMPLE_RATE = 16000
 DTYPES = ("float32", "bfloat16", "float16")
 WHISPER_MODES = ("padded", "unpadded")
@@ -226,6 +228,8 @@ class Encoder:
                 feats = self._encode_batch([pieces[i] for i in batch])
                 for i, f in zip(batch, feats, strict=True):
                     outputs[i] = np.ascontiguousarray(f, dtype=np.float32)
+        if self.uses_torch:  # activation buffers of varying sizes fragment the heap (heap.py)
+            release_free_memory()
         per_clip: list[list[np.ndarray]] = [[] for _ in clips]
         for i, owner in enumerate(owners):
             out = outputs[i]
