@@ -228,8 +228,8 @@ class Encoder:
                 feats = self._encode_batch([pieces[i] for i in batch])
                 for i, f in zip(batch, feats, strict=True):
                     outputs[i] = np.ascontiguousarray(f, dtype=np.float32)
-        if self.uses_torch:  # activation buffers of varying sizes fragment the heap (heap.py)
-            release_free_memory()
+                if self.uses_torch:  # activations of varying sizes fragment the heap (heap.py)
+                    release_free_memory()
         per_clip: list[list[np.ndarray]] = [[] for _ in clips]
         for i, owner in enumerate(owners):
             out = outputs[i]
