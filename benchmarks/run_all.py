@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS = BENCH_DIR / "results"
-NOT_BENCHMARKS = {"__init__", "run_all"}
+NOT_BENCHMARKS = {"__init__", "run_all", "demo_sweep"}  # demo_sweep: a tool, minutes per variant
 
 
 @dataclass(frozen=True, kw_only=True)
