@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "encoders.json"
@@ -107,19 +108,6 @@ def encode_all(enc, clips: list[np.ndarray], one_by_one: bool) -> tuple[float, f
     else:
         enc.encode(clips)
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average_before_timing": list(os.getloadavg()),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def print_table(rows: list[dict[str, Any]], audio_s: float, n_clips: int) -> None:

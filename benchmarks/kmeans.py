@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._machine import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "kmeans.json"
 
@@ -377,24 +379,6 @@ def print_report(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> No
             print(
                 f"  {mark} {c['dataset']} k={c['k']}: {c['target']} = {value} ({op} {c['limit']:g})"
             )
-
-
-def machine() -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    info = {
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_avg": os.getloadavg(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def build_parser() -> argparse.ArgumentParser:

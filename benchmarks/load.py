@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "load.json"
@@ -230,14 +231,6 @@ def check_output(out: Path, corpus: dict) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_before_timing": list(os.getloadavg()),
-    }
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'utterances':>10} {'audio s':>8} {'job s':>7} {'utt/s':>7} {'peer s':>7} "
@@ -273,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    info = machine()
+    info = machine(with_torch=False)
     rows = []
     with tempfile.TemporaryDirectory(prefix="speechtok-load-") as tmp:
         work = Path(args.workdir or tmp)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks._machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
@@ -162,15 +163,6 @@ def _copy_lines(stream, log) -> None:
         log.write(line)
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
-    }
-
-
 def print_summary(rows: list[dict[str, Any]]) -> None:
     print("\n=== summary")
     header = f"{'benchmark':<12}{'status':<10}{'wall s':>8}  {'targets':<10}missed"
@@ -237,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "run_all",
         "mode": mode,
         "command": "python -m benchmarks.run_all " + " ".join(argv or sys.argv[1:]),
-        "machine": machine(),
+        "machine": machine(with_torch=False),
         "wall_s": round(total, 1),
         "benchmarks": rows,
     }

@@ -65,6 +65,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._machine import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "tokenize.json"
 PARTS = ("throughput", "memory", "shards")
@@ -699,22 +701,6 @@ def print_report(report: dict) -> None:
             mark = "info" if c["ok"] is None else "ok  " if c["ok"] else "MISS"
             line = f"  {mark} {c['target']} = {_fmt(c['value'], '.3f')} ({op} {c['limit']:g})"
             print(line + (f"  [{c['note']}]" if c.get("note") else ""))
-
-
-def machine() -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads_default": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def build_parser() -> argparse.ArgumentParser:
