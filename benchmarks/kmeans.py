@@ -18,7 +18,8 @@ Usage::
 
     python -m benchmarks.kmeans --quick                  # smoke test, < ~1 minute (torch, faiss)
     python -m benchmarks.kmeans                          # synthetic 74k x 512, k=1024 and 256
-    python -m benchmarks.kmeans --frames whisper_l3.npy  # + real encoder frames (float32 [n, d])
+    python -m benchmarks.kmeans --whisper-frames         # + 74k real Whisper-base layer-3 frames
+    python -m benchmarks.kmeans --frames my_frames.npy   # + your own frames (float32 [n, d])
     python -m benchmarks.kmeans --backends torch,faiss --device cuda
 """
 
@@ -66,6 +67,44 @@ TARGETS = {
 
 
 # -- data ---------------------------------------------------------------------
+WORK = ROOT / "benchmarks" / "results" / "kmeans-work"
+# The issue's reference data: 74k frames of synthesized speech in 6 languages.
+FRAME_LANGS = ("fr", "de", "es", "it", "sw", "hi")
+FRAME_COUNT = 74_000
+
+
+def whisper_frames(work: Path = WORK) -> Path:
+    """74k Whisper-base layer-3 frames (float32 [n, 512]), made once and kept.
+
+    mini-FLEURS train speech in ``FRAME_LANGS`` (2 voices), through the
+    fit-codebook job with ``save_sample``: the same stratified sample (even
+    per language, at most 500 frames per utterance) a real codebook fit sees.
+    """
+    from pipelines import fit_codebook
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+
+    frames = work / "codebook" / fit_codebook.SAMPLE_DIR / "frames.npy"
+    if frames.exists():
+        return frames
+    corpus = work / "corpus"
+    synthesize_corpus(SynthConfig(out=str(corpus), langs=FRAME_LANGS, voices=2, seed=0))
+    fit_codebook.run(
+        fit_codebook.FitCodebookJobConfig(
+            manifest=ManifestConfig(
+                format="fleurs", input=str(corpus / "fleurs"), splits=("train",)
+            ),
+            encoder=EncoderConfig(name="whisper-base"),
+            k=16,  # the fit is a by-product: the sample is what we keep
+            sample_frames=FRAME_COUNT,
+            save_sample=True,
+            out=str(work / "codebook"),
+        )
+    )
+    return frames
+
+
 def gaussian_mixture(n: int, d: int, components: int, seed: int) -> np.ndarray:
     """A skewed Gaussian mixture with a shared offset, standing in for encoder frames.
 
@@ -391,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke test (< ~1 min): 20k x 128, k=256, torch and faiss rows only",
     )
     p.add_argument("--frames", action="append", default=[], help="float32 [n, d] .npy (repeatable)")
+    p.add_argument(
+        "--whisper-frames",
+        action="store_true",
+        help="add 74k real Whisper-base layer-3 frames (6 synthesized languages; made once "
+        "under benchmarks/results/kmeans-work/, ~2 min)",
+    )
     p.add_argument("--no-synthetic", action="store_true", help="only the --frames datasets")
     p.add_argument("--ks", help="comma-separated k values (default 1024,256; quick: 256)")
     p.add_argument("--backends", help=f"rows to run (default all: {','.join(BACKEND_ROWS)})")
@@ -427,14 +472,17 @@ def main(argv: list[str] | None = None) -> int:
             path = os.path.join(tmp, "synthetic.npy")
             np.save(path, gaussian_mixture(n, d, components=2048, seed=args.seed))
             datasets.append((f"synthetic-{n // 1000}k-d{d}", path))
-        for frames in args.frames:
+        named = [(Path(f).stem, f) for f in args.frames]
+        if args.whisper_frames:
+            named.append(("whisper-base-L3-74k", str(whisper_frames())))
+        for name, frames in named:
             arr = np.load(frames, mmap_mode="r", allow_pickle=False)
             if arr.ndim != 2 or arr.dtype != np.float32:
                 print(
                     f"{frames}: need float32 [n, d], got {arr.dtype} {arr.shape}", file=sys.stderr
                 )
                 return 2
-            datasets.append((Path(frames).stem, frames))
+            datasets.append((name, frames))
         for name, path in datasets:
             for k in ks:
                 for row in rows_wanted:

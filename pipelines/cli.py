@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         "paper's 25 Hz tokens); tokenize applies the codebook the same way",
     )
     fit.add_argument("--backend", default="torch", choices=("torch", "sklearn", "faiss"))
+    fit.add_argument(
+        "--save-sample",
+        action="store_true",
+        help="also write the sampled frames (CB_DIR/sample/frames.npy, langs.npy): refit "
+        "with other k or backends, or benchmark k-means, without encoding again",
+    )
     fit.add_argument("--seed", type=int, default=0)
 
     tok = sub.add_parser(

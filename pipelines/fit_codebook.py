@@ -28,7 +28,9 @@ from tokenizer.manifests import ManifestConfig, list_sources
 @dataclass(frozen=True, kw_only=True)
 class FitCodebookJobConfig:
     """``sample_frames``: frames k-means sees (split evenly over languages);
-    ``max_frames_per_utt``: so one long file cannot dominate."""
+    ``max_frames_per_utt``: so one long file cannot dominate; ``save_sample``:
+    also write that sample (``OUT/sample/frames.npy`` float32 [n, dim] and
+    ``langs.npy``), to refit with other k or backends without re-encoding."""
 
     manifest: ManifestConfig
     encoder: EncoderConfig
@@ -39,6 +41,7 @@ class FitCodebookJobConfig:
     max_frames_per_utt: int | None = 500
     downsample: int = 1
     backend: str = "torch"
+    save_sample: bool = False
     seed: int = 0
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 
@@ -87,6 +90,23 @@ def frames_for_sampling(keyed_features, downsample: int):
     return example.lang, example.id, downsample_frames(features, downsample)
 
 
+SAMPLE_DIR = "sample"
+
+
+def save_sample(sample, directory: str) -> None:
+    """The fitted frames as plain .npy files (no pickle: langs are fixed-width unicode)."""
+    import io as _stdio
+
+    import numpy as np
+
+    io.makedirs(directory)
+    langs = np.asarray(sample.langs, dtype=str)  # '<U..', never an object array
+    for name, array in (("frames.npy", sample.frames), ("langs.npy", langs)):
+        buf = _stdio.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        io.write_bytes(io.join(directory, name), buf.getvalue())
+
+
 def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     """Fit k-means on the sample and write the codebook folder; returns its summary."""
     import kmeans
@@ -113,6 +133,8 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
         **post.to_metadata(),
     )
     codebook.save(config.out)
+    if config.save_sample:
+        save_sample(sample, io.join(config.out, SAMPLE_DIR))
     return {"id": codebook.id, "k": codebook.k, "inertia": codebook.metadata["inertia"]}
 
 
@@ -203,6 +225,7 @@ def run_cli(args, beam_args) -> int:
             for k, v in {
                 "sample_frames": args.sample_frames,
                 "max_frames_per_utt": args.max_frames_per_utt,
+                "save_sample": args.save_sample or None,
             }.items()
             if v is not None
         }

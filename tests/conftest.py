@@ -98,6 +98,7 @@ def mfcc_codebook(mini_corpus, tmp_path_factory):
         k=16,
         out=str(out),
         sample_frames=5000,
+        save_sample=True,
     )
     run(config)
     return out

@@ -51,6 +51,20 @@ def test_codebook_folder(mfcc_codebook):
     assert set(meta["sample_per_lang"]) >= {"fr", "de", "sw"}
 
 
+def test_saved_sample_refits_the_same_codebook(mfcc_codebook):
+    """``save_sample``: exactly the frames k-means saw, stored without pickle."""
+    import kmeans
+
+    cb = Codebook.load(str(mfcc_codebook))
+    frames = np.load(mfcc_codebook / "sample" / "frames.npy", allow_pickle=False)
+    langs = np.load(mfcc_codebook / "sample" / "langs.npy", allow_pickle=False)
+    assert frames.dtype == np.float32 and frames.shape == (len(langs), 39)
+    per_lang = dict(zip(*np.unique(langs, return_counts=True), strict=True))
+    assert {str(k): int(v) for k, v in per_lang.items()} == cb.metadata["sample_per_lang"]
+    refit = kmeans.fit(frames, cb.k, seed=0)
+    np.testing.assert_array_equal(refit.centroids, cb.centroids)
+
+
 def test_tokenize_end_to_end(mini_corpus, mfcc_codebook, tmp_path):
     index = tokenize(mini_corpus, mfcc_codebook, tmp_path / "out", dedup=True)
     table = read_tokens(tmp_path / "out")
