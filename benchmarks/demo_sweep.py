@@ -25,7 +25,7 @@ import os
 import time
 
 SEEN = ("fr", "de", "es", "it")
-EVAL = (*SEEN, "sw", "hi", "vi", "en")
+UNSEEN = ("sw", "hi", "vi", "en")
 
 
 def run_variant(name: str, spec: dict, args) -> dict:
@@ -39,7 +39,8 @@ def run_variant(name: str, spec: dict, args) -> dict:
     model = DualEncoderConfig(llm=args.llm, layers=args.layers, **spec.pop("model", {}))
     data_fields = {"batch_size": 16, "bitext_ratio": 0.2 if args.bitext else 0.0}
     data_fields.update(spec.pop("data", {}))
-    data = DataConfig(shards=args.tokens, bitext=args.bitext, langs=SEEN, seed=0, **data_fields)
+    seen = tuple(args.seen.split(","))
+    data = DataConfig(shards=args.tokens, bitext=args.bitext, langs=seen, seed=0, **data_fields)
     steps = spec.pop("steps", 150)
     run = io.join(args.work, name)
     io.delete(run)
@@ -51,7 +52,13 @@ def run_variant(name: str, spec: dict, args) -> dict:
     )
     train_s = time.perf_counter() - start
     report = evaluate(
-        EvalConfig(run=run, shards=args.tokens, out=io.join(run, "report"), langs=EVAL, seen=SEEN)
+        EvalConfig(
+            run=run,
+            shards=args.tokens,
+            out=io.join(run, "report"),
+            langs=(*seen, *args.unseen.split(",")),
+            seen=seen,
+        )
     )
     return {
         "variant": name,
@@ -68,6 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", required=True, help="a tokenize --out folder (demo-out/tokens)")
     p.add_argument("--bitext", help="a bitext --out folder (demo-out/bitext)")
     p.add_argument("--variant", action="append", required=True, help="NAME=JSON (repeatable)")
+    p.add_argument("--seen", default=",".join(SEEN), help="languages trained on (and 'seen')")
+    p.add_argument("--unseen", default=",".join(UNSEEN), help="languages only evaluated")
     p.add_argument("--llm", default="gemma-3-270m")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--work", default="benchmarks/results/demo-sweep", help="run folders")

@@ -5,8 +5,9 @@ Backends (see each module for its options):
 - ``torch`` (default): k-means|| initialisation on a subsample, then full-batch
   Lloyd with chunked one-matmul distances; deterministic on CPU for a seed;
   ``device="cuda"`` runs it on a GPU.
-- ``sklearn``: MiniBatchKMeans with fairseq speech2unit / HuBERT settings
-  (n_init 20, batch 10000, reassignment_ratio 0.5), for comparison.
+- ``sklearn``: MiniBatchKMeans with fairseq speech2unit's settings (n_init
+  20, batch 10000, reassignment_ratio 0.5; HuBERT's differ, see
+  :mod:`kmeans.sklearn_backend`), for comparison.
 - ``faiss``: ``faiss.Kmeans`` defaults (25 iterations), needs the ``faiss`` extra.
 
 Example::

@@ -201,3 +201,13 @@ def test_threaded_pass_matches_plain_pass_and_restores_threads():
     torch.testing.assert_close(sum1, sum3, rtol=1e-5, atol=1e-4)
     expected = torch.zeros(40, 16).index_add_(0, l1, x)
     torch.testing.assert_close(sum1, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_sklearn_presets_follow_fairseq():
+    """speech2unit's settings are the defaults; the benchmark's HuBERT rows use HuBERT's."""
+    from benchmarks.kmeans import HUBERT
+    from kmeans.sklearn_backend import HUBERT_SETTINGS, SklearnKMeansConfig
+
+    default = SklearnKMeansConfig()
+    assert (default.reassignment_ratio, default.max_iter, default.n_init) == (0.5, 150, 20)
+    assert HUBERT == HUBERT_SETTINGS == {"max_iter": 100, "reassignment_ratio": 0.0}
