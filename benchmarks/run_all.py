@@ -60,7 +60,8 @@ class BenchSpec:
 # Known benchmarks; anything else found in benchmarks/ gets BenchSpec().
 SPECS: dict[str, BenchSpec] = {
     "encoders": BenchSpec(json_flag="--json"),
-    "kmeans": BenchSpec(json_flag="--json"),
+    # Full mode adds the real Whisper frames (encoded once, ~2 min) to the synthetic set.
+    "kmeans": BenchSpec(json_flag="--json", full_args=("--whisper-frames",)),
     "tokenize": BenchSpec(json_flag="--json"),
     "trainer": BenchSpec(json_flag="--out"),
     # No --quick flag of its own: smaller corpora (defaults 1000,5000: ~3 min).
