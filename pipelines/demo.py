@@ -1,8 +1,8 @@
 """``speechtok demo`` / ``make demo``: the whole pipeline on one laptop, offline.
 
-synthesize mini-FLEURS (4 CoVoST 2 source languages "seen" in training, 3
+synthesize mini-FLEURS (12 CoVoST 2 source languages "seen" in training, 3
 languages never seen with speech, English as the translation pivot) ->
-fit a Whisper-base layer-3 codebook on the seen languages' training speech ->
+fit a Whisper-base layer-3 codebook on six seen languages' training speech ->
 tokenize the train and test splits -> filter WikiMatrix bitext -> train a
 short dual-encoder run from Gemma 3 270M (first layers only) -> evaluate
 speech -> transcript R@1 per language and speech -> English retrieval BLEU.
@@ -25,16 +25,23 @@ from tokenizer import io
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     out: str = "demo-out"
-    seen: tuple[str, ...] = ("fr", "de", "es", "it")
+    # Measured (issue notes): 12 seen languages x 30 training sentences x 1 voice
+    # beat 4 x 30 x 2 voices at the same number of utterances and steps (mean R@1
+    # seen 0.26 vs 0.225, unseen 0.17 vs 0.11, BLEU 28 vs 22): distinct sentences
+    # matter more than voices, and the Latin-script languages share what they learn.
+    seen: tuple[str, ...] = (
+        "fr", "de", "es", "it", "ca", "pt", "nl", "sv", "et", "sl", "id", "tr",
+    )  # fmt: skip
     unseen: tuple[str, ...] = ("sw", "hi", "vi")
     per_lang: int | None = None  # every aligned UDHR paragraph (50)
-    voices: int = 2
+    voices: int = 1
+    codebook_langs: int | None = 6  # fit on the first N seen languages (encoding is the cost)
     encoder: str = "whisper-base"
     encoder_dtype: str = "float32"
     k: int = 256
     llm: str = "gemma-3-270m"
     layers: int | None = 4
-    steps: int = 100
+    steps: int = 90  # the 10-minute budget on 2 CPU cores
     batch_size: int = 16
     # Measured on this corpus (see the issue notes): a lower backbone lr than the
     # trainer's default overfits the 30 training sentences per language less, and
@@ -53,6 +60,7 @@ class DemoConfig:
             seen=("fr", "de"),
             unseen=("sw",),
             per_lang=6,
+            voices=2,
             encoder="mfcc",
             k=16,
             llm="debug",
@@ -117,7 +125,10 @@ def run_demo(config: DemoConfig) -> dict:
         fit_codebook.run,
         fit_codebook.FitCodebookJobConfig(
             manifest=ManifestConfig(
-                format="fleurs", input=fleurs, langs=config.seen, splits=("train",)
+                format="fleurs",
+                input=fleurs,
+                langs=config.seen[: config.codebook_langs],
+                splits=("train",),
             ),
             encoder=encoder,
             k=config.k,
