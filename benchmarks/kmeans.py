@@ -41,13 +41,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks._machine import machine
+from kmeans.sklearn_backend import HUBERT_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "kmeans.json"
 
-# fairseq HuBERT simple_kmeans (kmeans.sklearn_backend.HUBERT_SETTINGS, written out
-# here so that importing this module stays light).
-HUBERT = {"max_iter": 100, "reassignment_ratio": 0.0}
+HUBERT = HUBERT_SETTINGS  # fairseq HuBERT simple_kmeans
 # name -> (kmeans backend, options)
 BACKEND_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "torch": ("torch", {}),

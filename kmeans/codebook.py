@@ -32,7 +32,6 @@ layer ``-1`` until the fit-codebook job attaches the truth::
 from __future__ import annotations
 
 import hashlib
-import io as _stdio
 import json
 import warnings
 from collections.abc import Mapping
@@ -270,9 +269,7 @@ class Codebook:
         The json goes last, so a folder with a ``codebook.json`` is complete.
         """
         io.makedirs(directory)
-        buf = _stdio.BytesIO()
-        np.save(buf, self._centroids, allow_pickle=False)
-        io.write_bytes(io.join(directory, CENTROIDS_FILE), buf.getvalue())
+        io.write_npy(io.join(directory, CENTROIDS_FILE), self._centroids)
         text = json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False)
         io.write_text(io.join(directory, METADATA_FILE), text + "\n")
         return directory
@@ -297,7 +294,7 @@ class Codebook:
                 f"<= {FORMAT_VERSION}: upgrade speechtok"
             )
         try:
-            arr = np.load(_stdio.BytesIO(io.read_bytes(centroids_uri)), allow_pickle=False)
+            arr = io.read_npy(centroids_uri)
         except FileNotFoundError:
             raise
         except (ValueError, OSError, EOFError) as exc:

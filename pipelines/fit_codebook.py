@@ -95,16 +95,11 @@ SAMPLE_DIR = "sample"
 
 def save_sample(sample, directory: str) -> None:
     """The fitted frames as plain .npy files (no pickle: langs are fixed-width unicode)."""
-    import io as _stdio
-
     import numpy as np
 
     io.makedirs(directory)
-    langs = np.asarray(sample.langs, dtype=str)  # '<U..', never an object array
-    for name, array in (("frames.npy", sample.frames), ("langs.npy", langs)):
-        buf = _stdio.BytesIO()
-        np.save(buf, array, allow_pickle=False)
-        io.write_bytes(io.join(directory, name), buf.getvalue())
+    io.write_npy(io.join(directory, "frames.npy"), sample.frames)
+    io.write_npy(io.join(directory, "langs.npy"), np.asarray(sample.langs, dtype=str))
 
 
 def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:

@@ -182,6 +182,26 @@ def write_text(uri: str, text: str) -> None:
     write_bytes(uri, text.encode("utf-8"))
 
 
+def write_npy(uri: str, array) -> None:
+    """One array as a plain ``.npy`` (never a pickle), written atomically."""
+    import io as _stdio
+
+    import numpy as np
+
+    buf = _stdio.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    write_bytes(uri, buf.getvalue())
+
+
+def read_npy(uri: str):
+    """A plain ``.npy`` array; object arrays (pickles) raise ``ValueError``."""
+    import io as _stdio
+
+    import numpy as np
+
+    return np.load(_stdio.BytesIO(read_bytes(uri)), allow_pickle=False)
+
+
 def glob(pattern: str) -> list[str]:
     """Sorted URIs matching a glob (``*``, ``?``, ``**``), hidden temp files excluded."""
     pattern = str(pattern)
