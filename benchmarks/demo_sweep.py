@@ -7,8 +7,8 @@ Every variant trains Gemma 3 270M's first 4 layers on the seen languages
 (batch 16, bitext ratio 0.2 when ``--bitext`` is given) and evaluates the
 test split; one JSON line per variant is appended to ``--results``.
 
-A variant is ``NAME=JSON``: TrainConfig fields, plus ``"model"`` and
-``"data"`` dicts for DualEncoderConfig / DataConfig fields::
+A variant is ``NAME=JSON``: TrainConfig fields, plus ``"model"``, ``"data"``
+and ``"loss"`` dicts for DualEncoderConfig / DataConfig / LossConfig fields::
 
     python -m benchmarks.demo_sweep --tokens demo-out/tokens --bitext demo-out/bitext \\
         --variant 'lr3e-5={"lr": 3e-5, "steps": 150}' \\
@@ -32,6 +32,7 @@ def run_variant(name: str, spec: dict, args) -> dict:
     from tokenizer import io
     from trainer.data import DataConfig
     from trainer.evaluate import EvalConfig, evaluate
+    from trainer.loss import LossConfig
     from trainer.model import DualEncoderConfig
     from trainer.train import TrainConfig, train
 
@@ -42,12 +43,20 @@ def run_variant(name: str, spec: dict, args) -> dict:
     seen = tuple(args.seen.split(","))
     data = DataConfig(shards=args.tokens, bitext=args.bitext, langs=seen, seed=0, **data_fields)
     steps = spec.pop("steps", 150)
+    loss = LossConfig(**spec.pop("loss", {}))
     run = io.join(args.work, name)
     io.delete(run)
     start = time.perf_counter()
     train(
         TrainConfig(
-            out=run, model=model, data=data, steps=steps, save_every=steps, progress=False, **spec
+            out=run,
+            model=model,
+            data=data,
+            loss=loss,
+            steps=steps,
+            save_every=steps,
+            progress=False,
+            **spec,
         )
     )
     train_s = time.perf_counter() - start

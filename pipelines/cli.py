@@ -259,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pooling", help="mean | last | first (default mean)")
     tr.add_argument("--bidirectional", action="store_true", help="Gemma 3: full attention")
     tr.add_argument("--train-text-rows", action="store_true", help="also train LLM text rows")
+    tr.add_argument(
+        "--audio-init",
+        choices=("random", "aligned"),
+        help="audio rows start random (default, as in the paper) or from the characters "
+        "they align with in the training transcripts (the demo uses aligned)",
+    )
     tr.add_argument("--save-every", type=int, help="checkpoint every N steps (500)")
 
     ev = sub.add_parser(

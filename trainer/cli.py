@@ -73,6 +73,7 @@ def build_train_config(args) -> object:
         precision=opt("precision", "bf16"),
         device=opt("device", "auto"),
         compile=bool(opt("compile", False)),
+        audio_init=opt("audio_init", "random"),
         seed=seed,
         save_every=opt("save_every", 500),
     )

@@ -38,6 +38,7 @@ import torch
 
 from tokenizer import io
 from trainer import checkpoint as ckpt
+from trainer.audio_init import AUDIO_INITS, AlignedInitConfig, init_aligned_audio_rows
 from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group
 from trainer.loss import LossConfig, dual_encoder_loss, gather_no_grad, gather_with_grad
 from trainer.model import DualEncoder, DualEncoderConfig, build_model
@@ -69,6 +70,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
     seed: int = 0
+    # "aligned": audio rows start from the characters they line up with in the
+    # training transcripts (trainer.audio_init); "random": the paper's init.
+    audio_init: str = "random"
     save_every: int = 500
     log_every: int = 10
     progress: bool = True
@@ -86,6 +90,8 @@ class TrainConfig:
             raise ValueError("clip_grad_norm must be > 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.audio_init not in AUDIO_INITS:
+            raise ValueError(f"audio_init must be one of {AUDIO_INITS}, got {self.audio_init!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,10 +163,12 @@ def _device(name: str, dist_info: DistInfo) -> torch.device:
 
 def _check_resume(saved: dict, config: TrainConfig) -> None:
     given = config.to_dict()
+    # A setting added after the run was saved counts as its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     diffs = [
-        f"{k}: saved {saved.get(k)!r}, given {v!r}"
+        f"{k}: saved {saved.get(k, defaults.get(k))!r}, given {v!r}"
         for k, v in given.items()
-        if k not in RESUMABLE_CHANGES and saved.get(k) != json.loads(json.dumps(v))
+        if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != json.loads(json.dumps(v))
     ]
     if diffs:
         raise ckpt.CheckpointError("--resume with different settings: " + "; ".join(diffs))
@@ -212,6 +220,12 @@ class Trainer:
             else None
         )
         self.model: DualEncoder = build_model(config.model, self.rows.codebook.k, seed=config.seed)
+        if config.audio_init == "aligned" and saved is None:  # a resumed run loads its rows
+            init_aligned_audio_rows(
+                self.model,
+                self.rows,
+                AlignedInitConfig(max_tokens=config.model.max_speech_tokens),
+            )
         self.model.to(self.device)
         self.param_names, groups = self._param_groups()
         # Fused AdamW (CPU and CUDA): ~5x faster than the foreach path here (6M params).
