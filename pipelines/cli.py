@@ -260,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--bidirectional", action="store_true", help="Gemma 3: full attention")
     tr.add_argument("--train-text-rows", action="store_true", help="also train LLM text rows")
     tr.add_argument(
+        "--spread-out-weight",
+        type=float,
+        help="weight of the spread-out regulariser (default 1.0; the demo uses 0.1)",
+    )
+    tr.add_argument(
         "--audio-init",
         choices=("random", "aligned"),
         help="audio rows start random (default, as in the paper) or from the characters "

@@ -24,3 +24,6 @@ def test_tiny_demo_runs_every_stage(tmp_path, capsys):
         index = json.loads((tmp_path / stage / "_index.json").read_text())
         assert index["counts"]["input"] == index["counts"]["accepted"] + index["counts"]["rejected"]
     assert (tmp_path / "run" / "model.safetensors").exists()
+    # The demo's training choices reach the run (aligned audio rows, light spread-out).
+    trained = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert trained["audio_init"] == "aligned" and trained["loss"]["spread_out_weight"] == 0.1

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.cli import main
 from trainer.audio_init import (
     AlignedInitConfig,
     alignment_counts,
@@ -111,3 +112,12 @@ def test_runs_saved_before_audio_init_existed_still_resume(synthetic_shards, tmp
 def test_unknown_audio_init_is_refused(synthetic_shards, tmp_path):
     with pytest.raises(ValueError, match="audio_init"):
         debug_config(synthetic_shards[0], str(tmp_path), audio_init="zeros")
+
+
+def test_cli_flags_reach_the_run_config(synthetic_shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--shards", synthetic_shards[0], "--llm", "debug", "--out", str(run)]
+    argv += ["--steps", "1", "--batch-size", "4", "--audio-init", "aligned"]
+    assert main([*argv, "--spread-out-weight", "0.1"]) == 0
+    trained = json.loads((run / "config.json").read_text())["train"]
+    assert trained["audio_init"] == "aligned" and trained["loss"]["spread_out_weight"] == 0.1
