@@ -50,10 +50,10 @@ class DemoConfig:
     length_jitter: float = 0.3
     max_speech_tokens: int = 384  # the first ~15 s: longer paragraphs cost steps
     # Audio rows from the characters they align with (trainer.audio_init): at 80
-    # steps R@1 seen 0.29 vs 0.25 random, unseen 0.22 vs 0.17 (issue 9 notes).
+    # steps R@1 seen 0.28 vs 0.25 random, unseen 0.22 vs 0.17 (benchmarks/README.md).
     audio_init: str = "aligned"
     # The spread-out regulariser at the trainer's weight 1.0 dominated these short
-    # runs (it was ~half the loss at step 60); 0.1: R@1 seen 0.37 vs 0.29 (issue 9 notes).
+    # runs (about a third of the loss); 0.1: R@1 seen 0.37 vs 0.28 (benchmarks/README.md).
     spread_out_weight: float = 0.1
     min_score: float = 1.04
     seed: int = 0
