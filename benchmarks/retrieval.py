@@ -46,16 +46,46 @@ class Plan:
     steps: int
     batch_size: int
     seeds: tuple[int, ...]
+    spread_out_weight: float = 1.0  # the trainer's defaults; the demo uses 0.1 + aligned
+    audio_init: str = "random"
+
+    @property
+    def run_suffix(self) -> str:
+        """Run folders of non-default training settings are kept apart in the cache."""
+        if (self.spread_out_weight, self.audio_init) == (1.0, "random"):
+            return ""
+        return f"-sp{self.spread_out_weight:g}-{self.audio_init}"
 
 
 def make_plan(args) -> Plan:
+    training = {"spread_out_weight": args.spread_out_weight, "audio_init": args.audio_init}
     if args.quick:
         return Plan(
-            args.work, False, QUICK_SEEN, QUICK_UNSEEN, 2, 256, 2, args.steps or 60, 16, (0,)
+            args.work,
+            False,
+            QUICK_SEEN,
+            QUICK_UNSEEN,
+            2,
+            256,
+            2,
+            args.steps or 60,
+            16,
+            (0,),
+            **training,
         )
     seen = tuple(sorted(x.short for x in languages.usable() if x.seen))
     return Plan(
-        args.work, True, seen, (), 1, 256, args.layers, args.steps or 150, 16, tuple(args.seeds)
+        args.work,
+        True,
+        seen,
+        (),
+        1,
+        256,
+        args.layers,
+        args.steps or 150,
+        16,
+        tuple(args.seeds),
+        **training,
     )
 
 
@@ -125,10 +155,11 @@ def train_and_eval(
 ) -> dict:
     from trainer.data import DataConfig
     from trainer.evaluate import EvalConfig, evaluate
+    from trainer.loss import LossConfig
     from trainer.model import DualEncoderConfig
     from trainer.train import TrainConfig, train
 
-    run = io.join(plan.work, "runs", f"{name}-s{seed}")
+    run = io.join(plan.work, "runs", f"{name}{plan.run_suffix}-s{seed}")
     report_dir = io.join(run, "report")
     report_file = io.join(report_dir, "report.json")
     if io.exists(report_file):
@@ -147,6 +178,8 @@ def train_and_eval(
                 batch_size=plan.batch_size,
                 seed=seed,
             ),
+            loss=LossConfig(spread_out_weight=plan.spread_out_weight),
+            audio_init=plan.audio_init,
             steps=plan.steps,
             save_every=plan.steps,
             seed=seed,
@@ -210,6 +243,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help="training steps per run (150; quick 60)")
     parser.add_argument("--layers", type=int, default=4, help="Gemma layers kept (full mode)")
     parser.add_argument("--skip-mfcc", action="store_true")
+    parser.add_argument(
+        "--spread-out-weight", type=float, default=1.0, help="1.0 (trainer); the demo uses 0.1"
+    )
+    parser.add_argument(
+        "--audio-init", choices=("random", "aligned"), default="random", help="audio rows' start"
+    )
     args = parser.parse_args(argv)
     plan = make_plan(args)
     start = time.perf_counter()
