@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from tokenizer import io, languages
+from trainer.audio_init import AUDIO_INITS
 
 QUICK_SEEN = ("fr", "de", "es", "it")
 QUICK_UNSEEN = ("sw", "hi", "vi", "am")
@@ -58,34 +59,33 @@ class Plan:
 
 
 def make_plan(args) -> Plan:
-    training = {"spread_out_weight": args.spread_out_weight, "audio_init": args.audio_init}
+    common = {
+        "work": args.work,
+        "k": 256,
+        "batch_size": 16,
+        "spread_out_weight": args.spread_out_weight,
+        "audio_init": args.audio_init,
+    }
     if args.quick:
         return Plan(
-            args.work,
-            False,
-            QUICK_SEEN,
-            QUICK_UNSEEN,
-            2,
-            256,
-            2,
-            args.steps or 60,
-            16,
-            (0,),
-            **training,
+            **common,
+            all_langs=False,
+            seen=QUICK_SEEN,
+            unseen=QUICK_UNSEEN,
+            voices=2,
+            layers=2,
+            steps=args.steps or 60,
+            seeds=(0,),
         )
-    seen = tuple(sorted(x.short for x in languages.usable() if x.seen))
     return Plan(
-        args.work,
-        True,
-        seen,
-        (),
-        1,
-        256,
-        args.layers,
-        args.steps or 150,
-        16,
-        tuple(args.seeds),
-        **training,
+        **common,
+        all_langs=True,
+        seen=tuple(sorted(x.short for x in languages.usable() if x.seen)),
+        unseen=(),
+        voices=1,
+        layers=args.layers,
+        steps=args.steps or 150,
+        seeds=tuple(args.seeds),
     )
 
 
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         "--spread-out-weight", type=float, default=1.0, help="1.0 (trainer); the demo uses 0.1"
     )
     parser.add_argument(
-        "--audio-init", choices=("random", "aligned"), default="random", help="audio rows' start"
+        "--audio-init", choices=AUDIO_INITS, default="random", help="audio rows' start"
     )
     args = parser.parse_args(argv)
     plan = make_plan(args)

@@ -162,14 +162,13 @@ def _device(name: str, dist_info: DistInfo) -> torch.device:
 
 
 def _check_resume(saved: dict, config: TrainConfig) -> None:
-    given = config.to_dict()
     # A setting added after the run was saved counts as its default.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    diffs = [
-        f"{k}: saved {saved.get(k, defaults.get(k))!r}, given {v!r}"
-        for k, v in given.items()
-        if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != json.loads(json.dumps(v))
-    ]
+    diffs = []
+    for k, v in config.to_dict().items():
+        was = saved.get(k, defaults.get(k))
+        if k not in RESUMABLE_CHANGES and was != json.loads(json.dumps(v)):
+            diffs.append(f"{k}: saved {was!r}, given {v!r}")
     if diffs:
         raise ckpt.CheckpointError("--resume with different settings: " + "; ".join(diffs))
     if saved.get("steps") != config.steps:
