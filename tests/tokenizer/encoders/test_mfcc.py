@@ -42,7 +42,9 @@ def test_features_are_local_in_time(enc):
     both = np.concatenate([head, noise(1.0, seed=3)])
     a, b = enc.encode([head, both])
     settled = len(a) - 4  # the last frames see the join (window + delta span)
-    assert np.array_equal(a[:settled], b[:settled])
+    # Equal up to rounding: BLAS may pick another kernel for another row count
+    # (seen: 2.8e-15 apart on features of magnitude ~100), never more.
+    np.testing.assert_allclose(a[:settled], b[:settled], rtol=1e-6, atol=1e-9)
     assert not np.allclose(a[-1], b[len(a) - 1])
 
 
