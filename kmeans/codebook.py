@@ -250,6 +250,19 @@ class Codebook:
         )
         return labels.cpu().numpy()
 
+    def assign_tensor(self, x):
+        """Token ids (int64 tensor, on ``x``'s device) for rows that already live
+        on a torch device: features that never leave the GPU are assigned there
+        (:mod:`tokenizer.speech_model`). Same kernel as :meth:`assign`."""
+        from kmeans.kernels import default_chunk_size, nearest
+
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must be [n, {self.dim}], got {tuple(x.shape)}")
+        labels, _ = nearest(
+            x.float(), self._table(str(x.device)), default_chunk_size(self.k, self.dim)
+        )
+        return labels
+
     def inertia(
         self,
         x: Any,

@@ -106,6 +106,20 @@ def downsample_frames(features: Any, factor: int) -> np.ndarray:
     return out
 
 
+def downsample_tensor(features, factor: int):
+    """:func:`downsample_frames` for a torch tensor, on its device (float32 means)."""
+    if factor == 1 or features.shape[0] == 0:
+        return features
+    n, d = features.shape
+    full = n // factor
+    head = features[: full * factor].reshape(full, factor, d).mean(dim=1)
+    if full * factor == n:
+        return head
+    import torch
+
+    return torch.cat([head, features[full * factor :].mean(dim=0, keepdim=True)])
+
+
 def downsample_tokens(tokens: Any, factor: int) -> np.ndarray:
     """Keep every ``factor``-th token (the first of each group): ``ceil(n / factor)`` tokens."""
     arr = np.asarray(tokens)
@@ -144,3 +158,27 @@ def frames_to_tokens(
 
 # The module-level name ``dedup`` is shadowed by the keyword inside frames_to_tokens.
 _dedup_tokens = dedup
+
+
+def tensors_to_tokens(codebook: Any, features: list, *, dedup: bool | None = None) -> list[Tokens]:
+    """:func:`frames_to_tokens` for several clips whose features are torch tensors
+    on one device: downsampled there and assigned in one pass, so only token
+    ids cross to the host. Agrees with the per-clip numpy path up to float32
+    rounding of the means (the numpy path averages in float64)."""
+    cfg = PostprocessConfig.from_metadata(codebook.metadata)
+    use_dedup = cfg.dedup if dedup is None else bool(dedup)
+    if not features:
+        return []
+    mean = cfg.downsample > 1 and cfg.downsample_mode == "mean"
+    feats = [downsample_tensor(f, cfg.downsample) if mean else f for f in features]
+    import torch
+
+    labels = codebook.assign_tensor(torch.cat(feats)).cpu().numpy()
+    out, start = [], 0
+    for f in feats:
+        tokens = labels[start : start + f.shape[0]]
+        start += f.shape[0]
+        if cfg.downsample > 1 and not mean:
+            tokens = downsample_tokens(tokens, cfg.downsample)
+        out.append(Tokens(*_dedup_tokens(tokens)) if use_dedup else Tokens(tokens, None))
+    return out

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from tokenizer.encoders.base import Encoder, EncoderConfig
@@ -24,22 +25,31 @@ __all__ = [
     "EncoderConfig",
     "available_encoders",
     "build_encoder",
+    "build_from_config",
+    "describe_config",
+    "describe_encoder",
     "register_encoder",
 ]
 
 # name -> factory(config, argument) ; names ending in ":" take an argument (hf:<dir>).
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
+# name -> describe(config[, source]) -> identity dict, without loading weights.
+_DESCRIBERS: dict[str, Callable[..., dict | None]] = {}
 
 
-def register_encoder(name: str):
+def register_encoder(name: str, *, describe: Callable[..., dict | None] | None = None):
     """Class decorator: ``@register_encoder("mfcc")``. A name ending in ``:``
     (``"hf:"``) is a prefix whose remainder is passed to the factory as
-    ``source``."""
+    ``source``. ``describe(config[, source=...])`` returns what
+    :meth:`Encoder.identity` would, from configs only (no weights), or None
+    when it cannot tell; :func:`describe_encoder` then builds the encoder."""
 
     def decorate(factory):
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"encoder {name!r} is already registered")
         _REGISTRY[name] = factory
+        if describe is not None:
+            _DESCRIBERS[name] = describe
         return factory
 
     return decorate
@@ -50,31 +60,75 @@ def available_encoders() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _lookup(spec: str) -> tuple[str, dict]:
+    """Registry key and extra factory arguments for a spec (``hf:/dir`` -> ``hf:``, source)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"encoder spec must be a non-empty string, got {spec!r}")
+    if spec in _REGISTRY and not spec.endswith(":"):
+        return spec, {}
+    prefix, sep, source = spec.partition(":")
+    if not (sep and f"{prefix}:" in _REGISTRY):
+        raise ValueError(
+            f"unknown encoder {spec!r}; available: {', '.join(available_encoders())} "
+            "(hf: takes a local dir or hub id, e.g. hf:/models/hubert)"
+        )
+    if not source:
+        raise ValueError(f"encoder spec {spec!r} needs a source after {prefix + ':'!r}")
+    return f"{prefix}:", {"source": source}
+
+
+def _config(spec: str, overrides: dict) -> EncoderConfig:
+    return EncoderConfig(name=spec, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def build_encoder(spec: str, **config_overrides) -> Encoder:
     """Build an encoder from its spec and optional config fields (``layer``,
     ``device``, ``dtype``, ``max_batch_seconds``, ``mode``, ``threads``). ``None`` values
     mean "the default", so CLI flags can be passed through unchanged."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"encoder spec must be a non-empty string, got {spec!r}")
-    overrides = {k: v for k, v in config_overrides.items() if v is not None}
-    config = EncoderConfig(name=spec, **overrides)
-    if spec in _REGISTRY and not spec.endswith(":"):
-        encoder = _REGISTRY[spec](config)
-    else:
-        prefix, sep, source = spec.partition(":")
-        if not (sep and f"{prefix}:" in _REGISTRY):
-            raise ValueError(
-                f"unknown encoder {spec!r}; available: {', '.join(available_encoders())} "
-                "(hf: takes a local dir or hub id, e.g. hf:/models/hubert)"
-            )
-        if not source:
-            raise ValueError(f"encoder spec {spec!r} needs a source after {prefix + ':'!r}")
-        encoder = _REGISTRY[f"{prefix}:"](config, source=source)
+    key, extra = _lookup(spec)
+    config = _config(spec, config_overrides)
+    encoder = _REGISTRY[key](config, **extra)
     if config.threads is not None and encoder.uses_torch:
         import torch
 
         torch.set_num_threads(config.threads)  # process-wide, on purpose (see EncoderConfig)
     return encoder
+
+
+def describe_encoder(spec: str, **config_overrides) -> dict:
+    """What ``build_encoder(spec, ...).identity()`` returns, read from configs
+    without loading weights where the encoder knows how (every built-in one
+    does), so a job's launcher checks a codebook in a second instead of
+    loading the model it will not run."""
+    key, extra = _lookup(spec)
+    config = _config(spec, config_overrides)
+    describe = _DESCRIBERS.get(key)
+    identity = describe(config, **extra) if describe else None
+    if identity is None:
+        return build_encoder(spec, **config_overrides).identity()
+    return identity
+
+
+def describe_config(config: EncoderConfig) -> dict:
+    """:func:`describe_encoder` for a whole :class:`EncoderConfig`."""
+    fields = dataclasses.asdict(config)
+    return describe_encoder(fields.pop("name"), **fields)
+
+
+def build_from_config(config: EncoderConfig) -> Encoder:
+    """:func:`build_encoder` for a whole :class:`EncoderConfig`."""
+    fields = dataclasses.asdict(config)
+    return build_encoder(fields.pop("name"), **fields)
+
+
+def check_identity(encoder: Encoder, expected: dict) -> None:
+    """Raise when a built encoder is not what :func:`describe_encoder` promised."""
+    actual = encoder.identity()
+    if actual != expected:
+        raise RuntimeError(
+            f"{encoder.config.name}: the loaded model gives {actual}, the launcher planned "
+            f"{expected}: the model changed between planning and loading"
+        )
 
 
 # Registration happens on import; these modules import nothing heavy at top level.

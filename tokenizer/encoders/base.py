@@ -33,6 +33,8 @@ SAMPLE_RATE = 16000
 DTYPES = ("float32", "bfloat16", "float16")
 WHISPER_MODES = ("padded", "unpadded")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+CPU_BATCH_SECONDS = 40.0  # default max_batch_seconds per device (see EncoderConfig)
+CUDA_BATCH_SECONDS = 1200.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,13 +43,16 @@ class EncoderConfig:
 
     ``layer=None`` takes the encoder's default (Whisper and ``hf:`` models: the
     middle layer, as the paper takes USM's middle layer). ``dtype`` other than
-    float32 runs under autocast (bf16 also on CPU, where AMX makes it fast;
-    fp16 only on CUDA). ``mode`` is Whisper's ``padded`` (30 s windows) or
-    ``unpadded`` (clip length); ``None`` lets the encoder choose.
-    ``max_batch_seconds`` bounds the padded audio of one forward pass. The
-    default suits CPUs, where big batches only add cache misses (whisper-base
-    unpadded on 1 core: 40 s batches as fast as one clip at a time, 240 s
-    batches ~20% slower); on a GPU use several hundred seconds.
+    float32: on CPU autocast (bf16, where AMX makes it fast); on CUDA the
+    weights are cast once (see ``Encoder.casts_weights``; fp16 only on CUDA).
+    ``mode`` is Whisper's ``padded`` (30 s windows) or ``unpadded`` (clip
+    length); ``None`` lets the encoder choose.
+    ``max_batch_seconds`` bounds the padded audio of one forward pass;
+    ``None`` picks the device's default: 40 s on CPU, where big batches only
+    add cache misses (whisper-base unpadded on 1 core: 40 s batches as fast as
+    one clip at a time, 240 s batches ~20% slower), 1,200 s on CUDA (on an
+    H100, whisper-base layer 3 encoded 1.6x faster at 1,200 s than at 40 s in
+    fp32; DESIGN "GPU workers").
     ``threads`` sets torch's intra-op threads for the whole process when the
     encoder is built (``None``: torch's default, one per core); use 1 when
     several worker processes share the cores, as Beam's SDK harness does:
@@ -58,7 +63,7 @@ class EncoderConfig:
     layer: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    max_batch_seconds: float = 40.0
+    max_batch_seconds: float | None = None
     mode: str | None = None
     threads: int | None = None
 
@@ -75,6 +80,9 @@ class EncoderConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.dtype == "float16" and self.device == "cpu":
             raise ValueError("dtype float16 needs a CUDA device; use bfloat16 on CPU")
+        if self.max_batch_seconds is None:
+            default = CUDA_BATCH_SECONDS if self.device.startswith("cuda") else CPU_BATCH_SECONDS
+            object.__setattr__(self, "max_batch_seconds", default)
         seconds = self.max_batch_seconds
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise ValueError(f"max_batch_seconds must be a number, got {seconds!r}")
@@ -86,6 +94,25 @@ class EncoderConfig:
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
+
+
+def identity_dict(name: str, layer: int, mode: str | None, frame_rate: float, dim: int) -> dict:
+    """The features' identity, as codebooks and shards record it (one place for its keys)."""
+    return {
+        "encoder": name,
+        "layer": int(layer),
+        "mode": mode,
+        "frame_rate": float(frame_rate),
+        "dim": int(dim),
+    }
+
+
+def resolve_layer(name: str, layer: int | None, depth: int) -> int:
+    """The layer a config asks for, defaulting to the middle (the paper's choice)."""
+    chosen = depth // 2 if layer is None else layer
+    if chosen > depth:
+        raise ValueError(f"{name} has {depth} layers; layer must be 0..{depth}")
+    return chosen
 
 
 def check_waveform(wave: Any, index: int = 0) -> np.ndarray:
@@ -134,8 +161,10 @@ class Encoder:
     def n_frames(self, n_samples: int) -> int:
         raise NotImplementedError
 
-    def _encode_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """Encode non-empty clips (each at most ``window_samples`` long)."""
+    def _encode_batch(self, clips: list[np.ndarray]) -> list:
+        """Encode non-empty clips (each at most ``window_samples`` long): one
+        ``[frames, dim]`` numpy array or torch tensor (any float dtype, on the
+        encoder's device) per clip."""
         raise NotImplementedError
 
     def _batch_cost_seconds(self, lengths: Sequence[int]) -> float:
@@ -154,27 +183,39 @@ class Encoder:
     # -- shared ---------------------------------------------------------------
     def identity(self) -> dict:
         """What a codebook fitted on these features depends on (JSON-able)."""
-        return {
-            "encoder": self.config.name,
-            "layer": int(self.config.layer if self.config.layer is not None else 0),
-            "mode": self.config.mode,
-            "frame_rate": float(self.frame_rate),
-            "dim": int(self.dim),
-        }
+        return identity_dict(
+            self.config.name, self.config.layer or 0, self.config.mode, self.frame_rate, self.dim
+        )
 
     def _check_n_samples(self, n_samples: int) -> int:
         if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 0:
             raise ValueError(f"n_samples must be a non-negative int, got {n_samples!r}")
         return int(n_samples)
 
+    @property
+    def casts_weights(self) -> bool:
+        """Reduced precision by casting the weights once (CUDA) instead of autocast (CPU).
+
+        Why: autocast re-casts every weight on each forward pass; on an H100
+        with 40 s batches that made bf16 five times slower than fp32 (446x vs
+        2,222x real time, DESIGN "GPU workers"). On CPU autocast stays: AMX
+        bf16 runs fast under it and CPU tokens stay what they were.
+        """
+        return self.config.dtype != "float32" and self.config.device.startswith("cuda")
+
+    def compute_dtype(self):
+        """The torch dtype weights and inputs are cast to (float32 unless ``casts_weights``)."""
+        torch = torch_or_hint()
+        return getattr(torch, self.config.dtype) if self.casts_weights else torch.float32
+
     def _run_context(self):
-        """inference_mode plus autocast when a reduced dtype is asked for."""
+        """inference_mode, plus autocast when a reduced dtype runs on CPU."""
         if not self.uses_torch:
             return contextlib.nullcontext()
         torch = torch_or_hint()
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        if self.config.dtype != "float32":
+        if self.config.dtype != "float32" and not self.casts_weights:
             device_type = "cuda" if self.config.device.startswith("cuda") else "cpu"
             stack.enter_context(
                 torch.autocast(device_type=device_type, dtype=getattr(torch, self.config.dtype))
@@ -207,9 +248,14 @@ class Encoder:
             batches.append(current)
         return batches
 
-    def encode(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def encode(self, waveforms: Sequence[np.ndarray], *, as_tensors: bool = False) -> list:
         """One float32 ``[n_frames(len(w)), dim]`` array per 16 kHz mono clip, in
-        input order; batches internally by audio seconds."""
+        input order; batches internally by audio seconds.
+
+        ``as_tensors``: torch tensors left on the encoder's device instead of
+        numpy arrays, so a codebook on the same device can assign them without
+        a round trip through host memory (:mod:`tokenizer.speech_model`).
+        """
         clips = [check_waveform(w, i) for i, w in enumerate(waveforms)]
         pieces: list[np.ndarray] = []
         owners: list[int] = []
@@ -222,29 +268,54 @@ class Encoder:
             for start in range(0, len(clip), step):
                 pieces.append(clip[start : start + step])
                 owners.append(i)
-        outputs: list[np.ndarray | None] = [None] * len(pieces)
+        outputs: list = [None] * len(pieces)
         with self._run_context():
             for batch in self.plan_batches([len(p) for p in pieces]):
                 feats = self._encode_batch([pieces[i] for i in batch])
                 for i, f in zip(batch, feats, strict=True):
-                    outputs[i] = np.ascontiguousarray(f, dtype=np.float32)
+                    outputs[i] = _as_output(f, as_tensors)
                 if self.uses_torch:  # activations of varying sizes fragment the heap (heap.py)
                     release_free_memory()
-        per_clip: list[list[np.ndarray]] = [[] for _ in clips]
+        per_clip: list[list] = [[] for _ in clips]
         for i, owner in enumerate(owners):
             out = outputs[i]
-            per_clip[owner].append(out if out is not None else np.zeros((0, self.dim), np.float32))
+            if out is None:  # a piece too short to give a frame
+                out = _as_output(
+                    np.zeros((0, self.dim), np.float32), as_tensors, self.config.device
+                )
+            per_clip[owner].append(out)
         result = []
         for clip, parts in zip(clips, per_clip, strict=True):
-            feats = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            feats = parts[0] if len(parts) == 1 else _concat(parts)
             expected = (self.n_frames(len(clip)), self.dim)
-            if feats.shape != expected:  # an encoder bug, never the caller's
+            if tuple(feats.shape) != expected:  # an encoder bug, never the caller's
                 raise RuntimeError(
-                    f"{self.config.name}: got features {feats.shape} for {len(clip)} samples, "
-                    f"expected {expected}"
+                    f"{self.config.name}: got features {tuple(feats.shape)} for {len(clip)} "
+                    f"samples, expected {expected}"
                 )
             result.append(feats)
         return result
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity()})"
+
+
+def _as_output(features, as_tensors: bool, device: str | None = None):
+    """float32 numpy (host) or float32 torch tensor (device) of one clip's features."""
+    if isinstance(features, np.ndarray):
+        if not as_tensors:
+            return np.ascontiguousarray(features, dtype=np.float32)
+        torch = torch_or_hint()
+        return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(
+            device or "cpu"
+        )
+    features = features.float()
+    if as_tensors:
+        return features
+    return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
+
+
+def _concat(parts: list):
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts, axis=0)
+    return torch_or_hint().cat(parts, dim=0)

@@ -46,7 +46,14 @@ import numpy as np
 
 from tokenizer import io
 from tokenizer.encoders import register_encoder
-from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig, torch_or_hint
+from tokenizer.encoders.base import (
+    SAMPLE_RATE,
+    Encoder,
+    EncoderConfig,
+    identity_dict,
+    resolve_layer,
+    torch_or_hint,
+)
 
 
 class _StopForward(Exception):
@@ -131,10 +138,7 @@ class HFSpeechEncoder(Encoder):
                 f"{config.name}: expects {extractor.sampling_rate} Hz audio, not 16 kHz"
             )
         owner = _find_blocks(model)
-        depth = len(owner.layers)
-        layer = depth // 2 if config.layer is None else config.layer
-        if layer > depth:
-            raise ValueError(f"{config.name} has {depth} layers; layer must be 0..{depth}")
+        layer = resolve_layer(config.name, config.layer, len(owner.layers))
         self.config = dataclasses.replace(config, layer=layer)
         self._extractor = extractor
         self._input_name = extractor.model_input_names[0]
@@ -145,7 +149,7 @@ class HFSpeechEncoder(Encoder):
         else:
             owner.layers[layer - 1].register_forward_hook(self._capture_output)
         owner.layers = owner.layers[: max(layer, 1)]  # blocks past L never run: free them
-        self._model = model.to(config.device).float().eval()
+        self._model = model.to(config.device, self.compute_dtype()).eval()
         self._torch = torch
         # Frames at the encoder's rate: never count an adapter after it.
         self._output_lengths = model._get_feat_extract_output_lengths
@@ -197,7 +201,7 @@ class HFSpeechEncoder(Encoder):
     def _max_batch_size(self) -> int | None:
         return None if self._masks else 1
 
-    def _encode_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+    def _encode_batch(self, clips: list[np.ndarray]) -> list:
         inputs = self._extractor(
             clips,
             sampling_rate=SAMPLE_RATE,
@@ -205,7 +209,9 @@ class HFSpeechEncoder(Encoder):
             return_attention_mask=self._masks,
             return_tensors="pt",
         )
-        kwargs = {self._input_name: inputs[self._input_name].to(self.config.device)}
+        kwargs = {
+            self._input_name: inputs[self._input_name].to(self.config.device, self.compute_dtype())
+        }
         if self._masks:
             kwargs["attention_mask"] = inputs["attention_mask"].to(self.config.device)
         self._local.hidden = None
@@ -215,11 +221,61 @@ class HFSpeechEncoder(Encoder):
         self._local.hidden = None
         if hidden is None:
             raise RuntimeError(f"{self.config.name}: layer {self.config.layer} was never reached")
-        hidden = hidden.float().cpu().numpy()
+        # Device tensors: Encoder.encode moves them to the host only when asked.
         return [hidden[i, : self.n_frames(len(c))] for i, c in enumerate(clips)]
 
 
-@register_encoder("hf:")
+def _read_config(source: str) -> dict | None:
+    """A model folder's config.json as a dict, without weights (None: a hub id
+    whose config is not cached; the caller then builds the encoder)."""
+    import json
+
+    if io.is_local(source) and not os.path.isdir(io.local_path(source)):
+        transformers = _transformers_or_hint()
+        try:  # a hub id: transformers' cache (offline when HF_HUB_OFFLINE=1)
+            return transformers.AutoConfig.from_pretrained(source).to_dict()
+        except (OSError, ValueError):
+            return None
+    uri = io.join(source, "config.json")
+    if not io.exists(uri):
+        raise ValueError(f"hf: encoder folder has no config.json: {source}")
+    return json.loads(io.read_text(uri))
+
+
+def _conv_frame_rate(cfg: dict) -> float | None:
+    """Frames per second of a wav2vec 2.0-style model (conv feature encoder on samples)."""
+    strides = cfg.get("conv_stride")
+    if not strides:
+        return None
+    return SAMPLE_RATE / float(np.prod(strides))
+
+
+# Models whose inputs are 10 ms filter-bank frames stacked by 2 (SeamlessM4T's
+# feature extractor): 50 frames per second.
+_STACKED_FBANK_TYPES = {"wav2vec2-bert": 50.0}
+
+
+def describe_hf(config: EncoderConfig, *, source: str) -> dict | None:
+    """An ``hf:`` encoder's identity from its config.json (None: build to find out)."""
+    cfg = _read_config(source)
+    if cfg is None:
+        return None
+    model_type = cfg.get("model_type")
+    if model_type == "whisper":
+        from tokenizer.encoders.whisper import describe_whisper
+
+        return describe_whisper(config, depth=cfg["encoder_layers"], d_model=cfg["d_model"])
+    if config.mode is not None:
+        raise ValueError("mode applies to Whisper encoders only")
+    frame_rate = _STACKED_FBANK_TYPES.get(model_type) or _conv_frame_rate(cfg)
+    depth, dim = cfg.get("num_hidden_layers"), cfg.get("hidden_size")
+    if frame_rate is None or not depth or not dim:
+        return None
+    layer = resolve_layer(config.name, config.layer, int(depth))
+    return identity_dict(config.name, layer, None, frame_rate, int(dim))
+
+
+@register_encoder("hf:", describe=describe_hf)
 def build_hf_encoder(config: EncoderConfig, *, source: str) -> Encoder:
     """Any transformers speech encoder from a folder or hub id (see module doc)."""
     transformers = _transformers_or_hint()

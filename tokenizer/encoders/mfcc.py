@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from tokenizer.encoders import register_encoder
-from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig
+from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig, identity_dict
 
 HOP = 320  # 20 ms -> 50 Hz
 WINDOW = 400  # 25 ms
@@ -104,19 +104,25 @@ def mfcc_features(wave: np.ndarray) -> np.ndarray:
     return np.concatenate([ceps, delta, _deltas(delta)], axis=1).astype(np.float32)
 
 
-@register_encoder("mfcc")
+def describe_mfcc(config: EncoderConfig) -> dict:
+    """The identity of an mfcc encoder (validates the config as building it does)."""
+    if config.layer not in (None, 0):
+        raise ValueError(f"mfcc has no layers: layer must be 0 or unset, got {config.layer}")
+    if config.mode is not None:
+        raise ValueError("mode applies to Whisper encoders only")
+    if config.device != "cpu" or config.dtype != "float32":
+        raise ValueError("mfcc runs in numpy: use device='cpu' and dtype='float32'")
+    return identity_dict(config.name, 0, None, SAMPLE_RATE / HOP, 3 * N_CEPS)
+
+
+@register_encoder("mfcc", describe=describe_mfcc)
 class MfccEncoder(Encoder):
     """Weight-free MFCC baseline; ``layer`` is always 0 and ``mode`` unused."""
 
     uses_torch = False
 
     def __init__(self, config: EncoderConfig):
-        if config.layer not in (None, 0):
-            raise ValueError(f"mfcc has no layers: layer must be 0 or unset, got {config.layer}")
-        if config.mode is not None:
-            raise ValueError("mode applies to Whisper encoders only")
-        if config.device != "cpu" or config.dtype != "float32":
-            raise ValueError("mfcc runs in numpy: use device='cpu' and dtype='float32'")
+        describe_mfcc(config)
         self.config = dataclasses.replace(config, layer=0)
         self.frame_rate = SAMPLE_RATE / HOP
         self.dim = 3 * N_CEPS

