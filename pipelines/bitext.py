@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 
 from pipelines import common
+from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
 from tokenizer.bitext import BitextConfig, BitextPair, keep_first, read_wikimatrix, select_files
 
@@ -88,6 +90,7 @@ def build(pipeline: beam.Pipeline, config: BitextJobConfig, files: list[str]) ->
 
 def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     """Run the job and return its index (raises on a failed job)."""
+    started = time.monotonic()
     files = select_files(io.glob(config.input), config.filters)
     if not files:
         raise FileNotFoundError(
@@ -98,11 +101,8 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config, files)
-    result = pipeline.run()
-    result.wait_until_finish()
-    index = shards.Index.read(config.out)
-    common.print_summary(f"bitext -> {config.out}", index, common.counters(result))
-    return index
+    result = common.run_pipeline(pipeline, options, "bitext")
+    return finish_run("bitext", config.out, common.counters(result), started=started)
 
 
 def run_cli(args, beam_args) -> int:

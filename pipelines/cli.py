@@ -74,6 +74,12 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="torch threads per worker process (1 when several workers share the cores)",
     )
+    p.add_argument(
+        "--decode-threads",
+        type=int,
+        help="audio decoding threads per worker process, running ahead of the model "
+        "(default: one per core)",
+    )
     p.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 30)")
     p.add_argument(
         "--split-long",

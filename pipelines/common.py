@@ -1,4 +1,4 @@
-"""Beam plumbing shared by the jobs: options, counters, sharded writes, the index.
+"""Beam plumbing shared by the jobs: options, running, counters, sharded writes, the index.
 
 The jobs differ in what they compute; they end the same way: rows are
 written as hive-partitioned, hash-bucketed, id-sorted shards (atomic,
@@ -9,18 +9,16 @@ job if ``input != accepted + rejected``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import sys
+import time
 import zlib
 from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from tokenizer import io, schema, shards
 from tokenizer.records import Reject
@@ -40,11 +38,28 @@ def pipeline_options(beam_args: Iterable[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def runs_in_process(options: PipelineOptions) -> bool:
-    """True when DoFns run in this process (local runner, in-memory mode)."""
+def runs_locally(options: PipelineOptions) -> bool:
+    """True for runners whose workers run on this machine (the embedded
+    runner in any mode, the portable runner with LOOPBACK workers)."""
     runner = options.view_as(StandardOptions).runner or DEFAULT_RUNNER
-    mode = options.view_as(DirectOptions).direct_running_mode
-    return runner in LOCAL_RUNNERS and mode in (None, "in_memory")
+    if runner in LOCAL_RUNNERS:
+        return True
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    return runner == "PortableRunner" and (
+        options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    )
+
+
+def run_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, job: str):
+    """Run and wait, showing progress (:mod:`pipelines.progress`); the result."""
+    from pipelines.progress import Progress
+
+    with Progress(job, local=runs_locally(options)) as progress:
+        result = pipeline.run()
+        progress.follow(result)
+        result.wait_until_finish()
+    return result
 
 
 def counter(name: str):
@@ -128,6 +143,7 @@ class WriteShards(beam.PTransform):
         )
 
     def _write_bucket(self, key_rows) -> shards.ShardInfo:
+        start = time.perf_counter()
         (pdir, bucket), rows = key_rows
         rows = sorted(rows, key=lambda r: r["id"])
         rel = f"{pdir}/{schema.shard_name(self.first_index.get(pdir, 0) + bucket)}"
@@ -136,6 +152,7 @@ class WriteShards(beam.PTransform):
             table, io.join(self.out_dir, rel), self.config, self.metadata
         )
         counter(f"written.{self.kind}").inc(len(rows))
+        counter("time.write_ms").inc(int((time.perf_counter() - start) * 1000))
         return shards.ShardInfo(path=rel, rows=len(rows), bytes=nbytes, sha256=digest)
 
 
@@ -215,59 +232,5 @@ class WriteIndex(beam.PTransform):
         return counts
 
 
-_progress_bar = {"bar": None}
-
-
-@contextlib.contextmanager
-def progress(options: PipelineOptions, desc: str, unit: str = "it", total: int | None = None):
-    """A progress bar for local in-process runs (workers elsewhere cannot draw one)."""
-    shown = sys.stderr.isatty() or os.environ.get("SPEECHTOK_PROGRESS") == "1"
-    if not (shown and runs_in_process(options)):
-        yield
-        return
-    from tqdm import tqdm
-
-    _progress_bar["bar"] = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
-    try:
-        yield
-    finally:
-        _progress_bar["bar"].close()
-        _progress_bar["bar"] = None
-
-
-def tick(n: int = 1) -> None:
-    """Advance the local progress bar, if one is shown in this process."""
-    bar = _progress_bar["bar"]
-    if bar is not None:
-        bar.update(n)
-
-
 def reject_rows(rejects):
     return rejects | "RejectRows" >> beam.Map(lambda r: r.as_row())
-
-
-def print_summary(title: str, index: shards.Index | None, beam_counters: dict[str, int]) -> None:
-    """The end-of-run table a local user reads."""
-    lines = [f"== {title} =="]
-    if index is None:
-        lines.append("no _index.json written")
-    else:
-        c = index.counts
-        lines.append(f"{'input':<12}{c['input']:>10}")
-        lines.append(f"{'accepted':<12}{c['accepted']:>10}")
-        lines.append(f"{'rejected':<12}{c['rejected']:>10}")
-        for reason, n in sorted(index.rejects_by_reason.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {reason:<22}{n:>8}")
-        kinds: dict[str, list[dict]] = {}
-        for s in index.shards:
-            kinds.setdefault(s["path"].split("/", 1)[0], []).append(s)
-        for kind, group in sorted(kinds.items()):
-            n_rows = sum(s["rows"] for s in group)
-            n_bytes = sum(s["bytes"] for s in group)
-            lines.append(
-                f"{kind + ' shards':<16}{len(group):>6}   ({n_rows} rows, {n_bytes / 1e6:.2f} MB)"
-            )
-    for name, value in sorted(beam_counters.items()):
-        if not name.startswith("rejected."):
-            lines.append(f"{'counter ' + name:<34}{value:>10}")
-    print("\n".join(lines), flush=True)

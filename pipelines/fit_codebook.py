@@ -1,7 +1,8 @@
 """``speechtok fit-codebook``: encoder frames -> a k-means codebook folder.
 
-read manifest -> dedup ids -> decode + validate -> encode (RunInference) ->
-optional frame averaging (``--downsample``) -> stratified reservoir sample of
+read manifest -> dedup ids -> decode (thread pool, ahead of the model) ->
+encode + optional frame averaging (``--downsample``) on the model's device ->
+stratified reservoir sample of
 frames (per language, capped per utterance; a CombineFn, so memory is bounded
 by the sample, not the corpus) -> ``kmeans.fit`` -> ``OUT/centroids.npy`` +
 ``OUT/codebook.json``, with ``OUT/rejects/`` and ``OUT/_index.json``.
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 
 from pipelines import common
-from pipelines.speech import DecodeAudio, EncodeAudio, ReadExamples
+from pipelines.speech import ReadExamples, SpeechModelStage
+from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
@@ -43,6 +46,7 @@ class FitCodebookJobConfig:
     backend: str = "torch"
     save_sample: bool = False
     seed: int = 0
+    decode_threads: int | None = None
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 
     def __post_init__(self) -> None:
@@ -52,6 +56,8 @@ class FitCodebookJobConfig:
             raise ValueError(f"sample_frames ({self.sample_frames}) must be >= k ({self.k})")
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+        if self.decode_threads is not None and self.decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,13 +87,10 @@ class SampleFrames(beam.CombineFn):
         return acc.extract()
 
 
-def frames_for_sampling(keyed_features, downsample: int):
-    """``((example, n_samples), features)`` -> ``(lang, id, frames)`` as the codebook will see them."""
-    from kmeans.postprocess import downsample_frames
-
-    (example, _), features = keyed_features
-    common.tick()
-    return example.lang, example.id, downsample_frames(features, downsample)
+def frames_for_sampling(clip) -> tuple[str, str, object]:
+    """An :class:`~pipelines.speech.EncodedClip` with (downsampled) frames ->
+    ``(lang, id, frames)`` for the sampler."""
+    return clip.example.lang, clip.example.id, clip.output
 
 
 SAMPLE_DIR = "sample"
@@ -134,10 +137,9 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
 
 
 def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
-    from tokenizer.encoders import build_encoder
+    from tokenizer.encoders import describe_config
 
-    fields = dataclasses.asdict(config.encoder)
-    identity = build_encoder(fields.pop("name"), **fields).identity()
+    identity = describe_config(config.encoder)  # from configs: no weights loaded here
     sources = list_sources(config.manifest)
     shards.sweep_temp_files(config.out)
     io.delete(io.join(config.out, schema.REJECTS_DIR))
@@ -149,10 +151,16 @@ def build(
     pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: dict, sources: list[str]
 ) -> None:
     from kmeans.sampling import SamplerConfig
+    from tokenizer.model_handler import SpeechModelHandler
+    from tokenizer.speech_model import FrameTask
 
+    handler = SpeechModelHandler(
+        config.encoder, FrameTask(downsample=config.downsample), identity=identity
+    )
     read = pipeline | "Read" >> ReadExamples(config.manifest, sources)
-    decoded = read["ok"] | "Decode" >> DecodeAudio(config.audio)
-    encoded = decoded["ok"] | "Encode" >> EncodeAudio(config.encoder)
+    encoded = read["ok"] | "Encode" >> SpeechModelStage(
+        config.audio, handler, config.decode_threads
+    )
     sampler = SamplerConfig(
         sample_frames=config.sample_frames,
         max_frames_per_utt=config.max_frames_per_utt,
@@ -160,20 +168,16 @@ def build(
     )
     summary = (
         encoded["ok"]
-        | "Frames" >> beam.Map(frames_for_sampling, config.downsample)
+        | "Frames" >> beam.Map(frames_for_sampling)
         | "Sample" >> beam.CombineGlobally(SampleFrames(sampler))
         | "FitAndSave" >> beam.Map(fit_and_save, config, identity)
     )
-    rejects = (
-        read["rejects"],
-        decoded["rejects"],
-        encoded["rejects"],
-    ) | "AllRejects" >> beam.Flatten()
+    rejects = (read["rejects"], encoded["rejects"]) | "AllRejects" >> beam.Flatten()
     reject_shards = common.reject_rows(rejects) | "WriteRejects" >> common.WriteShards(
         config.out, schema.REJECTS_DIR, config.write
     )
     # A recording split into N windows (split_long) counts as N input records.
-    inputs = (read["items"], decoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
+    inputs = (read["items"], encoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
     # The codebook summary rides along as a side input, so the index is written
     # only after the codebook is saved.
     _ = {
@@ -186,7 +190,16 @@ def build(
     )
 
 
-def run(config: FitCodebookJobConfig, beam_args: list[str] = (), planned=None) -> shards.Index:
+def run(
+    config: FitCodebookJobConfig,
+    beam_args: list[str] = (),
+    planned=None,
+    *,
+    started: float | None = None,
+) -> shards.Index:
+    """Run the job; returns the folder's index. ``started``: ``time.monotonic()``
+    when the command began (default: now)."""
+    started = time.monotonic() if started is None else started
     identity, sources = planned or plan(config)
     print(
         f"fit-codebook: {len(sources)} manifest source(s), k={config.k}, encoder {identity}",
@@ -195,11 +208,8 @@ def run(config: FitCodebookJobConfig, beam_args: list[str] = (), planned=None) -
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config, identity, sources)
-    with common.progress(options, "encode", unit="utt"):
-        result = pipeline.run()
-        result.wait_until_finish()
-    index = shards.Index.read(config.out)
-    common.print_summary(f"fit-codebook -> {config.out}", index, common.counters(result))
+    result = common.run_pipeline(pipeline, options, "fit-codebook")
+    index = finish_run("fit-codebook", config.out, common.counters(result), started=started)
     from kmeans import Codebook
 
     cb = Codebook.load(config.out)
@@ -213,6 +223,7 @@ def run(config: FitCodebookJobConfig, beam_args: list[str] = (), planned=None) -
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError, speech_configs
 
+    started = time.monotonic()
     manifest, audio, encoder = speech_configs(args)
     try:
         optional = {
@@ -233,12 +244,13 @@ def run_cli(args, beam_args) -> int:
             downsample=args.downsample,
             backend=args.backend,
             seed=args.seed,
+            decode_threads=args.decode_threads,
             **optional,
         )
         planned = plan(config)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    run(config, beam_args, planned)
+    run(config, beam_args, planned, started=started)
     return 0
 
 

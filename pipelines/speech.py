@@ -1,19 +1,23 @@
 """Beam transforms shared by the speech jobs (fit-codebook, tokenize).
 
 ``ReadExamples``: manifest sources -> AudioExamples (+ line rejects), ids
-deduplicated across the whole input. ``DecodeAudio``: example -> (example,
-16 kHz waveform) or a reject. ``EncodeAudio``: RunInference with our
-ModelHandler -> (example, features) or an ``encode_error`` reject. Each
-takes and gives plain records; the logic lives in :mod:`tokenizer`.
+deduplicated across the whole input. ``EncodeClips``: example -> what the
+speech model makes of it (tokens for tokenize, frames for fit-codebook) as an
+:class:`EncodedClip`, or a reject; clips are decoded on a thread pool ahead of
+the model. Each takes and gives plain records; the logic lives in
+:mod:`tokenizer`.
 """
 
 from __future__ import annotations
 
-import apache_beam as beam
+import time
+from typing import Any, NamedTuple
 
-from pipelines import common
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+
+from pipelines import common, progress
 from tokenizer import audio
-from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, duplicate_reject, read_source
 from tokenizer.records import AudioExample, Reason, Reject
 
@@ -31,7 +35,7 @@ class ReadExamples(beam.PTransform):
         items = (
             pipeline
             | "Sources" >> beam.Create(self.sources)
-            | "ReadSource" >> beam.FlatMap(lambda src, cfg: read_source(cfg, src), self.config)
+            | "ReadSource" >> beam.FlatMap(_read_timed, self.config)
         )
         if self.skip_ids:
             skip = self.skip_ids
@@ -41,7 +45,7 @@ class ReadExamples(beam.PTransform):
         read = common.route_rejects(items)
         unique = (
             read.ok
-            | "CountRead" >> beam.Map(_count, "read")
+            | "CountRead" >> beam.Map(_count_read)
             | "KeyById" >> beam.Map(lambda e: (e.id, e))
             | "GroupIds" >> beam.GroupByKey()
             | "FirstPerId" >> beam.FlatMap(_first_per_id).with_outputs("rejects", main="ok")
@@ -50,9 +54,27 @@ class ReadExamples(beam.PTransform):
         return {"items": items, "ok": unique.ok, "rejects": rejects}
 
 
-def _count(x, name):
-    common.counter(name).inc()
-    return x
+def _read_timed(source: str, config: ManifestConfig):
+    """Read one manifest source, adding the time spent reading to ``time.read_ms``."""
+    items = iter(read_source(config, source))
+    spent = 0.0
+    while True:
+        start = time.perf_counter()
+        item = next(items, _END)
+        spent += time.perf_counter() - start
+        if item is _END:
+            break
+        yield item
+    common.counter("time.read_ms").inc(int(spent * 1000))
+
+
+_END = object()
+
+
+def _count_read(example):
+    common.counter("read").inc()
+    progress.tick(read=1)
+    return example
 
 
 def _first_per_id(id_examples):
@@ -61,44 +83,17 @@ def _first_per_id(id_examples):
     yield examples[0]
     for dup in examples[1:]:
         common.counter(f"rejected.{Reason.DUPLICATE_ID}").inc()
+        progress.tick(done=1)
         yield beam.pvalue.TaggedOutput("rejects", duplicate_reject(dup))
 
 
-class DecodeAudio(beam.PTransform):
-    """Examples -> ``{"ok": (example, waveform), "rejects": Reject, "extra_windows": id}``.
+class EncodedClip(NamedTuple):
+    """One clip through the model: its example, length in samples, and output
+    (``Tokens`` for tokenize, float32 frames for fit-codebook)."""
 
-    With ``split_long`` one recording becomes N windows (N rows downstream);
-    ``extra_windows`` holds one element per window beyond the first, which the
-    jobs add to their ``input`` count so ``input = accepted + rejected`` holds.
-    """
-
-    def __init__(self, config: audio.AudioConfig):
-        super().__init__()
-        self.config = config
-
-    def expand(self, examples):
-        decoded = (
-            examples
-            | "Spread" >> beam.Reshuffle()  # decode + encode work spreads over workers
-            | "Decode"
-            >> beam.FlatMap(_decode, self.config).with_outputs("extra_windows", main="decoded")
-        )
-        out = common.route_rejects(decoded.decoded)
-        return {
-            "ok": out.ok | "CountDecoded" >> beam.Map(_count, "decoded"),
-            "rejects": out.rejects,
-            "extra_windows": decoded.extra_windows,
-        }
-
-
-def _decode(example: AudioExample, config: audio.AudioConfig):
-    result = audio.prepare(example, config)
-    if isinstance(result, Reject):
-        yield result
-        return
-    yield from result
-    for window, _ in result[1:]:
-        yield beam.pvalue.TaggedOutput("extra_windows", window.id)
+    example: AudioExample
+    n_samples: int
+    output: Any
 
 
 def encode_reject(example: AudioExample, exc: BaseException | str) -> Reject:
@@ -112,55 +107,159 @@ def encode_reject(example: AudioExample, exc: BaseException | str) -> Reject:
     )
 
 
-class EncodeAudio(beam.PTransform):
-    """``(example, waveform)`` -> ``{"ok": ((example, n_samples), features), "rejects": Reject}``.
+class EncodeClips(beam.DoFn):
+    """AudioExample -> :class:`EncodedClip` (main), ``Reject`` (``"rejects"``),
+    and one id per extra window of a split recording (``"extra_windows"``).
 
-    RunInference with :class:`~tokenizer.model_handler.EncoderModelHandler`
-    (batches by audio seconds). A clip the handler's preprocessing refuses
-    becomes an ``encode_error`` reject; the clips of a batch the model failed
-    on are retried one at a time (inside the handler), so only those that fail
-    alone are rejected. The features leave in one stream, split from the
-    failures by tagged outputs: a Flatten here would make the embedded runner
-    hold every feature array of the corpus in memory.
+    Why one DoFn for decode + model: the model runs in the bundle's thread
+    while a thread pool decodes the next clips (:class:`tokenizer.prefetch.
+    DecodeAhead`), so neither waits for the other; decoded audio never crosses
+    a process boundary. The model (encoder + codebook, one per worker
+    process, shared by its threads through Beam's ``Shared``) is called with
+    ``handler.batch_seconds`` of audio at a time; a batch is never held
+    across bundles (``finish_bundle`` flushes), so the job's batches and
+    rows do not depend on bundle boundaries beyond batch composition.
+
+    ``decode_threads``: decoding threads per worker process (default: one
+    per core). Timers (milliseconds, Beam counters): ``time.decode_ms`` (sum
+    over threads), ``time.decode_wait_ms`` (the model's thread blocked on
+    decoding), ``time.model_ms``; ``audio.accepted_ms`` counts encoded audio.
     """
 
-    def __init__(self, encoder: EncoderConfig):
+    def __init__(self, audio_config: audio.AudioConfig, handler, decode_threads: int | None = None):
+        from apache_beam.utils.shared import Shared
+
+        self.audio_config, self.handler, self.decode_threads = audio_config, handler, decode_threads
+        self._shared = Shared()
+
+    def setup(self):
+        from tokenizer.prefetch import DecodeAhead, default_threads
+
+        threads = self.decode_threads or default_threads()
+        self._model = self._shared.acquire(self.handler.load_model, tag=repr(self.handler.config))
+        self._target = int(self.handler.batch_seconds * self.audio_config.sample_rate)
+        self._ahead = DecodeAhead(
+            _prepare(self.audio_config), threads=threads, max_pending=threads * 4
+        )
+        self._min_pending = threads * 4
+        self._seen_samples = self._seen_clips = 0
+
+    def start_bundle(self):
+        self._batch: list[tuple[AudioExample, Any]] = []
+        self._batch_samples = 0
+
+    def process(self, example: AudioExample):
+        for result, seconds in self._ahead.submit(example):
+            yield from self._accept(result, seconds)
+
+    def finish_bundle(self):
+        for result, seconds in self._ahead.drain():
+            for out in self._accept(result, seconds):
+                yield _windowed(out)
+        for out in self._flush():
+            yield _windowed(out)
+        progress.flush()
+
+    def _accept(self, result, seconds: float):
+        """A decode result -> rejects now, clips into the batch (model run when full)."""
+        common.counter("time.decode_ms").inc(int(seconds * 1000))
+        waited = self._ahead.wait_seconds
+        if waited:
+            common.counter("time.decode_wait_ms").inc(int(waited * 1000))
+            self._ahead.wait_seconds = 0.0
+        if isinstance(result, Reject):
+            common.counter(f"rejected.{result.reason}").inc()
+            progress.tick(done=1)
+            yield beam.pvalue.TaggedOutput("rejects", result)
+            return
+        if len(result) > 1:  # a split recording: each window is a record
+            progress.tick(read=len(result) - 1)
+        for window, _ in result[1:]:
+            yield beam.pvalue.TaggedOutput("extra_windows", window.id)
+        for example, wave in result:
+            self._batch.append((example, wave))
+            self._batch_samples += len(wave)
+            self._learn(len(wave))
+        if self._batch_samples >= self._target:
+            yield from self._flush()
+
+    def _learn(self, n_samples: int) -> None:
+        """Keep about one model batch of clips decoding ahead (memory: ~2 batches)."""
+        self._seen_samples += n_samples
+        self._seen_clips += 1
+        per_batch = self._target * self._seen_clips // max(1, self._seen_samples)
+        self._ahead.max_pending = max(self._min_pending, min(4096, per_batch))
+
+    def _flush(self):
+        batch, self._batch, self._batch_samples = self._batch, [], 0
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            predictions = self.handler.run_inference(batch, self._model)
+        except Exception as exc:  # a lone clip the model fails on (batches are retried)
+            if len(batch) != 1:
+                raise
+            predictions = [(batch[0][0], _failure(exc))]
+        common.counter("time.model_ms").inc(int((time.perf_counter() - start) * 1000))
+        for (example, output), (_, wave) in zip(predictions, batch, strict=True):
+            if _is_failure(output):
+                common.counter(f"rejected.{Reason.ENCODE_ERROR}").inc()
+                progress.tick(done=1)
+                yield beam.pvalue.TaggedOutput("rejects", encode_reject(example, output.error))
+                continue
+            audio_ms = len(wave) * 1000 // self.audio_config.sample_rate
+            common.counter("encoded").inc()
+            common.counter("audio.accepted_ms").inc(audio_ms)
+            progress.tick(done=1, audio_ms=audio_ms)
+            yield EncodedClip(example, len(wave), output)
+
+
+def _prepare(config: audio.AudioConfig):
+    def prepare(example: AudioExample):
+        return audio.prepare(example, config)
+
+    return prepare
+
+
+def _failure(exc: BaseException):
+    from tokenizer.speech_model import EncodeFailure
+
+    return EncodeFailure(f"{type(exc).__name__}: {exc}")
+
+
+def _is_failure(output) -> bool:
+    from tokenizer.speech_model import EncodeFailure
+
+    return isinstance(output, EncodeFailure)
+
+
+def _windowed(out):
+    """finish_bundle outputs need a window: ours are all in the global window."""
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+    return GlobalWindows.windowed_value(out)
+
+
+class SpeechModelStage(beam.PTransform):
+    """Examples -> ``{"ok": EncodedClip, "rejects": Reject, "extra_windows": id}``.
+
+    With ``split_long`` one recording becomes N windows (N outputs);
+    ``extra_windows`` holds one element per window beyond the first, which the
+    jobs add to their ``input`` count so ``input = accepted + rejected`` holds.
+    """
+
+    def __init__(self, audio_config: audio.AudioConfig, handler, decode_threads: int | None = None):
         super().__init__()
-        self.encoder = encoder
+        self.audio_config, self.handler, self.decode_threads = audio_config, handler, decode_threads
 
-    def expand(self, decoded):
-        from apache_beam.ml.inference.base import RunInference
-
-        from tokenizer.model_handler import EncoderModelHandler
-
-        keyed = decoded | "KeyWithLength" >> beam.Map(lambda ew: ((ew[0], len(ew[1])), ew[1]))
-        main, dlq = (
-            keyed
-            | "RunInference"
-            >> RunInference(EncoderModelHandler(self.encoder)).with_exception_handling()
+    def expand(self, examples):
+        out = (
+            examples
+            | "Spread" >> beam.Reshuffle()  # decode + model work spreads over workers
+            | "DecodeAndRun"
+            >> beam.ParDo(
+                EncodeClips(self.audio_config, self.handler, self.decode_threads)
+            ).with_outputs("rejects", "extra_windows", main="ok")
         )
-        bad_clips = dlq.failed_preprocessing[0] | "BadClip" >> beam.Map(
-            lambda elem_exc: encode_reject(elem_exc[0][0][0], elem_exc[1])
-        )
-        bad_batches = dlq.failed_inferences | "BadBatch" >> beam.FlatMap(
-            lambda batch_exc: [encode_reject(key[0], batch_exc[1]) for key, _ in batch_exc[0]]
-        )
-        encoded = main | "SplitFailures" >> beam.FlatMap(_split_failures).with_outputs(
-            "rejects", main="ok"
-        )
-        rejects = (bad_clips, bad_batches, encoded.rejects) | "EncodeRejects" >> beam.Flatten()
-        ok = encoded.ok | "CountEncoded" >> beam.Map(_count, "encoded")
-        return {
-            "ok": ok,
-            "rejects": rejects | "CountEncodeRejects" >> beam.Map(_count, "rejected.encode_error"),
-        }
-
-
-def _split_failures(keyed_features):
-    from tokenizer.model_handler import EncodeFailure
-
-    key, features = keyed_features
-    if isinstance(features, EncodeFailure):
-        yield beam.pvalue.TaggedOutput("rejects", encode_reject(key[0], features.error))
-    else:
-        yield keyed_features
+        return {"ok": out.ok, "rejects": out.rejects, "extra_windows": out.extra_windows}

@@ -1,26 +1,31 @@
 """``speechtok tokenize``: speech -> audio-token Parquet shards.
 
-read manifest -> dedup ids -> decode + validate -> encode (RunInference) ->
-nearest centroid (+ optional run-length dedup) -> ``OUT/tokens/corpus=C/
-split=S/lang=L/part-*.parquet``, ``OUT/rejects/``, ``OUT/_index.json``.
+read manifest -> dedup ids -> decode (thread pool, ahead of the model) ->
+encode + nearest centroid (+ optional run-length dedup) on the model's device
+-> ``OUT/tokens/corpus=C/split=S/lang=L/part-*.parquet``, ``OUT/rejects/``,
+``OUT/_index.json``.
 
 Guarantees: every input record ends as a row or a reject (the index write
 fails the job otherwise); shards appear only complete (atomic writes) and
 have deterministic names and contents; one output folder holds one codebook;
 ``--skip-existing`` tokenizes only ids not yet in the folder and appends new
-shards. Run it as ``speechtok tokenize ...`` or ``python -m pipelines.tokenize``.
+shards. The launcher checks the codebook against the encoder's identity read
+from configs (no weights are loaded before the workers start). Run it as
+``speechtok tokenize ...`` or ``python -m pipelines.tokenize``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 
 from pipelines import common
-from pipelines.speech import DecodeAudio, EncodeAudio, ReadExamples
+from pipelines.speech import ReadExamples, SpeechModelStage
+from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
 from tokenizer.assign import check_codebook_fits_int16, token_row
 from tokenizer.audio import AudioConfig
@@ -41,7 +46,12 @@ class TokenizeJobConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     dedup: bool = False
     skip_existing: bool = False
+    decode_threads: int | None = None
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
+
+    def __post_init__(self) -> None:
+        if self.decode_threads is not None and self.decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,13 +81,14 @@ def check_identity(codebook_meta: dict, identity: dict) -> None:
 
 def plan(config: TokenizeJobConfig) -> Plan:
     from kmeans import Codebook
-    from tokenizer.encoders import build_encoder
+    from tokenizer.encoders import describe_config
+    from tokenizer.speech_model import check_codebook_dim
 
     codebook = Codebook.load(config.codebook)
     check_codebook_fits_int16(codebook.k)
-    fields = dataclasses.asdict(config.encoder)
-    identity = build_encoder(fields.pop("name"), **fields).identity()
+    identity = describe_config(config.encoder)
     check_identity(codebook.metadata, identity)
+    check_codebook_dim(codebook.dim, identity["dim"], config.codebook)
     previous = shards.Index.read(config.out)
     if previous is not None and previous.extra.get("codebook") not in (None, codebook.id):
         raise CodebookMismatch(
@@ -131,49 +142,28 @@ def next_shard_indices(index: shards.Index) -> dict[str, int]:
     return out
 
 
-class AssignTokens(beam.DoFn):
-    """``((example, n_samples), features)`` -> token row; the codebook loads once per worker."""
-
-    def __init__(
-        self, codebook_uri: str, dedup: bool, sample_rate: int, threads: int | None = None
-    ):
-        self.codebook_uri, self.dedup, self.sample_rate = codebook_uri, dedup, sample_rate
-        self.threads = threads
-        self.codebook = None
-
-    def setup(self):
-        from kmeans import Codebook
-
-        if self.threads:  # the assignment matmul obeys --threads like the encoder
-            import torch
-
-            torch.set_num_threads(self.threads)
-        self.codebook = Codebook.load(self.codebook_uri)
-
-    def process(self, keyed_features):
-        (example, n_samples), features = keyed_features
-        row = token_row(
-            example,
-            features,
-            self.codebook,
-            n_samples=n_samples,
-            sample_rate=self.sample_rate,
-            dedup=self.dedup,
-        )
-        common.tick()
-        yield row
+def row_of(clip, codebook_id: str, sample_rate: int) -> dict:
+    """An :class:`~pipelines.speech.EncodedClip` with tokens -> its shard row."""
+    return token_row(
+        clip.example, clip.output, codebook_id, n_samples=clip.n_samples, sample_rate=sample_rate
+    )
 
 
 def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) -> None:
-    read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.sources, the_plan.skip_ids)
-    decoded = read["ok"] | "Decode" >> DecodeAudio(config.audio)
-    encoded = decoded["ok"] | "Encode" >> EncodeAudio(config.encoder)
-    rows = encoded["ok"] | "AssignTokens" >> beam.ParDo(
-        AssignTokens(
-            config.codebook, config.dedup, config.audio.sample_rate, config.encoder.threads
-        )
-    )
+    from tokenizer.model_handler import SpeechModelHandler
+    from tokenizer.speech_model import TokenTask
+
     cb = the_plan.codebook
+    handler = SpeechModelHandler(
+        config.encoder,
+        TokenTask(codebook=config.codebook, dedup=config.dedup),
+        identity=the_plan.identity,
+    )
+    read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.sources, the_plan.skip_ids)
+    encoded = read["ok"] | "Encode" >> SpeechModelStage(
+        config.audio, handler, config.decode_threads
+    )
+    rows = encoded["ok"] | "TokenRows" >> beam.Map(row_of, cb.id, config.audio.sample_rate)
     metadata = {
         schema.META_ENCODER: the_plan.identity["encoder"],
         schema.META_LAYER: the_plan.identity["layer"],
@@ -185,17 +175,13 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
     token_shards = rows | "WriteTokens" >> common.WriteShards(
         config.out, schema.TOKENS_DIR, config.write, metadata, the_plan.first_index
     )
-    rejects = (
-        read["rejects"],
-        decoded["rejects"],
-        encoded["rejects"],
-    ) | "AllRejects" >> beam.Flatten()
+    rejects = (read["rejects"], encoded["rejects"]) | "AllRejects" >> beam.Flatten()
     reject_shards = common.reject_rows(rejects) | "WriteRejects" >> common.WriteShards(
         config.out, schema.REJECTS_DIR, config.write, first_index=the_plan.first_index
     )
     extra = {"codebook": cb.id, "codebook_sha256": cb.sha256, "encoder": the_plan.identity}
     # A recording split into N windows (split_long) counts as N input records.
-    inputs = (read["items"], decoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
+    inputs = (read["items"], encoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
     _ = {
         "counts": {"input": inputs, "accepted": rows, "rejected": rejects},
         "rejects": rejects,
@@ -206,9 +192,15 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
 
 
 def run(
-    config: TokenizeJobConfig, beam_args: list[str] = (), the_plan: Plan | None = None
+    config: TokenizeJobConfig,
+    beam_args: list[str] = (),
+    the_plan: Plan | None = None,
+    *,
+    started: float | None = None,
 ) -> shards.Index:
-    """Run the job; returns the output folder's index (raises on a failed job)."""
+    """Run the job; returns the output folder's index (raises on a failed job).
+    ``started``: ``time.monotonic()`` when the command began (default: now)."""
+    started = time.monotonic() if started is None else started
     the_plan = the_plan or plan(config)
     print(
         f"tokenize: {len(the_plan.sources)} manifest source(s), codebook {the_plan.codebook.id}"
@@ -218,17 +210,14 @@ def run(
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config, the_plan)
-    with common.progress(options, "tokenize", unit="utt"):
-        result = pipeline.run()
-        result.wait_until_finish()
-    index = shards.Index.read(config.out)
-    common.print_summary(f"tokenize -> {config.out}", index, common.counters(result))
-    return index
+    result = common.run_pipeline(pipeline, options, "tokenize")
+    return finish_run("tokenize", config.out, common.counters(result), started=started)
 
 
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError, speech_configs
 
+    started = time.monotonic()
     manifest, audio, encoder = speech_configs(args)
     try:
         write = shards.WriteConfig(
@@ -243,12 +232,13 @@ def run_cli(args, beam_args) -> int:
             out=args.out,
             dedup=args.dedup,
             skip_existing=args.skip_existing,
+            decode_threads=args.decode_threads,
             write=write,
         )
         the_plan = plan(config)
     except (FileNotFoundError, ValueError) as exc:  # CodebookMismatch is a ValueError
         raise UsageError(str(exc)) from None
-    run(config, beam_args, the_plan)
+    run(config, beam_args, the_plan, started=started)
     return 0
 
 

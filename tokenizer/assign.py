@@ -1,14 +1,16 @@
-"""Encoder features of one utterance -> one token-shard row.
+"""One utterance's tokens -> one token-shard row.
 
-The codebook decides downsampling (it is applied the way it was fitted); the
-tokenize job decides run-length dedup. The row follows
+The speech model (:mod:`tokenizer.speech_model`) turns features into tokens,
+downsampled the way the codebook was fitted and run-length deduplicated when
+the job asks; this module only lays the row out. The row follows
 :data:`tokenizer.schema.TOKEN_SCHEMA`; ``n_frames`` counts frames after
 downsampling, so ``len(tokens) == n_frames`` without dedup and
 ``sum(durations) == n_frames`` with it.
 
 Example::
 
-    row = token_row(example, features, codebook, n_samples=len(wave), dedup=True)
+    tokens = model.run([wave])[0]                      # kmeans.postprocess.Tokens
+    row = token_row(example, tokens, codebook.id, n_samples=len(wave))
 """
 
 from __future__ import annotations
@@ -27,19 +29,15 @@ def check_codebook_fits_int16(k: int) -> None:
 
 def token_row(
     example: AudioExample,
-    features: np.ndarray,
-    codebook,
+    tokens,
+    codebook_id: str,
     *,
     n_samples: int,
     sample_rate: int = 16000,
-    dedup: bool = False,
 ) -> dict:
-    """The shard row of one utterance (see module docstring)."""
-    from kmeans.postprocess import PostprocessConfig, frames_to_tokens
-
-    post = PostprocessConfig.from_metadata(codebook.metadata)
-    n_frames = -(-len(features) // post.downsample)
-    tokens, durations = frames_to_tokens(codebook, features, dedup=dedup)
+    """The shard row of one utterance from its ``Tokens(tokens, durations)``."""
+    ids, durations = tokens
+    n_frames = len(ids) if durations is None else int(np.sum(durations))
     if durations is not None and durations.max(initial=0) > INT16_MAX:
         raise ValueError(f"{example.id}: a run of {durations.max()} frames does not fit int16")
     return {
@@ -54,10 +52,10 @@ def token_row(
         "audio": example.uri,
         "duration_s": float(n_samples) / sample_rate,
         "n_frames": int(n_frames),
-        "tokens": tokens.astype(np.int16),
-        "durations": None if durations is None else durations.astype(np.int16),
+        "tokens": np.asarray(ids).astype(np.int16),
+        "durations": None if durations is None else np.asarray(durations).astype(np.int16),
         "text": example.text,
         "translation": example.translation,
         "tgt_lang": example.tgt_lang,
-        "codebook": codebook.id,
+        "codebook": codebook_id,
     }

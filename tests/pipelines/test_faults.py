@@ -54,14 +54,9 @@ def kill_when(proc, predicate, timeout=180):
 
 
 def watch_progress(proc, seen: threading.Event):
-    """Set ``seen`` once the progress bar shows a tokenized utterance (encode still running)."""
-    buf = b""
-    while True:
-        chunk = proc.stderr.read(64)
-        if not chunk:
-            return
-        buf = (buf + chunk)[-256:]
-        if re.search(rb"tokenize: +[1-9][0-9]*utt", buf):
+    """Set ``seen`` once a progress line shows a tokenized utterance (encode still running)."""
+    for line in proc.stdout:
+        if re.match(rb"tokenize: [1-9][0-9,]*/", line):
             seen.set()
 
 
@@ -71,8 +66,8 @@ def test_sigkill_then_rerun(mini_corpus, mfcc_codebook, tmp_path, moment):
     # Small encoder batches: the first utterances are tokenized while later
     # batches are still being encoded; one row per shard: many shard writes.
     cmd = [*command(mini_corpus, mfcc_codebook, out), "--max-batch-seconds", "2"]
-    env = {**os.environ, "SPEECHTOK_PROGRESS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    env = {**os.environ, "SPEECHTOK_PROGRESS_INTERVAL": "0.05"}  # progress lines, fast
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     seen = threading.Event()
     threading.Thread(target=watch_progress, args=(proc, seen), daemon=True).start()
     if moment == "during_encode":

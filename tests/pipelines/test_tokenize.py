@@ -232,3 +232,42 @@ def test_whisper_base_fit_and_tokenize(mini_corpus, tmp_path):
             sum(r["durations"]) == r["n_frames"] == -(-round(r["duration_s"] * 16000) // 640)
         )  # 25 Hz after pairing
         assert max(r["tokens"]) < 32
+
+
+@pytest.mark.parametrize(
+    "beam_args", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]]
+)
+def test_job_rows_equal_a_plain_per_clip_loop(mini_corpus, mfcc_codebook, tmp_path, beam_args):
+    """The job's hot path (decode ahead on threads, the model owning encoder and
+    codebook, batches) changes no row: every shard row equals what reading,
+    decoding, encoding one clip alone and assigning its frames gives, column
+    by column, with one or two workers."""
+    from kmeans.postprocess import frames_to_tokens
+    from tokenizer.assign import token_row
+    from tokenizer.audio import AudioConfig, prepare
+    from tokenizer.encoders import build_encoder
+    from tokenizer.manifests import read_manifest
+    from tokenizer.records import AudioExample
+
+    manifest = ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs"))
+    config = job.TokenizeJobConfig(
+        manifest=manifest, encoder=EncoderConfig(name="mfcc"), codebook=str(mfcc_codebook),
+        out=str(tmp_path / "out"), dedup=True,
+    )  # fmt: skip
+    job.run(config, beam_args)
+    got = {r["id"]: r for r in read_tokens(tmp_path / "out").to_pylist()}
+    codebook, encoder = Codebook.load(str(mfcc_codebook)), build_encoder("mfcc")
+    expected = {}
+    for example in read_manifest(manifest):
+        assert isinstance(example, AudioExample)
+        [(example, wave)] = prepare(example, AudioConfig())
+        tokens = frames_to_tokens(codebook, encoder.encode([wave])[0], dedup=True)
+        expected[example.id] = token_row(example, tokens, codebook.id, n_samples=len(wave))
+    assert set(got) == set(expected)
+    for key, row in expected.items():
+        for column, value in row.items():
+            want = value.tolist() if isinstance(value, np.ndarray) else value
+            if column == "duration_s":
+                assert got[key][column] == pytest.approx(want, rel=1e-6), (key, column)
+            else:
+                assert got[key][column] == want, (key, column)

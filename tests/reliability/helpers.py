@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def speechtok(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``speechtok ARGS`` in a fresh process (so no test state leaks in), offline."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("SPEECHTOK_PROGRESS", None)
+    env.pop("SPEECHTOK_PROGRESS_INTERVAL", None)
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *map(str, args)],
         capture_output=True,

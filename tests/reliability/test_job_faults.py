@@ -12,17 +12,13 @@ import errno
 import json
 import os
 
-import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
 import kmeans
 from pipelines import tokenize as job
 from pipelines.cli import main
-from pipelines.speech import EncodeAudio
 from tests.reliability.catalogue import SR, encoded, tone
 from tests.reliability.helpers import (
     assert_no_traceback,
@@ -35,7 +31,7 @@ from tokenizer import io
 from tokenizer.encoders import EncoderConfig, register_encoder
 from tokenizer.encoders.mfcc import MfccEncoder, mfcc_features
 from tokenizer.manifests import ManifestConfig
-from tokenizer.records import AudioExample, Reason
+from tokenizer.records import Reason
 
 # Clip lengths in samples; the "poison" clip is recognised by its exact length.
 LENGTHS = [12_000, 14_000, 16_000, 18_000, 20_000, 22_000, 24_000, 26_000]
@@ -110,35 +106,6 @@ def test_worker_exception_goes_to_rejects(corpus, tmp_path, batch_seconds):
     assert {r["reason"] for r in rejects} == {Reason.ENCODE_ERROR}
     assert index.counts == {"input": len(every), "accepted": len(rows), "rejected": len(rejects)}
     assert set(by_id) == {"poison"}
-
-
-def test_corrupt_element_is_rejected_alone():
-    """A waveform the encoder cannot take (NaN, 2-D) is refused on its own, its
-    batch-mates encoded (RunInference preprocessing + exception handling)."""
-
-    def example(name):
-        return AudioExample(
-            id=name, uri=f"mem://{name}", text="t", lang="fr", split="test", corpus="c"
-        )
-
-    good = [(example(f"ok{i}"), tone(0.5 + 0.1 * i, SR, seed=i)) for i in range(4)]
-    nan = tone(0.6, SR)
-    nan[10] = np.nan
-    bad = [(example("nan"), nan), (example("stereo"), np.stack([nan, nan], 1))]
-    with BeamTestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(good + bad) | EncodeAudio(EncoderConfig(name="mfcc"))
-        assert_that(
-            out["rejects"] | "Why" >> beam.Map(lambda r: (r.id, r.reason, r.stage)),
-            equal_to(
-                [("nan", Reason.ENCODE_ERROR, "encode"), ("stereo", Reason.ENCODE_ERROR, "encode")]
-            ),
-            label="Rejects",
-        )
-        assert_that(
-            out["ok"] | "Shapes" >> beam.Map(lambda kf: (kf[0][0].id, kf[1].shape)),
-            equal_to([(e.id, (-(-len(w) // 320), 39)) for e, w in good]),
-            label="Encoded",
-        )
 
 
 @contextlib.contextmanager
