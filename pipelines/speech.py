@@ -217,7 +217,17 @@ class EncodeClips(beam.DoFn):
 
 def _prepare(config: audio.AudioConfig):
     def prepare(example: AudioExample):
-        return audio.prepare(example, config)
+        try:
+            return audio.prepare(example, config)
+        except Exception as exc:  # a decoder bug on one file must not end the job
+            detail = f"{example.uri}: unexpected {type(exc).__name__}: {exc}"
+            return Reject(
+                id=example.id,
+                source=example.uri,
+                stage="decode",
+                reason=Reason.DECODE_ERROR,
+                detail=detail[:500],
+            )
 
     return prepare
 

@@ -179,3 +179,23 @@ def test_unwritable_output_folder(corpus, tmp_path):
     assert err[-1].startswith("speechtok tokenize: failed:") and "Not a directory" in err[-1]
     assert sum(line.startswith("speechtok") for line in err) == 1
     assert not out.exists() and blocker.read_text() == "x"
+
+
+def test_unexpected_decoder_exception_is_a_reject(corpus, tmp_path, monkeypatch):
+    """A decoder raising something unforeseen on one file (a library bug, not an
+    AudioError) costs that file a ``decode_error`` reject, not the job."""
+    from tokenizer import audio
+
+    real_prepare = audio.prepare
+
+    def prepare(example, config):
+        if example.id == "clip3":
+            raise KeyError("libsomething internal state")
+        return real_prepare(example, config)
+
+    monkeypatch.setattr(audio, "prepare", prepare)
+    index = job.run(tokenize_config(corpus, tmp_path))
+    rejects = read_rows(tmp_path, "rejects")
+    assert [(r["id"], r["reason"]) for r in rejects] == [("clip3", Reason.DECODE_ERROR)]
+    assert "unexpected KeyError" in rejects[0]["detail"]
+    assert index.counts == {"input": len(LENGTHS) + 1, "accepted": len(LENGTHS), "rejected": 1}
