@@ -165,6 +165,7 @@ def _rows_result(start: float, rows: list[dict], spec: dict) -> dict:
 
 def worker_bare(spec: dict) -> dict:
     from kmeans import Codebook
+    from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
     from tokenizer.encoders import build_encoder
     from tokenizer.model_handler import BATCH_OVER_ENCODER_BATCH, clip_weight
@@ -181,7 +182,8 @@ def worker_bare(spec: dict) -> dict:
     def flush() -> None:
         features = encoder.encode([wave for _, wave in batch])
         for (example, wave), feats in zip(batch, features, strict=True):
-            rows.append(token_row(example, feats, codebook, n_samples=len(wave)))
+            tokens = frames_to_tokens(codebook, feats)
+            rows.append(token_row(example, tokens, codebook.id, n_samples=len(wave)))
 
     for example, wave in _decoded(spec):
         size = clip_weight((example.id, wave))
@@ -197,6 +199,7 @@ def worker_bare(spec: dict) -> dict:
 
 def worker_unbatched(spec: dict) -> dict:
     from kmeans import Codebook
+    from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
     from tokenizer.encoders import build_encoder
 
@@ -206,7 +209,8 @@ def worker_unbatched(spec: dict) -> dict:
     rows = []
     for example, wave in _decoded(spec):  # one file read, encoded and assigned at a time
         feats = encoder.encode([wave])[0]
-        rows.append(token_row(example, feats, codebook, n_samples=len(wave)))
+        tokens = frames_to_tokens(codebook, feats)
+        rows.append(token_row(example, tokens, codebook.id, n_samples=len(wave)))
     return _rows_result(start, rows, spec)
 
 

@@ -86,9 +86,7 @@ def repeated_manifest(mini_corpus, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
-def test_progress_lines_reach_a_redirected_stdout(
-    repeated_manifest, mfcc_codebook, tmp_path, mode
-):
+def test_progress_lines_reach_a_redirected_stdout(repeated_manifest, mfcc_codebook, tmp_path, mode):
     """With stdout a file (nohup, CI, a scheduler), a job of a few hundred
     utterances prints progress lines with done/total and audio hours, also
     when worker processes do the work; the summary and the index carry the
