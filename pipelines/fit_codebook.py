@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipelines import common
+from pipelines import common, outcome
 from pipelines.speech import DecodeAudio, EncodeAudio, ReadExamples
 from tokenizer import io, schema, shards
 from tokenizer.audio import AudioConfig
@@ -55,6 +55,14 @@ class FitCodebookJobConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class NoCodebook(outcome.JobFailed):
+    """The job ran but fitted nothing; ``index`` is what it wrote (rejects, counts)."""
+
+    def __init__(self, message: str, index: shards.Index | None):
+        super().__init__(message)
+        self.index = index
 
 
 class SampleFrames(beam.CombineFn):
@@ -107,10 +115,12 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     import kmeans
     from kmeans.postprocess import PostprocessConfig
 
-    if sample.frames.shape[0] < config.k:
-        raise RuntimeError(
-            f"only {sample.frames.shape[0]} frames were sampled (every input rejected?); k={config.k} needs more"
-        )
+    n_frames = int(sample.frames.shape[0])
+    common.counter("sampled_frames").inc(n_frames)
+    if n_frames < config.k:
+        # Nothing to fit (e.g. every input rejected): no codebook, but the job
+        # still writes its rejects and index, and the launcher says why.
+        return {"id": None, "k": config.k, "sampled_frames": n_frames}
     device = config.encoder.device if config.backend == "torch" else None
     opts = {"device": device} if device and device != "cpu" else {}
     codebook = kmeans.fit(sample.frames, config.k, seed=config.seed, backend=config.backend, **opts)
@@ -138,10 +148,13 @@ def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
 
     fields = dataclasses.asdict(config.encoder)
     identity = build_encoder(fields.pop("name"), **fields).identity()
+    from kmeans.codebook import CENTROIDS_FILE, METADATA_FILE
+
     sources = list_sources(config.manifest)
     shards.sweep_temp_files(config.out)
-    io.delete(io.join(config.out, schema.REJECTS_DIR))
-    io.delete(io.join(config.out, schema.INDEX_FILE))
+    # An earlier run's codebook must not pass for this run's when this one fits nothing.
+    for name in (schema.REJECTS_DIR, schema.INDEX_FILE, METADATA_FILE, CENTROIDS_FILE):
+        io.delete(io.join(config.out, name))
     return identity, sources
 
 
@@ -199,9 +212,20 @@ def run(config: FitCodebookJobConfig, beam_args: list[str] = (), planned=None) -
         result = pipeline.run()
         result.wait_until_finish()
     index = shards.Index.read(config.out)
-    common.print_summary(f"fit-codebook -> {config.out}", index, common.counters(result))
+    beam_counters = common.counters(result)
+    common.print_summary(f"fit-codebook -> {config.out}", index, beam_counters)
     from kmeans import Codebook
+    from kmeans.codebook import METADATA_FILE
 
+    if not io.exists(io.join(config.out, METADATA_FILE)):
+        counts = index.counts if index else {"input": 0, "accepted": 0, "rejected": 0}
+        sampled = beam_counters.get("sampled_frames")
+        raise NoCodebook(
+            outcome.verdict(counts, index.rejects_by_reason if index else {}, where=config.out)
+            or f"no codebook written: {'the' if sampled is None else sampled} sampled frames "
+            f"are fewer than k={config.k} (more audio, or a smaller --k)",
+            index,
+        )
     cb = Codebook.load(config.out)
     print(
         f"codebook {cb.id}: k={cb.k}, dim={cb.dim}, inertia={cb.metadata['inertia']:.4g}",
@@ -238,7 +262,12 @@ def run_cli(args, beam_args) -> int:
         planned = plan(config)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    run(config, beam_args, planned)
+    try:
+        index = run(config, beam_args, planned)
+    except NoCodebook as exc:
+        outcome.check(exc.index, args)  # no input / all rejected, said with the input hint
+        raise
+    outcome.check(index, args)
     return 0
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipelines import common
+from pipelines import common, outcome
 from pipelines.speech import DecodeAudio, EncodeAudio, ReadExamples
 from tokenizer import io, schema, shards
 from tokenizer.assign import check_codebook_fits_int16, token_row
@@ -248,7 +248,7 @@ def run_cli(args, beam_args) -> int:
         the_plan = plan(config)
     except (FileNotFoundError, ValueError) as exc:  # CodebookMismatch is a ValueError
         raise UsageError(str(exc)) from None
-    run(config, beam_args, the_plan)
+    outcome.check(run(config, beam_args, the_plan), args)
     return 0
 
 
