@@ -1,9 +1,11 @@
 """speechtok: speech -> discrete audio tokens -> speech/text dual encoders.
 
 This file is both the normal packaging entry point and what Beam ships to
-Dataflow workers with ``--setup_file ./setup.py``: workers run
-``pip install .`` on it, so the dependency list below is what a worker gets.
-Ranges, not pins: the tested pins live in ``constraints.txt``.
+Dataflow workers with ``--setup_file ./setup.py``: workers ``pip install`` it,
+so on its own the ranges below resolve to the newest releases there. Ranges,
+not pins: the tested pins live in ``constraints.txt``, and
+``requirements-worker.txt`` (``--requirements_file``, installed before the
+package) gives CPU workers those pins; MANIFEST.in puts both in the sdist.
 """
 
 from setuptools import find_packages, setup

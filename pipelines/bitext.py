@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipelines import common
+from pipelines import common, outcome
 from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
 from tokenizer.bitext import BitextConfig, BitextPair, keep_first, read_wikimatrix, select_files
@@ -119,9 +119,10 @@ def run_cli(args, beam_args) -> int:
         )
         write = shards.WriteConfig(rows_per_shard=args.rows_per_shard, compression=args.compression)
         config = BitextJobConfig(input=args.input, out=args.out, filters=filters, write=write)
-        run(config, beam_args)
+        index = run(config, beam_args)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
+    outcome.check(index, args)
     return 0
 
 

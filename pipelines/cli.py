@@ -2,12 +2,16 @@
 
 Each subcommand parses its own flags and hands them to a ``run_cli(args,
 beam_args)`` function in the module that implements it, imported only when
-the subcommand runs (so ``speechtok --help`` is instant). Flags the job does
-not know are passed to Beam as pipeline options (``--runner``,
-``--project``...).
+the subcommand runs (so ``speechtok --help`` is instant). Flags a Beam job
+does not know are passed to Beam as pipeline options (``--runner``,
+``--project``...), after :mod:`pipelines.beam_options` has checked them
+against Beam's own option definitions.
 
-Exit status: 0 when the job ran (even with rejects); 2 with a one-line reason
-for unusable arguments; 1 with a one-line reason for a failed job.
+Exit status: 0 when the job produced output (even with rejects); 2 with a
+one-line reason for unusable arguments (an unknown flag, a bad Beam option
+value, a missing ``--input``), checked before any input is read; 1 with a
+one-line reason when the job failed, found no input, rejected every input or
+more than ``--max-reject-fraction`` of it (:mod:`pipelines.outcome`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import re
 import sys
+from pathlib import Path
+
+from pipelines.outcome import JobFailed
 
 # subcommand -> "module:function" implementing it.
 COMMANDS = {
@@ -39,6 +48,26 @@ BEAM_EPILOG = (
 
 class UsageError(ValueError):
     """Arguments that cannot work; reported as one line with exit status 2."""
+
+
+def _fraction(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0.0 <= f <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
+    return f
+
+
+def _add_outcome_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-reject-fraction",
+        type=_fraction,
+        metavar="F",
+        help="exit 1 (after writing the output) when more than this fraction of the "
+        "input records is rejected (default: only when every record is)",
+    )
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -135,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Cross-modal and Cross-lingual Retrieval Systems').",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"speechtok {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     corpus = sub.add_parser("corpus", help="build corpora (mini-FLEURS synthesis)")
@@ -184,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with other k or backends, or benchmark k-means, without encoding again",
     )
     fit.add_argument("--seed", type=int, default=0)
+    _add_outcome_args(fit)
 
     tok = sub.add_parser(
         "tokenize",
@@ -204,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--skip-existing", action="store_true", help="only ids not yet in --out")
     tok.add_argument("--rows-per-shard", type=int, help="target rows per shard")
     tok.add_argument("--compression", default="zstd", help="Parquet compression")
+    _add_outcome_args(tok)
 
     bt = sub.add_parser(
         "bitext",
@@ -227,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--rows-per-shard", type=int, default=50_000)
     bt.add_argument("--compression", default="zstd", help="Parquet compression")
+    _add_outcome_args(bt)
 
     tr = sub.add_parser(
         "train",
@@ -306,7 +339,73 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, help="training steps (default 80: the 10-minute budget on 2 CPU cores)"
     )
     demo.add_argument("--tiny", action="store_true", help="seconds-long variant with tiny models")
+    for leaf in _leaf_parsers(parser):  # -v after the command too (SUPPRESS: keep the top's)
+        leaf.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    children = _subparsers(parser)
+    if not children:
+        yield parser
+    for child in children.values():
+        yield from _leaf_parsers(child)
+
+
+def command_parser(parser: argparse.ArgumentParser, key: str) -> argparse.ArgumentParser:
+    """The parser of one (sub)command, e.g. ``"corpus synth"``."""
+    for name in key.split():
+        parser = _subparsers(parser)[name]
+    return parser
+
+
+def version() -> str:
+    """The installed distribution's version; a source checkout without an
+    install reads it from ``setup.py``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("speechtok")
+    except metadata.PackageNotFoundError:
+        return setup_py_version()
+
+
+def setup_py_version() -> str:
+    setup_py = Path(__file__).resolve().parents[1] / "setup.py"
+    try:
+        found = re.search(r"""^\s*version\s*=\s*["']([^"']+)["']""", setup_py.read_text(), re.M)
+    except OSError:
+        found = None
+    return found.group(1) if found else "unknown"
+
+
+def check_input(key: str, args: argparse.Namespace) -> None:
+    """A missing ``--input`` (or ``--audio-root``) is a usage error before the job
+    starts, not a read failure inside the pipeline. Object-store folders are
+    prefixes, not objects, so only files are checked there."""
+    from tokenizer import io
+
+    if key == "bitext":
+        return  # a glob: the job refuses one that matches nothing before it starts
+    wanted = [("--input", args.input, args.format == "fleurs")]
+    if args.format == "covost" and args.audio_root:
+        wanted.append(("--audio-root", args.audio_root, True))
+    for flag, uri, is_folder in wanted:
+        if is_folder and not io.is_local(uri):
+            continue
+        found = os.path.isdir(io.local_path(uri)) if is_folder else io.exists(uri)
+        if not found:
+            kind = "folder" if is_folder else "file"
+            raise UsageError(f"{flag} {uri}: no such {kind}")
 
 
 def _command_key(args: argparse.Namespace) -> str:
@@ -341,15 +440,24 @@ def main(argv: list[str] | None = None) -> int:
     key = _command_key(args)
     if extra and key not in BEAM_JOBS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    func = _resolve(COMMANDS[key])
-    if func is None:
-        print(f"speechtok {key}: not implemented yet", file=sys.stderr)
-        return 2
     try:
+        if key in BEAM_JOBS:  # before anything is read or written
+            from pipelines import beam_options
+
+            own = [s for a in command_parser(parser, key)._actions for s in a.option_strings]
+            beam_options.check(extra, own_flags=own, command=key)
+            check_input(key, args)
+        func = _resolve(COMMANDS[key])
+        if func is None:
+            print(f"speechtok {key}: not implemented yet", file=sys.stderr)
+            return 2
         return int(func(args, extra) or 0)
     except UsageError as exc:
         print(f"speechtok {key}: error: {exc}", file=sys.stderr)
         return 2
+    except JobFailed as exc:  # the job ran; its outcome does not count as output
+        print(f"speechtok {key}: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"speechtok {key}: interrupted", file=sys.stderr)
         return 130
@@ -369,4 +477,8 @@ def _one_line(exc: Exception) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m pipelines.cli``: run the importable module's main, so the
+    # UsageError the jobs raise (pipelines.cli.UsageError) is the class caught.
+    from pipelines.cli import main as _main
+
+    sys.exit(_main())

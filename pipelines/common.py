@@ -31,8 +31,14 @@ log = logging.getLogger("speechtok")
 
 
 def pipeline_options(beam_args: Iterable[str]) -> PipelineOptions:
-    """Beam options from the flags the CLI did not consume; embedded runner by default."""
+    """Beam options from the flags the CLI did not consume; embedded runner by default.
+
+    Raises ``beam_options.BeamOptionError`` (a usage error) on an unknown flag or bad value.
+    """
+    from pipelines import beam_options
+
     args = list(beam_args)
+    beam_options.check(args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args += ["--runner", DEFAULT_RUNNER]
     return PipelineOptions(args)

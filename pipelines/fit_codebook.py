@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipelines import common
+from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
@@ -61,6 +61,14 @@ class FitCodebookJobConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class NoCodebook(outcome.JobFailed):
+    """The job ran but fitted nothing; ``index`` is what it wrote (rejects, counts)."""
+
+    def __init__(self, message: str, index: shards.Index | None):
+        super().__init__(message)
+        self.index = index
 
 
 class SampleFrames(beam.CombineFn):
@@ -110,10 +118,12 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     import kmeans
     from kmeans.postprocess import PostprocessConfig
 
-    if sample.frames.shape[0] < config.k:
-        raise RuntimeError(
-            f"only {sample.frames.shape[0]} frames were sampled (every input rejected?); k={config.k} needs more"
-        )
+    n_frames = int(sample.frames.shape[0])
+    common.counter("sampled_frames").inc(n_frames)
+    if n_frames < config.k:
+        # Nothing to fit (e.g. every input rejected): no codebook, but the job
+        # still writes its rejects and index, and the launcher says why.
+        return {"id": None, "k": config.k, "sampled_frames": n_frames}
     device = config.encoder.device if config.backend == "torch" else None
     opts = {"device": device} if device and device != "cpu" else {}
     codebook = kmeans.fit(sample.frames, config.k, seed=config.seed, backend=config.backend, **opts)
@@ -137,13 +147,15 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
 
 
 def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
+    from kmeans.codebook import CENTROIDS_FILE, METADATA_FILE
     from tokenizer.encoders import describe_config
 
     identity = describe_config(config.encoder)  # from configs: no weights loaded here
     sources = list_sources(config.manifest)
     shards.sweep_temp_files(config.out)
-    io.delete(io.join(config.out, schema.REJECTS_DIR))
-    io.delete(io.join(config.out, schema.INDEX_FILE))
+    # An earlier run's codebook must not pass for this run's when this one fits nothing.
+    for name in (schema.REJECTS_DIR, schema.INDEX_FILE, METADATA_FILE, CENTROIDS_FILE):
+        io.delete(io.join(config.out, name))
     return identity, sources
 
 
@@ -209,9 +221,20 @@ def run(
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config, identity, sources)
     result = common.run_pipeline(pipeline, options, "fit-codebook")
-    index = finish_run("fit-codebook", config.out, common.counters(result), started=started)
+    beam_counters = common.counters(result)
+    index = finish_run("fit-codebook", config.out, beam_counters, started=started)
     from kmeans import Codebook
+    from kmeans.codebook import METADATA_FILE
 
+    if not io.exists(io.join(config.out, METADATA_FILE)):
+        counts = index.counts if index else {"input": 0, "accepted": 0, "rejected": 0}
+        sampled = beam_counters.get("sampled_frames")
+        raise NoCodebook(
+            outcome.verdict(counts, index.rejects_by_reason if index else {}, where=config.out)
+            or f"no codebook written: {'the' if sampled is None else sampled} sampled frames "
+            f"are fewer than k={config.k} (more audio, or a smaller --k)",
+            index,
+        )
     cb = Codebook.load(config.out)
     print(
         f"codebook {cb.id}: k={cb.k}, dim={cb.dim}, inertia={cb.metadata['inertia']:.4g}",
@@ -250,7 +273,12 @@ def run_cli(args, beam_args) -> int:
         planned = plan(config)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    run(config, beam_args, planned, started=started)
+    try:
+        index = run(config, beam_args, planned, started=started)
+    except NoCodebook as exc:
+        outcome.check(exc.index, args)  # no input / all rejected, said with the input hint
+        raise
+    outcome.check(index, args)
     return 0
 
 

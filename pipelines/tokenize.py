@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from pipelines import common
+from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
@@ -238,7 +238,7 @@ def run_cli(args, beam_args) -> int:
         the_plan = plan(config)
     except (FileNotFoundError, ValueError) as exc:  # CodebookMismatch is a ValueError
         raise UsageError(str(exc)) from None
-    run(config, beam_args, the_plan, started=started)
+    outcome.check(run(config, beam_args, the_plan, started=started), args)
     return 0
 
 
