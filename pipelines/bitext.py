@@ -20,6 +20,7 @@ import apache_beam as beam
 from pipelines import common
 from tokenizer import io, schema, shards
 from tokenizer.bitext import BitextConfig, BitextPair, keep_first, read_wikimatrix, select_files
+from tokenizer.outlock import locks_output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +87,7 @@ def build(pipeline: beam.Pipeline, config: BitextJobConfig, files: list[str]) ->
     } | "Index" >> common.WriteIndex(config.out, "bitext", config.as_dict())
 
 
+@locks_output("bitext")  # before anything in --out is deleted
 def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     """Run the job and return its index (raises on a failed job)."""
     files = select_files(io.glob(config.input), config.filters)
@@ -105,6 +107,7 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     return index
 
 
+@locks_output("bitext")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError
 

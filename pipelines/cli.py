@@ -83,6 +83,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_lock_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over --out from a job that holds its lock but is gone (see README)",
+    )
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
 
@@ -178,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with other k or backends, or benchmark k-means, without encoding again",
     )
     fit.add_argument("--seed", type=int, default=0)
+    _add_lock_arg(fit)
 
     tok = sub.add_parser(
         "tokenize",
@@ -198,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--skip-existing", action="store_true", help="only ids not yet in --out")
     tok.add_argument("--rows-per-shard", type=int, help="target rows per shard")
     tok.add_argument("--compression", default="zstd", help="Parquet compression")
+    _add_lock_arg(tok)
 
     bt = sub.add_parser(
         "bitext",
@@ -221,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--rows-per-shard", type=int, default=50_000)
     bt.add_argument("--compression", default="zstd", help="Parquet compression")
+    _add_lock_arg(bt)
 
     tr = sub.add_parser(
         "train",

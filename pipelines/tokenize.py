@@ -26,6 +26,7 @@ from tokenizer.assign import check_codebook_fits_int16, token_row
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, list_sources
+from tokenizer.outlock import locks_output
 
 
 class CodebookMismatch(ValueError):
@@ -205,6 +206,7 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
     )
 
 
+@locks_output("tokenize")  # before anything in --out is deleted
 def run(
     config: TokenizeJobConfig, beam_args: list[str] = (), the_plan: Plan | None = None
 ) -> shards.Index:
@@ -226,6 +228,7 @@ def run(
     return index
 
 
+@locks_output("tokenize")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError, speech_configs
 
