@@ -367,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: Exception) -> str:
     """``Type: message``; a worker process's error arrives as its whole traceback
     text, whose last line names the error."""
+    from tokenizer.io import refused_pickle_message
+
+    if refused := refused_pickle_message(exc):  # torch's last line says only "see docs"
+        return refused
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if len(lines) > 1:
         return lines[-1]

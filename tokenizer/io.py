@@ -320,6 +320,27 @@ def read_npy(uri: str):
     return np.load(buf, allow_pickle=False)
 
 
+PICKLE_CONVERT_HINT = (
+    'python -c "import torch, safetensors.torch as st; st.save_file({k: v.clone() for k, v '
+    "in torch.load('pytorch_model.bin', weights_only=False).items()}, 'model.safetensors')\""
+)
+
+
+def refused_pickle_message(exc: BaseException) -> str | None:
+    """One line for a pickled checkpoint that ``torch.load(weights_only=True)``
+    refused (torch's own message ends with "Check the documentation of
+    torch.load..."), saying what happened and how to convert it; else None."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+        return (
+            "refused a pickled PyTorch checkpoint (e.g. pytorch_model.bin): loading it could run "
+            "code, and speechtok loads weights only from safetensors; if you trust its source, "
+            f"convert it once and remove the .bin: {PICKLE_CONVERT_HINT}"
+        )
+    return None
+
+
 def glob(pattern: str) -> list[str]:
     """Sorted URIs matching a glob (``*``, ``?``, ``**``), hidden temp files excluded."""
     pattern = str(pattern)
@@ -420,7 +441,7 @@ def resolve_under(root: str, relative: str) -> str:
 _ADC_FILE = "application_default_credentials.json"
 _METADATA_TIMEOUT_S = 2.0
 _GCS_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "HOME")
-_gcs_problems: dict[tuple, str | None] = {}  # the probe's answer per credential environment
+_gcs_ok: set[tuple] = set()  # credential environments the probe accepted
 GCS_AUTH_HINT = (
     "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
     "to a service-account key file (STORAGE_EMULATOR_HOST for a local GCS emulator)"
@@ -473,13 +494,15 @@ def _gcs_credentials_problem() -> str | None:
 def check_gcs_credentials() -> None:
     """Raise :class:`GcsCredentialsError` (one line, seconds) when ``gs://`` cannot
     authenticate, instead of the ~2 minutes of retries Beam's client takes to
-    fail. Probed on the first ``gs://`` access (again only if the credential
-    environment variables change)."""
+    fail. Probed on the first ``gs://`` access; a success is remembered for as
+    long as the credential environment variables stay the same."""
     key = tuple(os.environ.get(name) for name in _GCS_ENV)
-    if key not in _gcs_problems:
-        _gcs_problems[key] = _gcs_credentials_problem()
-    if _gcs_problems[key]:
-        raise GcsCredentialsError(f"gs:// access: {_gcs_problems[key]}: {GCS_AUTH_HINT}")
+    if key in _gcs_ok:
+        return
+    problem = _gcs_credentials_problem()
+    if problem:
+        raise GcsCredentialsError(f"gs:// access: {problem}: {GCS_AUTH_HINT}")
+    _gcs_ok.add(key)
 
 
 def user_cache_dir() -> str:
