@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="languages to count as seen (default: those of the run's training shards)",
     )
     ev.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    ev.add_argument(
+        "--allow-hub",
+        action="store_true",
+        help="let the run's config.json name a Hugging Face hub model to download "
+        "(also needs HF_HUB_OFFLINE unset); default: local folders only",
+    )
 
     demo = sub.add_parser(
         "demo",
