@@ -414,7 +414,10 @@ def resolve_under(root: str, relative: str) -> str:
         base = Path(local_path(root)).resolve()
         cand = Path(relative) if os.path.isabs(relative) else Path(base, relative)
         # Resolve symlinks of whatever exists, so a link out of the root is caught.
-        real = cand.resolve()
+        try:
+            real = cand.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
+            raise PathEscapeError(f"{relative!r} cannot be resolved: {exc}") from None
         if real != base and base not in real.parents:
             raise PathEscapeError(f"{relative!r} resolves outside the corpus root {str(base)!r}")
         return str(real)

@@ -83,3 +83,10 @@ def test_resolve_under_returns_the_path_it_checked(tmp_path):
     (root / "deep" / "y.wav").write_bytes(b"y")
     (root / "alias.wav").symlink_to(root / "deep" / "y.wav")  # a link inside: followed
     assert io.resolve_under(str(root), "alias.wav") == str(root / "deep" / "y.wav")
+
+
+def test_resolve_under_refuses_a_symlink_loop(tmp_path):
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    with pytest.raises(io.PathEscapeError, match="cannot be resolved"):
+        io.resolve_under(str(tmp_path), "a.wav")
