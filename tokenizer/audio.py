@@ -143,8 +143,10 @@ def _has_length_header(data: bytes) -> bool:
         if data[sync + 1] & 0xE0 == 0xE0:
             break
         sync += 1
-    frame = data[sync : sync + 64]
-    return b"Xing" in frame or b"Info" in frame or frame[36:40] == b"VBRI"
+    mpeg1, mono = (data[sync + 1] >> 3) & 3 == 3, len(data) > sync + 3 and data[sync + 3] >> 6 == 3
+    side_info = (17 if mono else 32) if mpeg1 else (9 if mono else 17)
+    at = sync + 4 + (0 if data[sync + 1] & 1 else 2) + side_info  # + CRC when protected
+    return data[at : at + 4] in (b"Xing", b"Info") or data[sync + 36 : sync + 40] == b"VBRI"
 
 
 def _decode_mp3(data: bytes, config: AudioConfig, name: str) -> tuple[np.ndarray, int, int]:
