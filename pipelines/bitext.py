@@ -22,6 +22,7 @@ from pipelines import common, outcome
 from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
 from tokenizer.bitext import BitextConfig, BitextPair, keep_first, read_wikimatrix, select_files
+from tokenizer.outlock import locks_output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +89,7 @@ def build(pipeline: beam.Pipeline, config: BitextJobConfig, files: list[str]) ->
     } | "Index" >> common.WriteIndex(config.out, "bitext", config.as_dict())
 
 
+@locks_output("bitext")  # before anything in --out is deleted
 def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     """Run the job and return its index (raises on a failed job)."""
     started = time.monotonic()
@@ -105,6 +107,7 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     return finish_run("bitext", config.out, common.counters(result), started=started)
 
 
+@locks_output("bitext")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError
 

@@ -118,6 +118,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_lock_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take over --out from a job that holds its lock but is gone (see README)",
+    )
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
 
@@ -215,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--seed", type=int, default=0)
     _add_outcome_args(fit)
+    _add_lock_arg(fit)
 
     tok = sub.add_parser(
         "tokenize",
@@ -236,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--rows-per-shard", type=int, help="target rows per shard")
     tok.add_argument("--compression", default="zstd", help="Parquet compression")
     _add_outcome_args(tok)
+    _add_lock_arg(tok)
 
     bt = sub.add_parser(
         "bitext",
@@ -260,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--rows-per-shard", type=int, default=50_000)
     bt.add_argument("--compression", default="zstd", help="Parquet compression")
     _add_outcome_args(bt)
+    _add_lock_arg(bt)
 
     tr = sub.add_parser(
         "train",
@@ -327,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="languages to count as seen (default: those of the run's training shards)",
     )
     ev.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    ev.add_argument(
+        "--allow-hub",
+        action="store_true",
+        help="let the run's config.json name a Hugging Face hub model to download "
+        "(also needs HF_HUB_OFFLINE unset); default: local folders only",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -470,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: Exception) -> str:
     """``Type: message``; a worker process's error arrives as its whole traceback
     text, whose last line names the error."""
+    from tokenizer.io import refused_pickle_message
+
+    if refused := refused_pickle_message(exc):  # torch's last line says only "see docs"
+        return refused
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if len(lines) > 1:
         return lines[-1]

@@ -26,6 +26,7 @@ from tokenizer import io, schema, shards
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, list_sources
+from tokenizer.outlock import locks_output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +203,7 @@ def build(
     )
 
 
+@locks_output("fit-codebook")  # before anything in --out is deleted
 def run(
     config: FitCodebookJobConfig,
     beam_args: list[str] = (),
@@ -243,6 +245,7 @@ def run(
     return index
 
 
+@locks_output("fit-codebook")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError, speech_configs
 

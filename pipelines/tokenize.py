@@ -31,6 +31,7 @@ from tokenizer.assign import check_codebook_fits_int16, token_row
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, list_sources
+from tokenizer.outlock import locks_output
 
 
 class CodebookMismatch(ValueError):
@@ -191,6 +192,7 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
     )
 
 
+@locks_output("tokenize")  # before anything in --out is deleted
 def run(
     config: TokenizeJobConfig,
     beam_args: list[str] = (),
@@ -214,6 +216,7 @@ def run(
     return finish_run("tokenize", config.out, common.counters(result), started=started)
 
 
+@locks_output("tokenize")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from pipelines.cli import UsageError, speech_configs
 

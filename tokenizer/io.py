@@ -23,9 +23,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob as _glob
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,22 @@ TEMP_PREFIX = ".tmp-"
 
 class PathEscapeError(ValueError):
     """A manifest path points outside the corpus root it must stay under."""
+
+
+class NotAFileError(OSError):
+    """A path that names a FIFO, device, socket or directory: never read as data."""
+
+
+class FileTooLargeError(ValueError):
+    """A file holding more bytes than the reader allows."""
+
+
+class NpyIntegrityError(ValueError):
+    """A ``.npy`` whose header does not describe the data that follows it."""
+
+
+class GcsCredentialsError(RuntimeError):
+    """``gs://`` was asked for and no way to authenticate exists."""
 
 
 def scheme(uri: str) -> str:
@@ -62,8 +80,12 @@ def local_path(uri: str) -> str:
 _fs_configured = False
 
 
-def _beam_fs():
+def _beam_fs(uri: str | None = None):
+    """Beam's FileSystems; the first ``gs://`` use probes credentials (see
+    :func:`check_gcs_credentials`)."""
     global _fs_configured
+    if uri is not None and scheme(uri) == "gs":
+        check_gcs_credentials()
     from apache_beam.io.filesystems import FileSystems
 
     if not _fs_configured:
@@ -112,7 +134,7 @@ def basename(uri: str) -> str:
 def exists(uri: str) -> bool:
     if is_local(uri):
         return os.path.exists(local_path(uri))
-    return _beam_fs().exists(uri)
+    return _beam_fs(uri).exists(uri)
 
 
 def makedirs(uri: str) -> None:
@@ -129,7 +151,7 @@ def open_read(uri: str) -> BinaryIO:
         return open(local_path(uri), "rb")
     from apache_beam.io.filesystem import CompressionTypes
 
-    return _beam_fs().open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+    return _beam_fs(uri).open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -139,6 +161,73 @@ def read_bytes(uri: str) -> bytes:
 
 def read_text(uri: str, encoding: str = "utf-8") -> str:
     return read_bytes(uri).decode(encoding)
+
+
+_CHUNK = 1 << 20
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _read_capped(read, limit: int) -> bytes:
+    chunks, total = [], 0
+    while total < limit:
+        chunk = read(min(_CHUNK, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(uri: str, max_bytes: int) -> bytes:
+    """The bytes of one regular file, refusing anything else and anything larger.
+
+    Why: a FIFO blocks its reader forever and a device (``/dev/zero``) never
+    ends, while both report a size of 0. A local path is opened with
+    ``O_NONBLOCK`` (opening a FIFO cannot wait for a writer) and its type is
+    checked with ``fstat`` on the opened descriptor, so the file checked is the
+    file read; a ``stat`` before opening spares devices the side effects of an
+    open. Anything but a regular file raises :class:`NotAFileError`. At most
+    ``max_bytes + 1`` bytes are read whatever the file claims to hold; more
+    raises :class:`FileTooLargeError`.
+    """
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    limit = max_bytes + 1
+    if is_local(uri):
+        path = local_path(uri)
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotAFileError(f"{path} is {_kind(before.st_mode)}, not a regular file")
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a socket (or a device without its driver)
+                raise NotAFileError(f"{path} is not a regular file ({exc.strerror})") from None
+            raise
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise NotAFileError(f"{path} is {_kind(st.st_mode)}, not a regular file")
+            if st.st_size > max_bytes:
+                raise FileTooLargeError(f"{path}: {st.st_size} bytes > max {max_bytes}")
+            data = _read_capped(f.read, limit)
+    else:
+        with open_read(uri) as f:
+            data = _read_capped(f.read, limit)
+    if len(data) > max_bytes:
+        raise FileTooLargeError(f"{uri}: more than {max_bytes} bytes")
+    return data
 
 
 @contextlib.contextmanager
@@ -162,7 +251,7 @@ def open_write(uri: str) -> Iterator[BinaryIO]:
             raise
         return
     # Object stores commit an object when the upload finishes: atomic already.
-    f = _beam_fs().create(uri)
+    f = _beam_fs(uri).create(uri)
     try:
         yield f
     except BaseException:
@@ -194,12 +283,62 @@ def write_npy(uri: str, array) -> None:
 
 
 def read_npy(uri: str):
-    """A plain ``.npy`` array; object arrays (pickles) raise ``ValueError``."""
+    """A plain ``.npy`` array; object arrays (pickles) raise ``ValueError``.
+
+    The header is checked against the bytes that follow it before anything is
+    allocated: a header claiming shape (4e9, 39) in a 1 kB file raises
+    :class:`NpyIntegrityError` instead of asking for 581 GiB.
+    """
     import io as _stdio
+    import math
 
     import numpy as np
 
-    return np.load(_stdio.BytesIO(read_bytes(uri)), allow_pickle=False)
+    raw = read_bytes(uri)
+    buf = _stdio.BytesIO(raw)
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(buf)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(buf)
+        elif version == (2, 0):
+            shape, _fortran, dtype = fmt.read_array_header_2_0(buf)
+        else:  # 3.0 (utf-8 field names) has no public reader
+            shape, _fortran, dtype = fmt._read_array_header(buf, version)
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise NpyIntegrityError(f"{uri}: not a .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise NpyIntegrityError(f"{uri}: an object array (a pickle), refused")
+    expected = math.prod(shape) * dtype.itemsize
+    held = len(raw) - buf.tell()
+    if held != expected:
+        raise NpyIntegrityError(
+            f"{uri}: header claims {dtype} {tuple(shape)} ({expected} bytes) but the file "
+            f"holds {held} bytes of data"
+        )
+    buf.seek(0)
+    return np.load(buf, allow_pickle=False)
+
+
+PICKLE_CONVERT_HINT = (
+    'python -c "import torch, safetensors.torch as st; st.save_file({k: v.clone() for k, v '
+    "in torch.load('pytorch_model.bin', weights_only=False).items()}, 'model.safetensors')\""
+)
+
+
+def refused_pickle_message(exc: BaseException) -> str | None:
+    """One line for a pickled checkpoint that ``torch.load(weights_only=True)``
+    refused (torch's own message ends with "Check the documentation of
+    torch.load..."), saying what happened and how to convert it; else None."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+        return (
+            "refused a pickled PyTorch checkpoint (e.g. pytorch_model.bin): loading it could run "
+            "code, and speechtok loads weights only from safetensors; if you trust its source, "
+            f"convert it once and remove the .bin: {PICKLE_CONVERT_HINT}"
+        )
+    return None
 
 
 def glob(pattern: str) -> list[str]:
@@ -209,7 +348,7 @@ def glob(pattern: str) -> list[str]:
         hits = _glob.glob(local_path(pattern), recursive=True)
         hits = [h for h in hits if os.path.isfile(h)]
     else:
-        result = _beam_fs().match([pattern])[0]
+        result = _beam_fs(pattern).match([pattern])[0]
         hits = [m.path for m in result.metadata_list]
     return sorted(h for h in hits if not basename(h).startswith(TEMP_PREFIX))
 
@@ -229,7 +368,7 @@ def list_files(prefix: str, suffix: str = "") -> list[str]:
 def size(uri: str) -> int:
     if is_local(uri):
         return os.path.getsize(local_path(uri))
-    return _beam_fs().match([uri])[0].metadata_list[0].size_in_bytes
+    return _beam_fs(uri).match([uri])[0].metadata_list[0].size_in_bytes
 
 
 def delete(uri: str) -> None:
@@ -240,7 +379,7 @@ def delete(uri: str) -> None:
         elif os.path.exists(path):
             os.remove(path)
         return
-    fs = _beam_fs()
+    fs = _beam_fs(uri)
     if fs.exists(uri):
         fs.delete([uri])
 
@@ -250,7 +389,7 @@ def rename(src: str, dst: str) -> None:
         os.makedirs(os.path.dirname(local_path(dst)) or ".", exist_ok=True)
         os.replace(local_path(src), local_path(dst))
         return
-    _beam_fs().rename([src], [dst])
+    _beam_fs(src).rename([src], [dst])
 
 
 def resolve_under(root: str, relative: str) -> str:
@@ -258,6 +397,13 @@ def resolve_under(root: str, relative: str) -> str:
 
     ``..`` segments, absolute paths outside the root and (for local files)
     symlinks that lead outside it all raise :class:`PathEscapeError`.
+
+    This is the one place that decides whether a path may be read, and what it
+    returns is what the job opens: for a local path, the fully resolved real
+    path (every symlink and ``..`` resolved in order, as the kernel would),
+    never a lexically normalised one. Normalising ``sub/../x.wav`` to
+    ``x.wav`` after checking the resolved form would check one file and open
+    another when ``sub`` is a symlink.
     """
     root, relative = str(root), str(relative)
     if not relative:
@@ -268,10 +414,13 @@ def resolve_under(root: str, relative: str) -> str:
         base = Path(local_path(root)).resolve()
         cand = Path(relative) if os.path.isabs(relative) else Path(base, relative)
         # Resolve symlinks of whatever exists, so a link out of the root is caught.
-        real = cand.resolve()
+        try:
+            real = cand.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
+            raise PathEscapeError(f"{relative!r} cannot be resolved: {exc}") from None
         if real != base and base not in real.parents:
             raise PathEscapeError(f"{relative!r} resolves outside the corpus root {str(base)!r}")
-        return os.path.normpath(os.path.join(local_path(root), relative))
+        return str(real)
     if scheme(relative):
         target = relative
     else:
@@ -289,6 +438,74 @@ def resolve_under(root: str, relative: str) -> str:
     if not target.startswith(root.rstrip("/") + "/"):
         raise PathEscapeError(f"{relative!r} is outside the corpus root {root!r}")
     return target
+
+
+# -- gs:// credentials ---------------------------------------------------------
+_ADC_FILE = "application_default_credentials.json"
+_METADATA_TIMEOUT_S = 2.0
+_GCS_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "HOME")
+_gcs_ok: set[tuple] = set()  # credential environments the probe accepted
+GCS_AUTH_HINT = (
+    "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
+    "to a service-account key file (STORAGE_EMULATOR_HOST for a local GCS emulator)"
+)
+
+
+def _metadata_server_answers() -> bool:
+    """GCE/Dataflow workers get credentials from the metadata server: one 2 s ping."""
+    import urllib.request
+
+    host = (
+        os.environ.get("GCE_METADATA_IP")
+        or os.environ.get("GCE_METADATA_HOST")
+        or "169.254.169.254"
+    )
+    request = urllib.request.Request(f"http://{host}/", headers={"Metadata-Flavor": "Google"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=_METADATA_TIMEOUT_S) as response:
+            return response.headers.get("Metadata-Flavor") == "Google"
+    except Exception:  # refused, unreachable, timed out, not HTTP: no metadata server
+        return False
+
+
+def _gcs_credentials_problem() -> str | None:
+    """Why ``gs://`` cannot authenticate here, or ``None`` when it can.
+
+    The sources ``google.auth.default`` (which Beam and google-cloud-storage
+    use) tries, in its order, each checked without a network call except the
+    last: the emulator, ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's
+    application-default file, the GCE metadata server (2 s).
+    """
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return None
+    explicit = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if explicit:
+        if os.path.isfile(explicit):
+            return None
+        return f"GOOGLE_APPLICATION_CREDENTIALS={explicit} is not a file"
+    config_dir = os.environ.get("CLOUDSDK_CONFIG") or os.path.join(
+        os.path.expanduser("~"), ".config", "gcloud"
+    )
+    if os.path.isfile(os.path.join(config_dir, _ADC_FILE)):
+        return None
+    if _metadata_server_answers():
+        return None
+    return "no Google Cloud credentials found"
+
+
+def check_gcs_credentials() -> None:
+    """Raise :class:`GcsCredentialsError` (one line, seconds) when ``gs://`` cannot
+    authenticate, instead of the ~2 minutes of retries Beam's client takes to
+    fail. Probed on the first ``gs://`` access; a success is remembered for as
+    long as the credential environment variables stay the same."""
+    key = tuple(os.environ.get(name) for name in _GCS_ENV)
+    if key in _gcs_ok:
+        return
+    problem = _gcs_credentials_problem()
+    if problem:
+        raise GcsCredentialsError(f"gs:// access: {problem}: {GCS_AUTH_HINT}")
+    _gcs_ok.add(key)
 
 
 def user_cache_dir() -> str:

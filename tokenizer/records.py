@@ -15,6 +15,7 @@ class Reason:
     """The fixed reject reason codes (strings, so they read well in Parquet)."""
 
     MISSING_FILE = "missing_file"
+    NOT_A_FILE = "not_a_file"  # a FIFO, device, socket or directory named as audio
     DECODE_ERROR = "decode_error"
     EMPTY_AUDIO = "empty_audio"
     TOO_SHORT = "too_short"

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -89,6 +90,65 @@ def check_backbone_name(name: str) -> None:
     if name not in _BACKBONES or name == "hf":
         known = ", ".join(n for n in backbone_names() if n != "hf")
         raise ValueError(f"unknown backbone {name!r} (known: {known}, hf:<dir or hub id>)")
+
+
+class BackboneReferenceError(ValueError):
+    """A run's LLM reference that may not (or cannot) be loaded as it stands."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def local_reference(name: str) -> str:
+    """``hf:<dir>`` as it goes into a run's config.json: an existing local folder
+    becomes absolute (it was relative to the training job's working directory,
+    which means nothing to whoever reads the run later); anything else is kept."""
+    if name.startswith(HF_PREFIX) and os.path.isdir(name[len(HF_PREFIX) :]):
+        return HF_PREFIX + os.path.abspath(name[len(HF_PREFIX) :])
+    return name
+
+
+def resolve_run_reference(name: str, run_dir: str, *, allow_hub: bool = False) -> str:
+    """The LLM a run's config.json names, made safe to load.
+
+    Why: a run folder may come from elsewhere; its references must not reach
+    past what the run and its user decide. Registry names are kept. ``hf:``
+    with an absolute path must be an existing folder; a relative one resolves
+    against the run folder (never the current directory). A hub id (no such
+    folder beside the run) is only downloaded when the user allows it: the
+    ``allow_hub`` flag (``--allow-hub``) and ``HF_HUB_OFFLINE`` unset. Anything
+    else raises :class:`BackboneReferenceError` (one line).
+
+    Example::
+
+        resolve_run_reference("hf:../lm", "/runs/a")   # -> "hf:/runs/lm"
+    """
+    if not name.startswith(HF_PREFIX):
+        check_backbone_name(name)
+        return name
+    ref = name[len(HF_PREFIX) :]
+    where = f"the run {run_dir} names the LLM {name!r}"
+    if os.path.isabs(ref):
+        if os.path.isdir(ref):
+            return name
+        raise BackboneReferenceError(f"{where}, which is not a folder here")
+    if not io.is_local(run_dir):
+        raise BackboneReferenceError(f"{where}: a relative reference needs a local run folder")
+    folder = os.path.normpath(os.path.join(os.path.abspath(io.local_path(run_dir)), ref))
+    if os.path.isdir(folder):
+        return HF_PREFIX + folder
+    if ref.startswith((".", "~")) or not _HUB_ID.match(ref):
+        raise BackboneReferenceError(f"{where}: no folder {folder} (relative to the run folder)")
+    if allow_hub and not hub_offline():
+        return name
+    raise BackboneReferenceError(
+        f"{where}, a Hugging Face hub id (no folder {folder}): downloads need --allow-hub "
+        "with HF_HUB_OFFLINE unset; or place the model folder there"
+    )
 
 
 def load_backbone(name: str, *, layers: int | None = None, bidirectional: bool = False) -> Backbone:

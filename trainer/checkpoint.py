@@ -83,12 +83,14 @@ def run_config(model: DualEncoder, *, codebook: dict, step: int, train: dict | N
     """The ``config.json`` of a run: enough to rebuild the model and check its inputs."""
     from dataclasses import asdict
 
+    from trainer.backbones import local_reference
+
     backbone_config = model.backbone.config
     return {
         "format": RUN_FORMAT,
         "step": int(step),
         "llm": {
-            "name": model.backbone_name,
+            "name": local_reference(model.backbone_name),
             "reference": model.backbone_reference,
             "layers_kept": int(backbone_config.num_hidden_layers),
             "hidden_size": int(backbone_config.hidden_size),
@@ -101,7 +103,7 @@ def run_config(model: DualEncoder, *, codebook: dict, step: int, train: dict | N
             "rows": padded_audio_rows(model.codebook_size),
             "codebook_size": int(model.codebook_size),
         },
-        "model": asdict(model.config),
+        "model": {**asdict(model.config), "llm": local_reference(model.config.llm)},
         "frozen_from_llm": sorted(model.frozen_parameter_names()),
         "train": train,
     }
@@ -189,14 +191,23 @@ def load_optimizer(
     return {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
 
 
-def load_run(run_dir: str, *, device: str | torch.device = "cpu"):
+def load_run(run_dir: str, *, device: str | torch.device = "cpu", allow_hub: bool = False):
     """Rebuild a trained dual encoder: ``(model, tokenizer, config)``, model in eval mode.
 
     The LLM named in ``config.json`` is loaded (truncated as trained) and the
     run's tensors are loaded over it; frozen rows come from the LLM itself.
+    That reference is resolved by :func:`trainer.backbones.resolve_run_reference`:
+    a relative ``hf:`` path against the run folder, a hub id only with
+    ``allow_hub`` (and ``HF_HUB_OFFLINE`` unset).
     """
+    from trainer.backbones import BackboneReferenceError, resolve_run_reference
+
     config = read_config(run_dir)
-    model_config = DualEncoderConfig(**config["model"])
+    try:
+        llm = resolve_run_reference(config["model"]["llm"], run_dir, allow_hub=allow_hub)
+    except BackboneReferenceError as exc:
+        raise CheckpointError(str(exc)) from None
+    model_config = DualEncoderConfig(**{**config["model"], "llm": llm})
     reference = config["llm"].get("reference") or {}
     model = build_model(model_config, int(config["audio_tokens"]["codebook_size"]))
     if model.audio_offset != int(config["llm"]["text_vocab_size"]):

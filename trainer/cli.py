@@ -113,6 +113,7 @@ def run_eval(args, extra) -> int:
             langs=_csv(getattr(args, "langs", None)),
             seen=_csv(getattr(args, "seen", None)),
             device=getattr(args, "device", None),
+            allow_hub=bool(getattr(args, "allow_hub", False)),
         )
         report = evaluate(config)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:

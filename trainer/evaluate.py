@@ -8,6 +8,12 @@ retrieves from the pool of English sentences of the split (joined by
 ``translation`` column) and the retrieved sentence is scored against the
 reference with BLEU. Languages of the run's training shards are "seen".
 
+The shards must carry the run's codebook (the ``codebook`` column's id and the
+sha256 in the Parquet file metadata against the run's ``config.json``): token
+ids of another codebook of the same k are valid numbers with another meaning,
+and gave a plausible but meaningless report. ``report.json`` names the
+codebook it was computed with.
+
 Example::
 
     report = evaluate(EvalConfig(run="runs/a", shards="out/tokens-test", out="reports/a"))
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,13 +34,19 @@ from trainer import retrieval
 
 log = logging.getLogger(__name__)
 PIVOT = "en"
-COLUMNS = ["id", "lang", "sentence_id", "text", "translation", "tokens"]
+COLUMNS = ["id", "lang", "sentence_id", "text", "translation", "tokens", "codebook"]
+
+
+class CodebookMismatch(ValueError):
+    """Eval shards tokenized with another codebook than the run was trained on."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     """``langs``: evaluate only these; ``seen``: override the languages counted as seen
-    (default: the languages of the run's training shards)."""
+    (default: the languages of the run's training shards); ``allow_hub``: the run's
+    LLM may be downloaded when its config names a hub id (see
+    :func:`trainer.checkpoint.load_run`)."""
 
     run: str
     shards: str
@@ -44,6 +56,7 @@ class EvalConfig:
     seen: tuple[str, ...] | None = None
     device: str | None = None
     batch_size: int = 32
+    allow_hub: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -60,6 +73,8 @@ class Split:
     texts: list[str]
     translations: list[str | None]
     tokens: list[np.ndarray]
+    codebook_ids: set[str] = field(default_factory=set)  # the rows' ``codebook`` values
+    codebook_sha256s: set[str] = field(default_factory=set)  # from the files' metadata
 
 
 def read_split(shards: str, split: str, langs=None) -> Split:
@@ -77,6 +92,11 @@ def read_split(shards: str, split: str, langs=None) -> Split:
     table = dataset.to_table(columns=COLUMNS, filter=flt).sort_by("id")
     if table.num_rows == 0:
         raise ValueError(f"no rows of split {split!r} in {root}")
+    shas = set()
+    for fragment in dataset.get_fragments(filter=flt):
+        meta = fragment.physical_schema.metadata or {}
+        if schema.META_CODEBOOK_SHA256 in meta:
+            shas.add(meta[schema.META_CODEBOOK_SHA256].decode())
     cols = table.to_pydict()
     # Rows without a sentence id are their own sentence (keyed by text).
     sentence_ids = [
@@ -90,7 +110,35 @@ def read_split(shards: str, split: str, langs=None) -> Split:
         texts=cols["text"],
         translations=cols["translation"],
         tokens=[np.asarray(t, dtype=np.int64) for t in cols["tokens"]],
+        codebook_ids=set(cols["codebook"]),
+        codebook_sha256s=shas,
     )
+
+
+def check_codebook(split: Split, run_codebook: dict, shards: str, run: str) -> None:
+    """Refuse shards whose codebook (id, and sha256 where both sides know it) is
+    not the run's: one line naming both."""
+    run_id, run_sha = run_codebook.get("id"), run_codebook.get("sha256")
+    ids, shas = sorted(split.codebook_ids), sorted(split.codebook_sha256s)
+    same_id = ids == [run_id]
+    same_sha = not run_sha or not shas or shas == [run_sha]
+    if not (same_id and same_sha):
+        shard_sha = ", ".join(s[:16] for s in shas) or "unknown"
+        raise CodebookMismatch(
+            f"{shards} holds tokens of codebook {', '.join(map(str, ids))} (sha256 {shard_sha}), "
+            f"the run {run} was trained on {run_id} (sha256 {(run_sha or 'unknown')[:16]}): "
+            "tokenize the eval split with the run's codebook"
+        )
+
+
+@dataclass
+class _Report(report_lib.Report):
+    """The report plus the codebook it was computed with."""
+
+    codebook: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "codebook": self.codebook}
 
 
 def seen_languages(run_config: dict) -> list[str]:
@@ -141,13 +189,15 @@ def evaluate(config: EvalConfig) -> dict:
     """Embed, retrieve and write the report (json, md, png); returns report.json's content."""
     import torch
 
-    from trainer.checkpoint import load_run
+    from trainer.checkpoint import load_run, read_config
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, _, run_config = load_run(config.run, device=device)
+    split = read_split(config.shards, config.split, config.langs)
+    run_codebook = read_config(config.run).get("codebook") or {}
+    check_codebook(split, run_codebook, config.shards, config.run)  # before loading the model
+    model, _, run_config = load_run(config.run, device=device, allow_hub=config.allow_hub)
     precision = (run_config.get("train") or {}).get("precision") or "bf16"
     autocast = torch.bfloat16 if precision == "bf16" else None
-    split = read_split(config.shards, config.split, config.langs)
     seen = set(config.seen if config.seen is not None else seen_languages(run_config))
 
     by_lang: dict[str, list[int]] = defaultdict(list)
@@ -193,9 +243,10 @@ def evaluate(config: EvalConfig) -> dict:
             "%s: R@1 %.3f (chance %.3f), %d queries", lang, m["r_at_1"], 1 / len(texts), len(rows)
         )
     langs = sorted(results)
-    rep = report_lib.Report(
+    rep = _Report(
         results=results,
         seen=[x for x in langs if x in seen],
         unseen=[x for x in langs if x not in seen],
+        codebook={"id": run_codebook.get("id"), "sha256": run_codebook.get("sha256")},
     )
     return report_lib.write_report(rep, config.out)

@@ -41,6 +41,7 @@ FLEURS_CODE, FLEURS_SPLIT = "fr_fr", "test"
 COVOST_SRC, COVOST_TGT = "fr", "en"
 HUGE_LINE_BYTES = (1 << 20) + 4096  # just over the readers' default 1 MiB line cap
 TEN_MINUTES = 600.0
+FIFO = object()  # an AudioCase.make result: the file is a named pipe, not data
 
 
 def tone(seconds: float, sr: int, freqs=(220.0, 330.0), amp: float = 0.2, seed: int = 0):
@@ -68,7 +69,7 @@ class AudioCase:
 
     stem: str
     ext: str
-    make: Callable[[], bytes | None]
+    make: Callable[[], bytes | object | None]
     expected: str | None
     seconds: float = 0.0
     text: str = ""
@@ -93,6 +94,40 @@ def _ten_minutes() -> bytes:
     # declares 10 minutes: the job must refuse it (or window it) by length.
     t = np.arange(int(TEN_MINUTES * SR), dtype=np.float64) / SR
     return encoded((0.2 * np.sin(2 * np.pi * 250 * t)).astype(np.float32), SR, "FLAC", "PCM_16")
+
+
+# MPEG-1 Layer III: kbps per header index; frame bytes = 144000 * kbps / rate + padding.
+_MP3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MP3_RATES = (44100, 48000, 32000)
+
+
+def mp3(seconds: float, sr: int = 44100, cbr: bool = False, seed: int = 12) -> bytes:
+    """An MP3 as libsndfile writes it: VBR by default (frames of 64-256 kbps), with a
+    Xing/Info header in its first frame; ``cbr``: 160 kbps constant."""
+    buf = _stdio.BytesIO()
+    extra = {"bitrate_mode": "CONSTANT", "compression_level": 0.5} if cbr else {}
+    wave = tone(seconds, sr, (300.0, 750.0), seed=seed)
+    sf.write(buf, wave, sr, format="MP3", subtype="MPEG_LAYER_III", **extra)
+    return buf.getvalue()
+
+
+def mp3_frame_bytes(header: bytes) -> int:
+    assert header[0] == 0xFF and header[1] & 0xFE == 0xFA, "not an MPEG-1 Layer III frame"
+    kbps, rate = _MP3_KBPS[header[2] >> 4], _MP3_RATES[(header[2] >> 2) & 3]
+    return 144000 * kbps // rate + ((header[2] >> 1) & 1)
+
+
+def without_xing(data: bytes) -> bytes:
+    """The MP3 minus its first frame, the Xing/Info header (the length decoders trust)."""
+    first = data[: mp3_frame_bytes(data[:4])]
+    assert b"Xing" in first or b"Info" in first
+    return data[len(first) :]
+
+
+def id3v2_tag(size: int) -> bytes:
+    """An ID3v2.3 tag of ``size`` bytes of padding (a large cover image, as far as size goes)."""
+    syncsafe = bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    return b"ID3\x03\x00\x00" + syncsafe + bytes(size)
 
 
 def audio_cases() -> list[AudioCase]:
@@ -181,6 +216,20 @@ def audio_cases() -> list[AudioCase]:
             Reason.TOO_SHORT,
         ),
         AudioCase("missing", ".wav", lambda: None, Reason.MISSING_FILE),
+        # A named pipe where a clip should be: opening it for reading waits for a
+        # writer forever unless the reader refuses anything but a regular file.
+        AudioCase("fifo", ".wav", lambda: FIFO, Reason.NOT_A_FILE),
+        # MP3 without a Xing/Info header: its length is only an estimate from the
+        # first frame's bitrate (VBR) or the file size (an ID3 tag counts as audio).
+        AudioCase("mp3_vbr_no_xing", ".mp3", lambda: without_xing(mp3(7.6)), None, 7.6),
+        AudioCase(
+            "mp3_id3_no_xing",
+            ".mp3",
+            lambda: id3v2_tag(600_000) + without_xing(mp3(7.6, cbr=True)),
+            None,
+            7.6,
+        ),
+        AudioCase("mp3_long_no_xing", ".mp3", lambda: without_xing(mp3(34.0)), Reason.TOO_LONG),
     ]
     return [
         AudioCase(c.stem, c.ext, c.make, c.expected, c.seconds, c.text or f"transcript of {c.stem}")
@@ -253,8 +302,24 @@ def _write_audio(folder: Path, cases: list[AudioCase], staged: dict[str, bytes |
     folder.mkdir(parents=True, exist_ok=True)
     for case in cases:
         data = staged[case.file_name]
-        if data is not None:
+        if data is FIFO:
+            os.mkfifo(folder / case.file_name)
+        elif data is not None:
             (folder / case.file_name).write_bytes(data)
+
+
+DOTDOT_LINK = "sub/../through_link.wav"  # relative to a layout's audio folder
+
+
+def _dotdot_symlink(audio_dir: Path, outside: Path) -> None:
+    """``sub`` links to ``deep/inner`` (inside the root) and ``through_link.wav`` to a
+    file outside it. ``sub/../through_link.wav`` is then, for the kernel,
+    ``deep/through_link.wav`` (absent): read lexically as ``through_link.wav``, it
+    reaches the outside file. The path checked must be the path opened: a
+    ``missing_file`` naming ``deep/through_link.wav``."""
+    (audio_dir / "deep" / "inner").mkdir(parents=True)
+    os.symlink(audio_dir / "deep" / "inner", audio_dir / "sub")
+    os.symlink(outside, audio_dir / "through_link.wav")
 
 
 def _outside_target(root: Path) -> Path:
@@ -325,6 +390,9 @@ def _jsonl(folder: Path, cases, staged, outside: Path) -> Layout:
     layout.rejected.append(Expected(Reason.PATH_ESCAPE, "dotdot_escape", id="dotdot"))
     add(json.dumps(obj("symlink", f"clips/{SYMLINK_NAME}", "escape")).encode())
     layout.rejected.append(Expected(Reason.PATH_ESCAPE, "symlink_escape", id="symlink"))
+    _dotdot_symlink(clips, outside)
+    add(json.dumps(obj("dotdot_link", f"clips/{DOTDOT_LINK}", "escape")).encode())
+    layout.rejected.append(Expected(Reason.MISSING_FILE, "dotdot_symlink", id="dotdot_link"))
     huge = json.dumps(obj("huge", "clips/good_wav.wav", "x" * HUGE_LINE_BYTES)).encode()
     _line_expectation(layout, add(huge), "huge_line")
     # The same id and transcript on another (identical) file: either line may be kept.
@@ -375,6 +443,11 @@ def _fleurs(data_dir: Path, cases, staged, outside: Path) -> Layout:
     add(fleurs_row("905", SYMLINK_NAME, "escape"))
     layout.rejected.append(
         Expected(Reason.PATH_ESCAPE, "symlink_escape", id=f"{FLEURS_CODE}/link_out")
+    )
+    _dotdot_symlink(audio_dir, outside)
+    add(fleurs_row("907", DOTDOT_LINK, "escape"))
+    layout.rejected.append(
+        Expected(Reason.MISSING_FILE, "dotdot_symlink", id=f"{FLEURS_CODE}/through_link")
     )
     line_case(add(fleurs_row("906", "good_wav.wav", "x" * HUGE_LINE_BYTES)), "huge_line")
     # FLEURS ids come from file names: a row listed twice is a duplicate id.
@@ -428,6 +501,12 @@ def _covost(root: Path, cases, staged, outside: Path) -> Layout:
     add([SYMLINK_NAME, "escape", "EN", "spk", "test"])
     layout.rejected.append(
         Expected(Reason.PATH_ESCAPE, "symlink_escape", id=f"{COVOST_SRC}/link_out")
+    )
+    _dotdot_symlink(clips, outside)
+    listed(DOTDOT_LINK, "escape")
+    add([DOTDOT_LINK, "escape", "EN", "spk", "test"])
+    layout.rejected.append(
+        Expected(Reason.MISSING_FILE, "dotdot_symlink", id=f"{COVOST_SRC}/through_link")
     )
     n = add(["good_wav.wav", "x" * HUGE_LINE_BYTES, "EN", "spk", "test"])
     _line_expectation(layout, n, "huge_line")

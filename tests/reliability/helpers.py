@@ -16,10 +16,23 @@ from tests.reliability.catalogue import Expected
 REPO = Path(__file__).resolve().parents[2]
 
 
-def speechtok(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``speechtok ARGS`` in a fresh process (so no test state leaks in), offline."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def speechtok(
+    *args: str, timeout: float = 300, max_memory: int | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``speechtok ARGS`` in a fresh process (so no test state leaks in), offline.
+
+    ``max_memory``: an address-space limit in bytes (RLIMIT_AS), so a job that
+    reads without bound fails fast instead of taking the machine's memory.
+    ``env``: the whole environment (default: this process's).
+    """
+    env = {**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1"}
     env.pop("SPEECHTOK_PROGRESS_INTERVAL", None)
+
+    def limit_memory():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *map(str, args)],
         capture_output=True,
@@ -27,6 +40,7 @@ def speechtok(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         env=env,
         cwd=REPO,
         timeout=timeout,
+        preexec_fn=limit_memory if max_memory else None,
     )
 
 

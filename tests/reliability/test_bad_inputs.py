@@ -43,6 +43,9 @@ ISSUE_KINDS = {  # the bad inputs issue 10 names, as catalogue case names
     "symlink_escape",
     "huge_line",
 }
+ISSUE_21_KINDS = {"fifo", "dotdot_symlink", "mp3_long_no_xing"}  # special files, paths, MP3
+ISSUE_21_ACCEPTED = {"mp3_vbr_no_xing", "mp3_id3_no_xing"}  # MP3 without a Xing header
+LONG_FILES = {"ten_minutes": 20, "mp3_long_no_xing": 2}  # 30 s windows with split_long
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +69,9 @@ def test_catalogue_covers_the_issue(catalogue):
     assert len(catalogue.kinds_of_bad_input) >= 15
     for name, layout in catalogue.layouts.items():
         kinds = {e.case for e in layout.rejected}
-        assert kinds >= ISSUE_KINDS, (name, ISSUE_KINDS - kinds)
+        assert kinds >= ISSUE_KINDS | ISSUE_21_KINDS, (name, ISSUE_KINDS - kinds)
         converted = {c.stem for c in layout.accepted.values()}
-        assert {"stereo_48k", "pcm_u8", "opus", "mp3"} <= converted
+        assert {"stereo_48k", "pcm_u8", "opus", "mp3", *ISSUE_21_ACCEPTED} <= converted
 
 
 def test_fit_codebook_routes_every_bad_input(catalogue, fitted):
@@ -110,7 +113,9 @@ def test_tokenize_routes_every_bad_input(catalogue, fitted, tmp_path, name):
 
 
 def test_long_file_is_windowed_when_configured(catalogue, fitted, tmp_path):
-    """``split_long``: the 10-minute file becomes 30 s windows instead of a reject."""
+    """``split_long``: the 10-minute FLAC and the 34 s MP3 become 30 s windows instead
+    of rejects; the MP3s without a Xing header keep their decoded length (a length
+    estimated from the header made one ``truncated``)."""
     from pipelines import tokenize as job
     from tokenizer.audio import AudioConfig
     from tokenizer.encoders import EncoderConfig
@@ -127,17 +132,23 @@ def test_long_file_is_windowed_when_configured(catalogue, fitted, tmp_path):
             audio=AudioConfig(max_seconds=30.0, split_long=True),
         )
     )
-    expected = [e for e in layout.rejected if e.case != "ten_minutes"]
+    expected = [e for e in layout.rejected if e.case not in LONG_FILES]
     assert_rejects_match(read_rows(out, "rejects"), expected)
     rows = {r["id"]: r for r in read_rows(out, "tokens")}
-    windows = sorted(i for i in rows if i.startswith("ten_minutes#w"))
-    assert windows == [f"ten_minutes#w{i:03d}" for i in range(20)]
-    assert all(rows[w]["duration_s"] == pytest.approx(30.0) for w in windows)
+    windows = sorted(i for i in rows if i.split("#w")[0] in LONG_FILES)
+    for stem, n in LONG_FILES.items():
+        assert [w for w in windows if w.startswith(stem)] == [f"{stem}#w{i:03d}" for i in range(n)]
+        assert all(
+            rows[f"{stem}#w{i:03d}"]["duration_s"] == pytest.approx(30.0) for i in range(n - 1)
+        )
+    assert rows["mp3_long_no_xing#w001"]["duration_s"] == pytest.approx(4.0, abs=0.1)
     assert set(rows) - set(windows) == set(layout.accepted)
+    for stem in ISSUE_21_ACCEPTED:
+        assert rows[stem]["duration_s"] == pytest.approx(7.6, rel=0.02)
     # A recording cut into N windows counts as N records: the index still reconciles.
     c = index.counts
     assert c == {
-        "input": layout.n_records + len(windows) - 1,
+        "input": layout.n_records + len(windows) - len(LONG_FILES),
         "accepted": len(rows),
         "rejected": len(expected),
     }

@@ -125,3 +125,49 @@ def test_oversized_file_refused_before_reading(make_wav):
 def test_config_validation():
     with pytest.raises(ValueError):
         AudioConfig(min_seconds=5, max_seconds=2)
+
+
+def _strip_first_frame(data: bytes) -> bytes:
+    """Drop the Xing/Info frame: the frame after which libsndfile must estimate."""
+    assert audio._has_length_header(data)
+    bitrates = {3: [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320]}
+    version = (data[1] >> 3) & 3
+    rate = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000)}[version][(data[2] >> 2) & 3]
+    kbps = bitrates.get(version, [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160])
+    per_kbps = 144000 if version == 3 else 72000
+    n = per_kbps * kbps[data[2] >> 4] // rate + ((data[2] >> 1) & 1)
+    stripped = data[n:]
+    assert not audio._has_length_header(stripped)
+    return stripped
+
+
+@pytest.mark.parametrize(("sr", "channels"), [(44100, 1), (44100, 2), (16000, 1), (22050, 2)])
+def test_mp3_length_comes_from_the_samples(sr, channels):
+    """Without a Xing/Info header libsndfile's length is an estimate (2.1 s for 7.6 s of
+    VBR audio, 38 s behind a large ID3 tag); the decoded samples decide."""
+    wave = sine(7.6, sr, 330.0)
+    wave = np.stack([wave] * channels, 1) if channels > 1 else wave
+    data = encode(wave, sr, "MP3", "MPEG_LAYER_III")
+    exact = audio.decode(data, CFG)
+    assert len(exact) / 16000 == pytest.approx(7.6, abs=1e-3)  # the header's exact count
+    id3 = b"ID3\x03\x00\x00" + bytes([0, 36, 0, 0]) + bytes(36 << 14)  # 576 kB of tag
+    for variant in (_strip_first_frame(data), id3 + _strip_first_frame(data)):
+        for config in (CFG, AudioConfig(split_long=True)):
+            assert len(audio.decode(variant, config)) / 16000 == pytest.approx(7.6, rel=0.02)
+
+
+def test_long_mp3_without_header_is_too_long_and_windowed():
+    data = _strip_first_frame(encode(sine(33.0, 44100, 330.0), 44100, "MP3", "MPEG_LAYER_III"))
+    with pytest.raises(AudioError) as err:
+        audio.decode(data, CFG)
+    assert err.value.reason == Reason.TOO_LONG and "decoded" in err.value.detail
+    assert len(audio.decode(data, AudioConfig(split_long=True))) / 16000 == pytest.approx(
+        33.0, rel=0.02
+    )
+
+
+def test_truncated_mp3_with_header_is_a_decode_error():
+    data = encode(sine(3.0, 44100, 330.0), 44100, "MP3", "MPEG_LAYER_III")
+    with pytest.raises(AudioError) as err:
+        audio.decode(data[: len(data) // 2], CFG)
+    assert err.value.reason == Reason.DECODE_ERROR and "truncated" in err.value.detail

@@ -66,3 +66,27 @@ def test_join_and_scheme():
     assert io.join("gs://b/x/", "y", "/z") == "gs://b/x/y/z"
     assert io.scheme("gs://b") == "gs" and io.scheme("/tmp/a") == ""
     assert io.dirname("gs://b/x/y.txt") == "gs://b/x"
+
+
+def test_resolve_under_returns_the_path_it_checked(tmp_path):
+    """``sub/../x.wav`` with ``sub`` a link: the kernel opens ``<sub's target>/../x.wav``,
+    so that is what is checked and returned, never the lexical ``x.wav``."""
+    root = tmp_path / "root"
+    (root / "deep" / "inner").mkdir(parents=True)
+    (root / "sub").symlink_to(root / "deep" / "inner")
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"x")
+    (root / "x.wav").symlink_to(outside)
+    with pytest.raises(io.PathEscapeError):
+        io.resolve_under(str(root), "x.wav")
+    assert io.resolve_under(str(root), "sub/../x.wav") == str(root / "deep" / "x.wav")
+    (root / "deep" / "y.wav").write_bytes(b"y")
+    (root / "alias.wav").symlink_to(root / "deep" / "y.wav")  # a link inside: followed
+    assert io.resolve_under(str(root), "alias.wav") == str(root / "deep" / "y.wav")
+
+
+def test_resolve_under_refuses_a_symlink_loop(tmp_path):
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    with pytest.raises(io.PathEscapeError, match="cannot be resolved"):
+        io.resolve_under(str(tmp_path), "a.wav")
