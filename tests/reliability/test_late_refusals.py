@@ -91,7 +91,9 @@ def test_pickled_model_file_is_refused_in_one_line(tmp_path, manifest):
     (folder / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
     torch.save({"weights": Payload(marker)}, str(folder / "pytorch_model.bin"))
-    x = np.zeros((4, 8), np.float32)
+    # A codebook that fits the model (32-dim features, layer 1): the refusal must
+    # come from loading the weights, not from the launcher's dimension check.
+    x = np.zeros((4, 32), np.float32)
     Codebook(x).with_metadata(encoder=f"hf:{folder}", layer=1, mode=None, frame_rate=50.0).save(
         str(tmp_path / "cb")
     )
