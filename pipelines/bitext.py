@@ -112,7 +112,10 @@ def clear_output(out: str) -> None:
     """Delete what an earlier bitext run wrote to ``out`` (as tokenize does without
     ``--skip-existing``): its shards would stay beside the new ones, unlisted."""
     for kind in (schema.BITEXT_DIR, schema.REJECTS_DIR):
-        io.delete(io.join(out, kind))
+        folder = io.join(out, kind)
+        for uri in io.list_files(folder):  # an object store has no folder to delete at once
+            io.delete(uri)
+        io.delete(folder)
     io.delete(io.join(out, schema.INDEX_FILE))
 
 
