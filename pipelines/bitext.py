@@ -4,7 +4,14 @@ Reads every file matching ``--input`` (local or ``gs://``), keeps lines with
 score >= ``--min-score`` that pass the length, ratio and identical-side
 filters, removes exact duplicate pairs, and writes
 ``OUT/bitext/src_lang=A/tgt_lang=B/part-*.parquet``, ``OUT/rejects/`` and
-``OUT/_index.json``. The filtering logic is :mod:`tokenizer.bitext`.
+``OUT/_index.json``. Output of an earlier run in ``OUT`` is deleted first
+(its shards would otherwise sit beside the new ones, unlisted).
+
+Memory is bounded: the unit of work is one language pair (its files), which
+:func:`tokenizer.bitext.filter_language_pair` filters, deduplicates by a
+64-bit key and writes as it streams, so no per-line element ever crosses a
+Beam shuffle (the embedded runner holds a whole shuffle in memory: 1 M
+duplicate lines took 1.8 GB that way). Language pairs run in parallel.
 
 Run it as ``speechtok bitext ...`` or ``python -m pipelines.bitext ...``.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -21,7 +29,7 @@ import apache_beam as beam
 from pipelines import common, outcome
 from pipelines.summary import finish_run
 from tokenizer import io, schema, shards
-from tokenizer.bitext import BitextConfig, BitextPair, keep_first, read_wikimatrix, select_files
+from tokenizer.bitext import BitextConfig, filter_language_pair, parse_pair, select_files
 from tokenizer.outlock import locks_output
 
 
@@ -38,55 +46,80 @@ class BitextJobConfig:
         return d
 
 
-class FilterBitext(beam.PTransform):
-    """File URIs -> ``{"ok": BitextPair, "rejects": Reject}`` (one item per line)."""
+def language_pairs(files: list[str]) -> list[list[str]]:
+    """Files grouped by language pair (duplicates are only looked for within
+    one), groups and files in sorted order: the same input gives the same
+    groups, hence the same shard names."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for uri in sorted(files):
+        groups.setdefault(parse_pair(uri), []).append(uri)
+    return [groups[k] for k in sorted(groups)]
 
-    def __init__(self, config: BitextConfig):
+
+class FilterBitext(beam.PTransform):
+    """Groups of files (one language pair each) -> one summary dict per group,
+    shards already written under ``out`` (see :func:`filter_language_pair`)."""
+
+    def __init__(self, config: BitextJobConfig):
         super().__init__()
         self.config = config
 
-    def expand(self, files):
-        items = (
-            files
-            | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
-            | "ReadLines" >> beam.FlatMap(read_wikimatrix, self.config)
+    def expand(self, groups):
+        return (
+            groups
+            | "Reshuffle" >> beam.Reshuffle()  # spread language pairs over workers
+            | "FilterDedupWrite" >> beam.Map(_filter_group, self.config)
         )
-        read = common.route_rejects(items)
-        unique = (
-            read.ok
-            | "KeyById" >> beam.Map(lambda p: (p.id, p))
-            | "GroupDuplicates" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs("rejects", main="ok")
-        )
-        return {
-            "items": items,
-            "ok": unique.ok,
-            "rejects": (read.rejects, unique.rejects) | beam.Flatten(),
-        }
 
 
-def _keep_first(id_pairs):
-    first, dups = keep_first(list(id_pairs[1]))
-    yield first
-    for r in dups:
-        common.counter("rejected.duplicate_pair").inc()
-        yield beam.pvalue.TaggedOutput("rejects", r)
+def _filter_group(numbered: tuple[int, list[str]], config: BitextJobConfig) -> dict:
+    group, files = numbered
+    summary = filter_language_pair(
+        files, group=group, config=config.filters, out_dir=config.out, write=config.write
+    )
+    for reason, n in summary["reasons"].items():
+        common.counter(f"rejected.{reason}").inc(n)
+    common.counter(f"written.{schema.BITEXT_DIR}").inc(summary["accepted"])
+    common.counter(f"written.{schema.REJECTS_DIR}").inc(summary["rejected"])
+    return summary
+
+
+def write_index(summaries: list[dict], config: BitextJobConfig) -> dict:
+    """``_index.json`` from the per-group summaries (raises when counts do not reconcile)."""
+    counts = {k: sum(s[k] for s in summaries) for k in ("input", "accepted", "rejected")}
+    reasons: Counter[str] = Counter()
+    for s in summaries:
+        reasons.update(s["reasons"])
+    index = shards.Index(
+        job="bitext",
+        config=config.as_dict(),
+        counts=counts,
+        rejects_by_reason=dict(sorted(reasons.items())),
+        shards=sorted((i for s in summaries for i in s["shards"]), key=lambda i: i["path"]),
+    )
+    index.write(config.out)
+    return counts
 
 
 def build(pipeline: beam.Pipeline, config: BitextJobConfig, files: list[str]) -> None:
-    out = pipeline | "Files" >> beam.Create(files) | "Filter" >> FilterBitext(config.filters)
-    rows = out["ok"] | "Rows" >> beam.Map(BitextPair.as_row)
-    pair_shards = rows | "WriteBitext" >> common.WriteShards(
-        config.out, schema.BITEXT_DIR, config.write
+    _ = (
+        pipeline
+        | "LanguagePairs" >> beam.Create(list(enumerate(language_pairs(files))))
+        | "Filter" >> FilterBitext(config)
+        | "Gather" >> beam.combiners.ToList()
+        | "WriteIndex" >> beam.Map(write_index, config)
     )
-    reject_shards = common.reject_rows(out["rejects"]) | "WriteRejects" >> common.WriteShards(
-        config.out, schema.REJECTS_DIR, config.write
-    )
-    _ = {
-        "counts": {"input": out["items"], "accepted": out["ok"], "rejected": out["rejects"]},
-        "rejects": out["rejects"],
-        "shard_infos": (pair_shards, reject_shards),
-    } | "Index" >> common.WriteIndex(config.out, "bitext", config.as_dict())
+
+
+def clear_output(out: str) -> None:
+    """Delete what an earlier bitext run wrote to ``out`` (as tokenize does without
+    ``--skip-existing``): its shards would stay beside the new ones, unlisted."""
+    for kind in (schema.BITEXT_DIR, schema.REJECTS_DIR):
+        folder = io.join(out, kind)
+        for uri in io.list_files(folder):  # an object store has no folder to delete at once
+            io.delete(uri)
+        io.delete(folder)
+    io.delete(io.join(out, schema.INDEX_FILE))
 
 
 @locks_output("bitext")  # before anything in --out is deleted
@@ -99,6 +132,7 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
             f"no WikiMatrix.*.tsv.gz file matches {config.input!r} (after --langs)"
         )
     print(f"bitext: {len(files)} file(s), keeping score >= {config.filters.min_score}", flush=True)
+    clear_output(config.out)
     shards.sweep_temp_files(config.out)
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)

@@ -6,26 +6,37 @@ sorted by descending margin score. Its authors recommend a threshold of
 1.04 while their extraction script defaults to 1.05, so the threshold is
 always explicit here.
 
-Every line becomes exactly one :class:`BitextPair` or one :class:`Reject`;
-exact duplicate pairs are detected by id (a hash of both sides) by the
-caller, which can see all lines of a pair (the Beam job groups by id).
+Every line becomes exactly one :class:`BitextPair` or one :class:`Reject`.
+Exact duplicate pairs share an id (a 64-bit hash of both sides) and are
+found by :func:`filter_language_pair`, which streams all files of one
+language pair with memory bounded by the number of distinct pairs (24 bytes
+each), not by the number of lines, and writes the shards itself.
 
 Example::
 
     cfg = BitextConfig(min_score=1.04)
     for item in read_wikimatrix("WikiMatrix.en-fr.tsv.gz", cfg): ...
+    summary = filter_language_pair(["WikiMatrix.en-fr.tsv.gz"], group=0, config=cfg,
+                                   out_dir="out", write=shards.WriteConfig())
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import math
 import re
 import zlib
+from array import array
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tokenizer import io
+import numpy as np
+import pyarrow as pa
+
+from tokenizer import io, schema, shards
 from tokenizer.manifests.lines import iter_stream_lines, line_reject, raw_line_problem, text_problem
 from tokenizer.records import Reason, Reject
 
@@ -104,6 +115,20 @@ def pair_id(l1: str, l2: str, src: str, tgt: str) -> str:
     return f"{l1}-{l2}/{digest}"
 
 
+# A score is a plain decimal number, as WikiMatrix writes it ("1.0453"). Python's
+# float() also takes "inf", "nan", "1_1" and non-ASCII digits: none is a margin score.
+_FLOAT32_MAX = 3.4028234663852886e38  # the shards store scores as float32
+_SCORE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_score(text: str) -> float | None:
+    """The score of a line, or ``None`` unless it is a finite plain decimal number."""
+    if not _SCORE.fullmatch(text):
+        return None
+    score = float(text)
+    return score if math.isfinite(score) and abs(score) <= _FLOAT32_MAX else None
+
+
 def filter_line(
     l1: str, l2: str, fields: list[str], where: str, config: BitextConfig
 ) -> BitextPair | tuple[str, str]:
@@ -111,12 +136,9 @@ def filter_line(
     if len(fields) != 3:
         return Reason.MALFORMED_LINE, f"{len(fields)} tab-separated fields, expected 3"
     score_text, src, tgt = fields[0], fields[1].strip(), fields[2].strip()
-    try:
-        score = float(score_text)
-    except ValueError:
-        return Reason.MALFORMED_LINE, f"score {score_text[:20]!r} is not a number"
-    if score != score:  # NaN
-        return Reason.MALFORMED_LINE, "score is NaN"
+    score = parse_score(score_text)
+    if score is None:
+        return Reason.MALFORMED_LINE, f"score {score_text[:20]!r} is not a finite decimal number"
     for side in (src, tgt):
         problem = text_problem(side)
         if problem:
@@ -143,6 +165,12 @@ def read_wikimatrix(uri: str, config: BitextConfig) -> Iterator[BitextPair | Rej
     A corrupt gzip stream yields one ``bad_gzip`` reject for the rest of the
     file, after the lines that could be read.
     """
+    for _, item in read_numbered(uri, config):
+        yield item
+
+
+def read_numbered(uri: str, config: BitextConfig) -> Iterator[tuple[int, BitextPair | Reject]]:
+    """:func:`read_wikimatrix` with the line number of each item (0: not a line)."""
     l1, l2 = parse_pair(uri)
     lineno = 0
     try:
@@ -151,44 +179,243 @@ def read_wikimatrix(uri: str, config: BitextConfig) -> Iterator[BitextPair | Rej
             for lineno, raw in iter_stream_lines(stream, config.max_line_bytes):
                 line, reject = raw_line_problem(uri, lineno, raw, config.max_line_bytes)
                 if reject:
-                    yield reject
+                    yield lineno, reject
                     continue
                 if not line.strip():
                     continue
                 result = filter_line(l1, l2, line.split("\t"), f"{uri}:{lineno}", config)
                 if isinstance(result, BitextPair):
-                    yield result
+                    yield lineno, result
                 else:
-                    yield line_reject(uri, lineno, *result)
+                    yield lineno, line_reject(uri, lineno, *result)
     except FileNotFoundError as exc:
-        yield Reject(id=uri, source=uri, stage="read", reason=Reason.MISSING_FILE, detail=str(exc))
+        reject = Reject(
+            id=uri, source=uri, stage="read", reason=Reason.MISSING_FILE, detail=str(exc)
+        )
+        yield 0, reject
     except (OSError, EOFError, zlib.error) as exc:
         # gzip.BadGzipFile is an OSError; a truncated stream raises EOFError.
-        yield Reject(
-            id=f"{uri}:after-line-{lineno}",
-            source=uri,
-            stage="read",
-            reason=Reason.BAD_GZIP,
-            detail=f"unreadable after line {lineno}: {type(exc).__name__}: {exc}",
+        yield (
+            0,
+            Reject(
+                id=f"{uri}:after-line-{lineno}",
+                source=uri,
+                stage="read",
+                reason=Reason.BAD_GZIP,
+                detail=f"unreadable after line {lineno}: {type(exc).__name__}: {exc}",
+            ),
         )
 
 
-def duplicate_reject(pair: BitextPair, first: BitextPair) -> Reject:
-    return Reject(
-        id=pair.id,
-        source=pair.source,
-        stage="dedup",
-        reason=Reason.DUPLICATE_PAIR,
-        detail=f"same pair as {first.source}",
+def reject_row(reject: Reject) -> dict:
+    """``Reject.as_row`` without ``dataclasses.asdict``'s deep copy (a hot path here)."""
+    return {
+        "id": reject.id,
+        "source": reject.source,
+        "stage": reject.stage,
+        "reason": reject.reason,
+        "detail": reject.detail,
+    }
+
+
+def duplicate_row(pair: BitextPair, first_source: str) -> dict:
+    """The reject row of a repeated pair (built directly: one per duplicate line)."""
+    return {
+        "id": pair.id,
+        "source": pair.source,
+        "stage": "dedup",
+        "reason": Reason.DUPLICATE_PAIR,
+        "detail": f"same pair as {first_source}",
+    }
+
+
+def pair_key(pair: BitextPair) -> int:
+    """The 64-bit key duplicates are found by: the hash in the pair's id."""
+    return int(pair.id.rsplit("/", 1)[1], 16)
+
+
+# -- one language pair, streamed ------------------------------------------------
+LINE_BITS = 40  # a location packs (file position << LINE_BITS) | line number
+LINE_MASK = (1 << LINE_BITS) - 1
+
+
+class BestPerKey:
+    """The best ``(score, location)`` per 64-bit pair key, in sorted numpy arrays.
+
+    Why: deduplicating by holding lines, or whole pairs per key, grows with the
+    input (1 M short lines took 1.8 GB that way); this holds 24 bytes per
+    distinct pair, plus the last ``buffer`` additions (24 bytes each), folded
+    in when the buffer is full (a fold briefly needs about 3x the table).
+    Best: the highest score, then the smallest location (earliest file, then
+    line), as a sort over all occurrences would pick.
+    """
+
+    SMALL = 1 << 16  # up to this many distinct pairs, look-ups use a dict (~7 MB at most)
+
+    def __init__(self, buffer: int = 1 << 18):
+        self.buffer = buffer
+        self.keys = np.empty(0, np.uint64)
+        self.scores = np.empty(0, np.float64)
+        self.locs = np.empty(0, np.uint64)
+        self._small: dict[int, int] | None = None
+        self._new()
+
+    def _new(self) -> None:
+        self._keys, self._scores, self._locs = array("Q"), array("d"), array("Q")
+
+    def add(self, key: int, score: float, loc: int) -> None:
+        self._keys.append(key)
+        self._scores.append(score)
+        self._locs.append(loc)
+        if len(self._keys) >= self.buffer:
+            self.fold()
+
+    def fold(self) -> None:
+        if not self._keys:
+            return
+        keys = np.concatenate([self.keys, np.frombuffer(self._keys, np.uint64)])
+        scores = np.concatenate([self.scores, np.frombuffer(self._scores, np.float64)])
+        locs = np.concatenate([self.locs, np.frombuffer(self._locs, np.uint64)])
+        self._new()
+        order = np.lexsort((locs, -scores, keys))
+        keys, scores, locs = keys[order], scores[order], locs[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        self.keys, self.scores, self.locs = keys[first], scores[first], locs[first]
+        small = len(self.keys) <= self.SMALL
+        self._small = (
+            dict(zip(self.keys.tolist(), self.locs.tolist(), strict=True)) if small else None
+        )
+
+    def best(self, key: int) -> int | None:
+        """The best location of ``key`` (call :meth:`fold` after the last add)."""
+        if self._small is not None:
+            return self._small.get(key)
+        i = int(np.searchsorted(self.keys, np.uint64(key)))
+        if i < len(self.keys) and int(self.keys[i]) == key:
+            return int(self.locs[i])
+        return None
+
+
+class ShardWriter:
+    """Rows of one shard kind, written as ``rel_dir/name(i)`` each time
+    ``rows_per_shard`` rows have arrived. Memory holds one shard, as Arrow
+    record batches of ``BATCH`` rows (about half the size of Python strings)."""
+
+    BATCH = 4096
+
+    def __init__(self, out_dir: str, kind: str, rel_dir: str, name, config: shards.WriteConfig):
+        self.out_dir, self.rel_dir, self.name, self.config = out_dir, rel_dir, name, config
+        self.table_schema, _ = shards.KINDS[kind]
+        self.infos: list[shards.ShardInfo] = []
+        self.rows = 0
+        self._batches: list[pa.RecordBatch] = []
+        self._pending = 0  # rows in the current shard
+        self._clear()
+
+    def _clear(self) -> None:
+        self.columns: dict[str, list] = {n: [] for n in self.table_schema.names}
+
+    def add(self, row: dict) -> None:
+        for name, column in self.columns.items():
+            column.append(row[name])
+        self.rows += 1
+        self._pending += 1
+        if self._pending >= self.config.rows_per_shard:
+            self.flush()
+        elif len(self.columns["id"]) >= self.BATCH:
+            self._batch()
+
+    def _batch(self) -> None:
+        if self.columns["id"]:
+            batch = pa.RecordBatch.from_pydict(self.columns, schema=self.table_schema)
+            self._batches.append(batch)
+            self._clear()
+
+    def flush(self) -> None:
+        """Write the rows received since the last shard as one shard (none: nothing)."""
+        self._batch()
+        if not self._batches:
+            return
+        table = pa.Table.from_batches(self._batches, schema=self.table_schema)
+        self._batches, n, self._pending = [], self._pending, 0
+        rel = f"{self.rel_dir}/{self.name(len(self.infos))}"
+        nbytes, digest = shards.write_table(table, io.join(self.out_dir, rel), self.config)
+        self.infos.append(shards.ShardInfo(path=rel, rows=n, bytes=nbytes, sha256=digest))
+
+
+def filter_language_pair(
+    files: list[str],
+    *,
+    group: int,
+    config: BitextConfig,
+    out_dir: str,
+    write: shards.WriteConfig,
+    fold_every: int = 1 << 18,
+) -> dict:
+    """Filter, deduplicate and write every line of the files of one language pair.
+
+    Pass 1 reads the files (sorted URIs) and keeps the best location of each
+    distinct pair (:class:`BestPerKey`); pass 2 reads them again and writes
+    each line as it comes: the best occurrence of a pair as a bitext row, its
+    other occurrences as ``duplicate_pair`` rejects, any other line as its
+    reject. Memory: 24 bytes per distinct pair plus one shard of rows per
+    kind, whatever the number of lines; the price is reading each file twice.
+    Shards: ``bitext/src_lang=A/tgt_lang=B/part-{i:05d}.parquet`` and
+    ``rejects/part-{group:05d}-{i:05d}.parquet`` (``group`` numbers the
+    language pairs of a job, so reject shard names never collide).
+
+    Returns ``{"input", "accepted", "rejected", "reasons", "shards"}``.
+    """
+    l1, l2 = parse_pair(files[0])
+    if any(parse_pair(f) != (l1, l2) for f in files):
+        raise ValueError(f"files of several language pairs in one group: {files}")
+    best = BestPerKey(buffer=fold_every)
+    records = []
+    for pos, uri in enumerate(files):
+        n = 0
+        for lineno, item in read_numbered(uri, config):
+            n += 1
+            if isinstance(item, BitextPair):
+                best.add(pair_key(item), item.score, pos << LINE_BITS | lineno)
+        records.append(n)
+    best.fold()
+    part = shards.partition_dir(schema.BITEXT_DIR, {"src_lang": l1, "tgt_lang": l2})
+    pairs = ShardWriter(out_dir, schema.BITEXT_DIR, part, schema.shard_name, write)
+    rejects = ShardWriter(
+        out_dir,
+        schema.REJECTS_DIR,
+        schema.REJECTS_DIR,
+        lambda i: f"part-{group:05d}-{i:05d}.parquet",
+        write,
     )
-
-
-def keep_first(pairs: list[BitextPair]) -> tuple[BitextPair, list[Reject]]:
-    """Among equal pairs keep the highest score, then the earliest line (deterministic)."""
-    ordered = sorted(pairs, key=lambda p: (-p.score, _source_key(p.source)))
-    return ordered[0], [duplicate_reject(p, ordered[0]) for p in ordered[1:]]
-
-
-def _source_key(source: str) -> tuple[str, int]:
-    path, _, line = source.rpartition(":")
-    return path, int(line) if line.isdigit() else 0
+    reasons: Counter[str] = Counter()
+    for pos, uri in enumerate(files):
+        n = 0
+        for lineno, item in read_numbered(uri, config):
+            n += 1
+            if isinstance(item, BitextPair):
+                first = best.best(pair_key(item))
+                if first == pos << LINE_BITS | lineno:
+                    pairs.add(item.as_row())
+                    continue
+                if first is None:
+                    raise RuntimeError(f"{uri} changed while the job read it (new pair at {n})")
+                reasons[Reason.DUPLICATE_PAIR] += 1
+                rejects.add(duplicate_row(item, f"{files[first >> LINE_BITS]}:{first & LINE_MASK}"))
+                continue
+            reasons[item.reason] += 1
+            rejects.add(reject_row(item))
+        if n != records[pos]:
+            raise RuntimeError(
+                f"{uri} changed while the job read it: {records[pos]}, then {n} records"
+            )
+    pairs.flush()
+    rejects.flush()
+    return {
+        "input": sum(records),
+        "accepted": pairs.rows,
+        "rejected": rejects.rows,
+        "reasons": dict(reasons),
+        "shards": [dataclasses.asdict(i) for i in (*pairs.infos, *rejects.infos)],
+    }

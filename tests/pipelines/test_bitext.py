@@ -153,3 +153,90 @@ def test_no_matching_file_is_a_usage_error(tmp_path, capsys):
         == 2
     )
     assert "no WikiMatrix" in capsys.readouterr().err
+
+
+def test_dedup_keeps_best_across_files_and_folds(tmp_path):
+    """Duplicates within and across the files of one language pair: the highest
+    score wins wherever it is, ties go to the earliest file then line; every
+    other occurrence is one duplicate_pair reject naming the kept line. A tiny
+    fold buffer makes the compact table fold many times on the way."""
+    from tokenizer import bitext as bt
+    from tokenizer.shards import WriteConfig
+
+    a, b = tmp_path / "x" / "WikiMatrix.en-fr.tsv.gz", tmp_path / "y" / "WikiMatrix.en-fr.tsv.gz"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    write_gz(
+        a, ["1.10\tOne cat.\tUn chat.", "1.30\tTwo dogs.\tDeux chiens.", "1.10\tOne cat.\tUn chat."]
+    )
+    write_gz(b, ["1.50\tOne cat.\tUn chat.", "1.30\tTwo dogs.\tDeux chiens.", "1.20\tRed.\tRouge."])
+    files = [str(a), str(b)]
+    summary = bt.filter_language_pair(
+        files, group=3, config=BitextConfig(min_score=1.04), out_dir=str(tmp_path / "out"),
+        write=WriteConfig(rows_per_shard=1), fold_every=2,
+    )  # fmt: skip
+    assert {k: summary[k] for k in ("input", "accepted", "rejected")} == {
+        "input": 6,
+        "accepted": 3,
+        "rejected": 3,
+    }
+    pairs = ds.dataset(str(tmp_path / "out/bitext"), format="parquet").to_table().to_pylist()
+    assert sorted((p["src_text"], p["source"]) for p in pairs) == [
+        ("One cat.", f"{b}:1"),  # 1.50 in the second file beats both 1.10 in the first
+        ("Red.", f"{b}:3"),
+        ("Two dogs.", f"{a}:2"),  # equal scores: the earlier file
+    ]
+    rejects = ds.dataset(str(tmp_path / "out/rejects"), format="parquet").to_table().to_pylist()
+    assert sorted((r["source"], r["reason"], r["detail"]) for r in rejects) == [
+        (f"{a}:1", Reason.DUPLICATE_PAIR, f"same pair as {b}:1"),
+        (f"{a}:3", Reason.DUPLICATE_PAIR, f"same pair as {b}:1"),
+        (f"{b}:2", Reason.DUPLICATE_PAIR, f"same pair as {a}:2"),
+    ]
+    # One row per shard: names are per language pair (bitext) and per group (rejects).
+    assert sorted(s["path"] for s in summary["shards"]) == [
+        "bitext/src_lang=en/tgt_lang=fr/part-00000.parquet",
+        "bitext/src_lang=en/tgt_lang=fr/part-00001.parquet",
+        "bitext/src_lang=en/tgt_lang=fr/part-00002.parquet",
+        "rejects/part-00003-00000.parquet",
+        "rejects/part-00003-00001.parquet",
+        "rejects/part-00003-00002.parquet",
+    ]
+
+
+def test_best_per_key_matches_a_full_sort():
+    """The folded table picks what sorting every occurrence would pick."""
+    import numpy as np
+
+    from tokenizer.bitext import BestPerKey
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 50, 5000).tolist()
+    scores = rng.choice([1.1, 1.2, 1.3], 5000).tolist()
+    table = BestPerKey(buffer=97)
+    table.SMALL = 0  # use the numpy look-up path
+    for loc, (k, s) in enumerate(zip(keys, scores, strict=True)):
+        table.add(k, s, loc)
+    table.fold()
+    expected = {}
+    for loc, (k, _score) in sorted(
+        enumerate(zip(keys, scores, strict=True)), key=lambda t: (-t[1][1], t[0])
+    ):
+        expected.setdefault(k, loc)
+    assert {k: table.best(k) for k in set(keys)} == expected
+    assert table.best(999) is None and len(table.keys) == len(expected)
+
+
+def test_rerun_clears_earlier_output(wikimatrix, tmp_path):
+    out = tmp_path / "out"
+    cfg = BitextConfig(min_score=1.04)
+    job.run(job.BitextJobConfig(input=str(wikimatrix / "*.tsv.gz"), out=str(out), filters=cfg))
+    assert (out / "bitext/src_lang=de/tgt_lang=en").exists()
+    index = job.run(
+        job.BitextJobConfig(
+            input=str(wikimatrix / "WikiMatrix.en-fr.tsv.gz"), out=str(out), filters=cfg
+        )
+    )
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.parquet")}
+    assert on_disk == {s["path"] for s in index.shards}
+    assert not (out / "bitext/src_lang=de").exists()
+    assert index.counts["input"] == len(LINES) + 1

@@ -579,3 +579,207 @@ def build_bitext_catalogue(folder: Path) -> BitextCatalogue:
         rejected.append(Expected(Reason.BAD_GZIP, f"bad_gzip:{bad.name}", source=str(bad)))
     accepted = {("en", "fr", g[1]) for g in good}
     return BitextCatalogue(glob=str(folder / "*.tsv.gz"), accepted=accepted, rejected=rejected)
+
+
+# -- Text and selection cases ---------------------------------------------------
+# Every text format may start with a UTF-8 byte-order mark; text may be invisible
+# (zero-width / format / space characters only) or not writable as UTF-8 (a JSON
+# "\ud800" escape decodes to a lone surrogate); rows of other languages and splits
+# must be left out by --langs / --splits (not read, not counted). Zero-width
+# joiners between letters are legitimate (Persian, Hindi, emoji sequences).
+BOM = "\ufeff"
+TEXT_LANG, TEXT_SPLIT = "fr", "test"  # what the text catalogue's jobs select
+ZWJ_TEXTS = {  # accepted: visible letters around the joiners
+    "persian_zwnj": "می\u200cخواهم بروم",
+    "hindi_zwj": "क्\u200dष और श्री",
+    "emoji_zwj": "👩\u200d💻 au travail",
+}
+INVISIBLE_TEXTS = {  # bad_text: nothing visible
+    "zero_width_space": "\u200b",
+    "joiners_only": "\u200c\u200d",
+    "word_joiner": "\u2060",
+    "bom_only": "\ufeff",
+    "zero_width_and_spaces": "\u200b \u3000\u00a0\u200b",
+    "soft_hyphen": "\u00ad",
+    "hangul_filler": "\u3164",
+}
+# JSONL string fields that take a lone surrogate (every other layout decodes
+# strict UTF-8 lines, where a surrogate cannot occur).
+SURROGATE_FIELDS = (
+    "text", "id", "speaker", "translation", "sentence_id", "tgt_lang", "source_lang", "corpus",
+    "audio",
+)  # fmt: skip
+SURROGATE = "bon\ud800jour"
+
+
+@dataclass
+class TextLayout:
+    """One layout of the text catalogue: accepted ids -> (text, sentence_id,
+    speaker), the read-stage rejects by line, and what the selection leaves out."""
+
+    format: str
+    manifest: str
+    audio_root: str | None
+    accepted: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
+    rejected: list[Expected] = field(default_factory=list)
+    left_out: int = 0  # records of other languages/splits: neither accepted nor rejected
+
+    def cli_args(self) -> list[str]:
+        args = ["--format", self.format, "--input", self.manifest]
+        return [*args, "--audio-root", self.audio_root] if self.audio_root else args
+
+    @property
+    def n_records(self) -> int:
+        return len(self.accepted) + len(self.rejected)
+
+
+def _clip(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        encoded(tone(0.6, SR, (200.0 + 40 * seed, 500.0), seed=seed), SR, "WAV", "PCM_16")
+    )
+
+
+def build_text_catalogue(root: Path) -> dict[str, TextLayout]:
+    """The text cases in the JSONL, FLEURS and CoVoST layouts, each file opening with a BOM."""
+    root = Path(root)
+    return {
+        "jsonl": _text_jsonl(root / "jsonl"),
+        "fleurs": _text_fleurs(root / "fleurs"),
+        "covost": _text_covost(root / "covost"),
+    }
+
+
+def _text_jsonl(folder: Path) -> TextLayout:
+    manifest = folder / "manifest.jsonl"
+    layout = TextLayout("jsonl", str(manifest), None)
+    lines: list[str] = []
+
+    def add(obj: dict) -> int:
+        lines.append(json.dumps(obj))  # ensure_ascii: a surrogate is written as "\ud800"
+        return len(lines)
+
+    def obj(utt_id, text, lang=TEXT_LANG, split=TEXT_SPLIT, **kw):
+        return {"id": utt_id, "audio": f"clips/{utt_id}.wav", "text": text, "lang": lang,
+                "split": split, **kw}  # fmt: skip
+
+    def good(utt_id: str, text: str, seed: int) -> None:
+        _clip(folder / "clips" / f"{utt_id}.wav", seed)
+        add(obj(utt_id, text, speaker=f"spk-{utt_id}", sentence_id=f"s-{utt_id}"))
+        layout.accepted[utt_id] = (text, f"s-{utt_id}", f"spk-{utt_id}")
+
+    good("bom_first", "Première ligne", 0)  # line 1 carries the BOM
+    for i, (name, text) in enumerate(ZWJ_TEXTS.items()):
+        good(name, text, i + 1)
+    for name, text in INVISIBLE_TEXTS.items():
+        n = add(obj(f"invisible_{name}", text))
+        layout.rejected.append(Expected(Reason.BAD_TEXT, name, source=f"{manifest}:{n}"))
+    for name in SURROGATE_FIELDS:
+        record = obj(f"surrogate_{name}", "texte correct")
+        record[name] = SURROGATE
+        n = add(record)
+        case = f"surrogate_{name}"
+        layout.rejected.append(Expected(Reason.BAD_TEXT, case, source=f"{manifest}:{n}"))
+    # Other languages and splits, some of them bad: none may show up anywhere.
+    left_out = [
+        obj("de_good", "Guten Tag", lang="de"),
+        obj("de_invisible", "\u200b", lang="de"),
+        obj("train_good", "Bonjour", split="train"),
+        obj("dev_surrogate", SURROGATE, split="dev"),
+        obj("en_fr_source", "Hello", lang="en", source_lang="en_us"),
+    ]
+    for record in left_out:
+        add(record)
+    layout.left_out = len(left_out)
+    manifest.write_text(BOM + "\n".join(lines) + "\n", encoding="utf-8")
+    return layout
+
+
+def _text_fleurs(data_dir: Path) -> TextLayout:
+    layout = TextLayout("fleurs", str(data_dir), None)
+    code = FLEURS_CODE
+    tsv = data_dir / code / f"{TEXT_SPLIT}.tsv"
+    rows: list[str] = []
+
+    def good(stem: str, text: str, seed: int) -> None:
+        _clip(data_dir / code / "audio" / TEXT_SPLIT / f"{stem}.wav", seed)
+        sentence_id = str(2001 + len(rows))
+        rows.append(fleurs_row(sentence_id, f"{stem}.wav", text))
+        layout.accepted[f"{code}/{stem}"] = (text, sentence_id, None)
+
+    good("bom_first", "Première ligne", 0)  # its sentence id must not keep the BOM
+    for i, (name, text) in enumerate(ZWJ_TEXTS.items()):
+        good(name, text, i + 1)
+    for name, text in INVISIBLE_TEXTS.items():
+        rows.append(fleurs_row(str(3001 + len(rows)), f"invisible_{name}.wav", text))
+        layout.rejected.append(Expected(Reason.BAD_TEXT, name, source=f"{tsv}:{len(rows)}"))
+    tsv.write_text(BOM + "\n".join(rows) + "\n", encoding="utf-8")
+    # Another split of the same language and another language: not selected.
+    train = data_dir / code / "train.tsv"
+    train.write_text(BOM + fleurs_row("1", "train_a.wav", "Bonjour") + "\n", encoding="utf-8")
+    other = data_dir / "de_de" / f"{TEXT_SPLIT}.tsv"
+    other.parent.mkdir(parents=True)
+    other.write_text(fleurs_row("1", "de_a.wav", "\u200b") + "\n", encoding="utf-8")
+    layout.left_out = 2
+    return layout
+
+
+def _text_covost(root: Path) -> TextLayout:
+    cv = root / "cv" / COVOST_SRC
+    tsv = root / f"covost_v2.{COVOST_SRC}_{COVOST_TGT}.tsv"
+    layout = TextLayout("covost", str(tsv), str(cv))
+    # "path" first in both files: a BOM left on either header breaks the join.
+    validated = ["\t".join(["path", "client_id", "sentence_id", "sentence"])]
+    rows = ["\t".join(["path", "translation", "split"])]
+
+    def row(name: str, text: str, split: str = TEXT_SPLIT) -> int:
+        validated.append("\t".join([f"{name}.wav", f"spk-{name}", f"s-{name}", text]))
+        rows.append("\t".join([f"{name}.wav", f"EN {name}", split]))
+        return len(rows)
+
+    for i, (name, text) in enumerate({"bom_first": "Première ligne", **ZWJ_TEXTS}.items()):
+        _clip(cv / "clips" / f"{name}.wav", i)
+        row(name, text)
+        layout.accepted[f"{COVOST_SRC}/{name}"] = (text, f"s-{name}", f"spk-{name}")
+    for name, text in INVISIBLE_TEXTS.items():
+        n = row(f"invisible_{name}", text)
+        layout.rejected.append(Expected(Reason.BAD_TEXT, name, source=f"{tsv}:{n}"))
+    row("train_a", "Bonjour", split="train")
+    row("dev_invisible", "\u200b", split="dev")
+    layout.left_out = 2
+    cv.mkdir(parents=True, exist_ok=True)
+    (cv / "validated.tsv").write_text(BOM + "\n".join(validated) + "\n", encoding="utf-8")
+    tsv.write_text(BOM + "\n".join(rows) + "\n", encoding="utf-8")
+    return layout
+
+
+# Bitext: scores Python's float() takes but that are no margin scores, invisible
+# sides, legitimate joiners, and a BOM opening each file (gzip and plain TSV).
+BAD_SCORES = ("inf", "-inf", "1e400", "nan", "NaN", "1_1", "１.２", "infinity", "0x1p0")
+
+
+def build_bitext_text_catalogue(folder: Path) -> BitextCatalogue:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gz = folder / "WikiMatrix.en-fr.tsv.gz"
+    lines = [
+        "1.20\tThe house is red.\tLa maison est rouge.",  # after the BOM: must be accepted
+        "1.10\tI want to go.\tمی\u200cخواهم بروم.",
+        "1.09\tA woman at work.\t👩\u200d💻 au travail.",
+    ]
+    accepted = {("en", "fr", line.split("\t")[1]) for line in lines}
+    rejected: list[Expected] = []
+
+    def add(line: str, reason: str, case: str) -> None:
+        lines.append(line)
+        rejected.append(Expected(reason, case, source=f"{gz}:{len(lines)}"))
+
+    for i, score in enumerate(BAD_SCORES):
+        add(f"{score}\tScore number {i}.\tScore numéro {i}.", Reason.MALFORMED_LINE, score)
+    for name, text in INVISIBLE_TEXTS.items():
+        add(f"1.08\t{text}\tInvisible {name}.", Reason.BAD_TEXT, f"invisible_{name}")
+    gz.write_bytes(_gzip((BOM + "\n".join(lines) + "\n").encode()))
+    plain = folder / "WikiMatrix.de-en.tsv"
+    plain.write_text(BOM + "1.30\tGuten Tag.\tGood day.\n", encoding="utf-8")
+    accepted.add(("de", "en", "Guten Tag."))
+    return BitextCatalogue(glob=str(folder / "WikiMatrix.*"), accepted=accepted, rejected=rejected)

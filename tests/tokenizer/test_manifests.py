@@ -203,3 +203,40 @@ def test_iter_lines_caps_huge_lines(tmp_path):
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown manifest format"):
         ManifestConfig(format="csv", input="x")
+
+
+def test_iter_lines_drops_a_leading_bom_only(tmp_path):
+    p = tmp_path / "f.txt"
+    p.write_bytes(b"\xef\xbb\xbfid\tx\n\xef\xbb\xbfsecond\n")
+    assert list(iter_lines(str(p), max_line_bytes=1024)) == [
+        (1, b"id\tx"),
+        (2, b"\xef\xbb\xbfsecond"),  # a BOM inside the file is text (then invisible)
+    ]
+
+
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("\u200b", "no visible character in transcript"),
+        ("\u200c\u200d\u2060\ufeff", "no visible character in transcript"),
+        ("\u00a0\u3000\u200b", "no visible character in transcript"),
+        ("\u0301\u0301", "no visible character in transcript"),  # combining marks alone
+        ("bon\ud800jour", "transcript cannot be written as UTF-8: U+D800 at character 3"),
+        ("می\u200cخواهم", None),
+        ("क्\u200dष", None),
+        ("👩\u200d💻", None),
+        ("\ue000", None),  # private use: a font may draw it
+    ],
+)
+def test_text_problem_visibility_and_utf8(text, problem):
+    from tokenizer.manifests.lines import text_problem
+
+    got = text_problem(text)
+    assert got == problem or (problem and got and got.startswith(problem)), got
+
+
+def test_wants_lang_compares_short_codes():
+    cfg = ManifestConfig(format="jsonl", input="m.jsonl", langs=("fr_fr", "zh-CN"))
+    assert cfg.wants_lang("fr") and cfg.wants_lang("fr_fr") and cfg.wants_lang("cmn_hans_cn")
+    assert cfg.wants_lang("zh") and not cfg.wants_lang("de") and not cfg.wants_lang(None)
+    assert ManifestConfig(format="jsonl", input="m.jsonl").wants_lang("anything")

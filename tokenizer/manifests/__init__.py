@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ class ManifestConfig:
     ``zh-CN``). ``audio_root``: CoVoST's Common Voice language folder
     (required there); for JSONL the root relative audio paths resolve against
     and must stay under (default: the manifest's folder).
+
+    ``langs`` and ``splits`` choose which part of a corpus is the job's
+    input, as choosing files would: a record outside them is not an input
+    record (neither accepted nor rejected, not counted), so a codebook fitted
+    with ``splits=("train",)`` never sees a test row and the counts reconcile
+    over what was selected. FLEURS and CoVoST select whole files this way
+    (plus CoVoST's per-row split); JSONL selects line by line.
     """
 
     format: str
@@ -48,6 +56,29 @@ class ManifestConfig:
             raise ValueError("input must be a path or URI")
         if self.max_line_bytes < 1024:
             raise ValueError("max_line_bytes must be at least 1024")
+
+    def wants_lang(self, *codes: str | None) -> bool:
+        """Whether a record in a language known by ``codes`` (its short and/or
+        corpus code) passes ``langs``. Codes compare by short code, so ``fr``,
+        ``fr_fr`` (FLEURS) and ``fr`` (Common Voice) select the same records,
+        and so do ``zh``, ``cmn_hans_cn`` and ``zh-CN``."""
+        if self.langs is None:
+            return True
+        return not _short_codes(tuple(c for c in codes if c)).isdisjoint(_short_codes(self.langs))
+
+    def wants_split(self, split: str) -> bool:
+        return self.splits is None or split in self.splits
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_codes(codes: tuple[str, ...]) -> frozenset[str]:
+    """Each code as written, lower-cased, and as a FLEURS and a Common Voice code."""
+    from tokenizer import languages
+
+    out = set()
+    for code in codes:
+        out.update((code.strip().lower(), languages.from_fleurs(code), languages.from_covost(code)))
+    return frozenset(out)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from tokenizer import io
 from tokenizer.manifests import ManifestConfig, register_reader
-from tokenizer.manifests.lines import iter_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
 from tokenizer.records import AudioExample, Reason
 
 _NAME = re.compile(r"covost_v2\.(?P<src>[^_]+)_(?P<tgt>[^_.]+)\.tsv$")
@@ -83,11 +83,7 @@ class CovostReader:
         if not config.audio_root:
             raise ValueError("covost needs --audio-root (the Common Voice language folder)")
         src, _ = parse_name(config.input)
-        if (
-            config.langs
-            and src not in config.langs
-            and languages.from_covost(src) not in config.langs
-        ):
+        if not config.wants_lang(src, languages.from_covost(src)):
             return []
         return [config.input]
 
@@ -109,7 +105,7 @@ class CovostReader:
             if not path or not split:
                 yield line_reject(source, lineno, Reason.MALFORMED_LINE, "empty path or split")
                 continue
-            if config.splits and split not in config.splits:
+            if not config.wants_split(split):
                 continue
             utt_id = f"{src}/{path.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
             try:
@@ -122,16 +118,11 @@ class CovostReader:
                 yield line_reject(source, lineno, Reason.MISSING_FILE, detail, id=utt_id)
                 continue
             client_id, cv_sentence, sentence_id = validated[path]
-            text = row.get("sentence") or cv_sentence
-            problem = text_problem(text)
-            if problem:
-                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=utt_id)
-                continue
             translation = row.get("translation") or None
-            yield AudioExample(
+            example = AudioExample(
                 id=utt_id,
                 uri=uri,
-                text=text,
+                text=row.get("sentence") or cv_sentence,
                 lang=languages.from_covost(src),
                 split=split,
                 corpus="covost",
@@ -141,3 +132,4 @@ class CovostReader:
                 translation=translation,
                 tgt_lang=tgt if translation else None,
             )
+            yield example_reject(example, source, lineno) or example

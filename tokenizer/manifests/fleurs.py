@@ -14,28 +14,24 @@ from collections.abc import Iterator
 
 from tokenizer import io
 from tokenizer.manifests import ManifestConfig, register_reader
-from tokenizer.manifests.lines import iter_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
 from tokenizer.records import AudioExample, Reason
 
 SPLITS = ("train", "dev", "test")
 MIN_COLUMNS, MAX_COLUMNS = 7, 8
 
 
-def _wanted(code: str, langs: tuple[str, ...] | None) -> bool:
-    from tokenizer import languages
-
-    return langs is None or code in langs or languages.from_fleurs(code) in langs
-
-
 @register_reader("fleurs")
 class FleursReader:
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
-        splits = config.splits or SPLITS
+        from tokenizer import languages
+
         out = []
         for tsv in io.glob(io.join(config.input, "*", "*.tsv")):
             code, split = io.basename(io.dirname(tsv)), io.basename(tsv)[: -len(".tsv")]
-            if split in splits and _wanted(code, config.langs):
+            wanted_split = split in (config.splits or SPLITS)
+            if wanted_split and config.wants_lang(code, languages.from_fleurs(code)):
                 out.append(tsv)
         return out
 
@@ -71,15 +67,10 @@ class FleursReader:
             except io.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
                 continue
-            text = raw_text or norm_text
-            problem = text_problem(text)
-            if problem:
-                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=utt_id)
-                continue
-            yield AudioExample(
+            example = AudioExample(
                 id=utt_id,
                 uri=uri,
-                text=text,
+                text=raw_text or norm_text,
                 lang=short,
                 split=split,
                 corpus="fleurs",
@@ -87,3 +78,4 @@ class FleursReader:
                 sentence_id=sentence_id,
                 speaker=None,
             )
+            yield example_reject(example, source, lineno) or example

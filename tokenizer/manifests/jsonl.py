@@ -4,7 +4,9 @@ Required keys: ``id``, ``audio``, ``text``, ``lang``, ``split``; optional:
 ``translation``, ``tgt_lang``, ``sentence_id``, ``speaker``, ``corpus``
 (default ``jsonl``), ``source_lang``. Relative ``audio`` paths resolve
 against ``--audio-root`` (default: the manifest's folder) and must stay
-under it.
+under it. ``--langs`` / ``--splits`` select lines by ``lang`` (or
+``source_lang``) and ``split``; a line they leave out is not read as input
+(see :class:`~tokenizer.manifests.ManifestConfig`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from collections.abc import Iterator
 
 from tokenizer import io
 from tokenizer.manifests import ManifestConfig, register_reader
-from tokenizer.manifests.lines import iter_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.manifests.lines import (
+    example_reject,
+    iter_lines,
+    line_reject,
+    raw_line_problem,
+    unwritable,
+    unwritable_field,
+)
 from tokenizer.records import AudioExample, Reason
 
 # Structural keys (a bad one is a malformed line); a bad "text" is bad_text.
@@ -49,7 +58,19 @@ class JsonlReader:
             problem = _structure_problem(obj)
             if problem:
                 obj_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+                obj_id = None if obj_id and unwritable(obj_id) else obj_id
                 yield line_reject(source, lineno, Reason.MALFORMED_LINE, problem, id=obj_id or None)
+                continue
+            if not (
+                config.wants_split(obj["split"])
+                and config.wants_lang(obj["lang"], obj.get("source_lang"))
+            ):
+                continue
+            # Before any reject names the id or the path: a reject must be writable too.
+            problem = unwritable_field({k: obj.get(k) for k in ("text", *REQUIRED, *OPTIONAL)})
+            if problem:
+                obj_id = None if unwritable(obj["id"]) else obj["id"]
+                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=obj_id)
                 continue
             extras = {k: obj.get(k) for k in OPTIONAL}
             try:
@@ -57,14 +78,16 @@ class JsonlReader:
             except io.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=obj["id"])
                 continue
-            problem = text_problem(obj.get("text") if isinstance(obj.get("text"), str) else None)
-            if problem:
-                yield line_reject(source, lineno, Reason.BAD_TEXT, problem, id=obj["id"])
+            text = obj.get("text")
+            if not isinstance(text, str):
+                yield line_reject(
+                    source, lineno, Reason.BAD_TEXT, "missing or non-string text", id=obj["id"]
+                )
                 continue
-            yield AudioExample(
+            example = AudioExample(
                 id=obj["id"],
                 uri=uri,
-                text=obj["text"],
+                text=text,
                 lang=obj["lang"],
                 split=obj["split"],
                 corpus=extras["corpus"] or "jsonl",
@@ -74,6 +97,7 @@ class JsonlReader:
                 translation=extras["translation"],
                 tgt_lang=extras["tgt_lang"],
             )
+            yield example_reject(example, source, lineno) or example
 
 
 def _structure_problem(obj: dict) -> str | None:

@@ -1,0 +1,256 @@
+"""GPU stand-in on a CPU: the speech jobs with a model that costs nothing,
+against bare decode loops of the same parallelism.
+
+What a fast GPU looks like to the CPU side of a job: the model returns at
+once, so the job can go no faster than reading and decoding its audio. This
+benchmark registers an ``instant`` encoder (16-dim zero frames, no compute)
+and a random 16-dim k=16 codebook, and times, each row a fresh process, best
+of ``--repeats`` in turns, clock from after imports to the job's end (plan,
+pipeline start-up, shards, rejects and index all in):
+
+- ``decode-1``: one thread reads, decodes and validates every clip of the
+  manifest (``tokenizer.audio.prepare``), nothing else;
+- ``decode-2``: the same on two threads;
+- ``job-1``: ``speechtok tokenize`` on the embedded runner, one worker
+  (its decode threads: the default, one per core);
+- ``job-1-dt1``: the same with one decode thread (Beam's own overhead alone);
+- ``job-2``: two workers, ``--direct_num_workers 2 --direct_running_mode
+  multi_threading``;
+- ``fit-1`` (``--fit``): ``speechtok fit-codebook`` with the instant encoder.
+
+Targets (ratios of audio seconds per wall second): ``job-1 / decode-1 >=
+0.8`` and ``job-2 / decode-2 >= 0.7``. Corpus: mini-FLEURS' Common Voice
+style MP3 clips (espeak-ng speech, 22.05 kHz), listed ``--times`` times
+under distinct ids in a JSONL manifest (default ~9.5 h of audio).
+
+Usage::
+
+    python -m benchmarks.standin                 # ~9.5 h of MP3, best of 2
+    python -m benchmarks.standin --quick         # ~1.4 h, one pass
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._harness import ROOT, best_of, run_row, worker_main, write_json
+from benchmarks._machine import machine
+from tokenizer.encoders import register_encoder
+from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig, identity_dict
+
+INSTANT = "instant"
+DIM, K = 16, 16
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "standin.json"
+LANGS = ("fr", "de", "es", "it")
+TARGETS = {"job-1/decode-1": 0.8, "job-2/decode-2": 0.7}
+
+
+def describe_instant(config: EncoderConfig) -> dict:
+    return identity_dict(config.name, 0, None, 50.0, DIM)
+
+
+@register_encoder(INSTANT, describe=describe_instant)
+class InstantEncoder(Encoder):
+    """Zero frames at 50 Hz, no compute: the model of a GPU that never makes anyone wait."""
+
+    uses_torch = False
+
+    def __init__(self, config: EncoderConfig):
+        self.config = config
+        self.frame_rate, self.dim = 50.0, DIM
+
+    def n_frames(self, n_samples: int) -> int:
+        return -(-self._check_n_samples(n_samples) // 320)
+
+    def _padding_fraction(self, lengths) -> float:
+        return 0.0
+
+    def _encode_batch(self, clips):
+        return [np.zeros((self.n_frames(len(c)), DIM), np.float32) for c in clips]
+
+
+# -- rows (one per process) -------------------------------------------------------
+def _examples(spec: dict) -> list:
+    from tokenizer.manifests import ManifestConfig, read_manifest
+    from tokenizer.records import AudioExample
+
+    config = ManifestConfig(format="jsonl", input=spec["manifest"])
+    return [e for e in read_manifest(config) if isinstance(e, AudioExample)]
+
+
+def _prepared_seconds(result) -> float:
+    if isinstance(result, list):
+        return sum(len(w) for _, w in result) / SAMPLE_RATE
+    return 0.0
+
+
+def worker_decode(spec: dict) -> dict:
+    from tokenizer.audio import AudioConfig, prepare
+
+    examples = _examples(spec)  # the manifest read is not the decode loop's work
+    config = AudioConfig()
+    start = time.perf_counter()
+    if spec["threads"] == 1:
+        seconds = sum(_prepared_seconds(prepare(e, config)) for e in examples)
+    else:
+        with ThreadPoolExecutor(spec["threads"]) as pool:
+            seconds = sum(pool.map(lambda e: _prepared_seconds(prepare(e, config)), examples))
+    return {"wall_s": time.perf_counter() - start, "audio_s": seconds, "clips": len(examples)}
+
+
+def worker_job(spec: dict) -> dict:
+    from pipelines import fit_codebook, tokenize
+    from tokenizer.manifests import ManifestConfig
+
+    manifest = ManifestConfig(format="jsonl", input=spec["manifest"])
+    encoder = EncoderConfig(name=INSTANT)
+    start = time.perf_counter()
+    if spec.get("job") == "fit":
+        config = fit_codebook.FitCodebookJobConfig(
+            manifest=manifest, encoder=encoder, k=K, out=spec["out"], sample_frames=50_000
+        )
+        index = fit_codebook.run(config, spec["beam_args"])
+    else:
+        config = tokenize.TokenizeJobConfig(
+            manifest=manifest,
+            encoder=encoder,
+            codebook=spec["codebook"],
+            out=spec["out"],
+            decode_threads=spec.get("decode_threads"),
+        )
+        index = tokenize.run(config, spec["beam_args"])
+    wall = time.perf_counter() - start
+    timings = index.extra.get("timings", {})
+    return {"wall_s": wall, "audio_s": timings.get("audio_s"), "counts": index.counts}
+
+
+WORKERS = {"decode": worker_decode, "job": worker_job}
+PREIMPORTS = ("apache_beam", "pyarrow.parquet", "pipelines.tokenize", "pipelines.fit_codebook")
+
+
+# -- driver -------------------------------------------------------------------------
+ROWS = {
+    "decode-1": {"row": "decode", "threads": 1},
+    "decode-2": {"row": "decode", "threads": 2},
+    "job-1": {"row": "job", "beam_args": []},
+    "job-1-dt1": {"row": "job", "beam_args": [], "decode_threads": 1},
+    "job-2": {
+        "row": "job",
+        "beam_args": ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"],
+    },
+    "fit-1": {"row": "job", "job": "fit", "beam_args": []},
+}
+
+
+def prepare_corpus(work: Path, per_lang: int, times: int) -> tuple[Path, float]:
+    """mini-FLEURS (cached by its settings) and a JSONL manifest listing its
+    Common Voice clips ``times`` times under distinct ids."""
+    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+
+    corpus = work / "corpus"
+    stamp = work / "corpus.stamp.json"
+    want = {"langs": LANGS, "per_lang": per_lang, "voices": 2}
+    if not (stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(want))):
+        synthesize_corpus(SynthConfig(out=str(corpus), langs=LANGS, per_lang=per_lang, voices=2))
+        stamp.write_text(json.dumps(want))
+    import soundfile as sf
+
+    clips = sorted(corpus.glob("cv/*/clips/*.mp3"))
+    seconds = sum(sf.info(str(c)).duration for c in clips)
+    lines = []
+    for copy in range(times):
+        for clip in clips:
+            rel = clip.relative_to(corpus).as_posix()
+            lang = clip.parts[-3]
+            meta = {"id": f"{clip.stem}#{copy}", "audio": rel, "text": "x", "lang": lang}
+            lines.append(json.dumps({**meta, "split": "train"}))
+    manifest = corpus / f"standin-{times}x.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest, seconds * times
+
+
+def prepare_codebook(work: Path) -> Path:
+    import kmeans
+
+    folder = work / "codebook-instant"
+    x = np.random.default_rng(0).standard_normal((4096, DIM)).astype(np.float32)
+    kmeans.fit(x, K, seed=0).with_metadata(encoder=INSTANT, layer=0, mode=None).save(str(folder))
+    return folder
+
+
+def ratio(best: dict, a: str, b: str) -> float | None:
+    ra, rb = best.get(a, {}), best.get(b, {})
+    if "error" in ra or "error" in rb or not ra.get("audio_s") or not rb.get("audio_s"):
+        return None
+    return (ra["audio_s"] / ra["wall_s"]) / (rb["audio_s"] / rb["wall_s"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="~1.4 h of audio, one pass")
+    p.add_argument("--times", type=int, help="manifest repetitions (default 7; quick 1)")
+    p.add_argument("--per-lang", type=int, default=60, help="sentences per language")
+    p.add_argument("--repeats", type=int, help="passes per row, best kept (default 2; quick 1)")
+    p.add_argument("--rows", default="decode-1,decode-2,job-1,job-1-dt1,job-2")
+    p.add_argument("--fit", action="store_true", help="add the fit-codebook row")
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "standin-work"))
+    p.add_argument("--json", default=str(DEFAULT_JSON))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(WORKERS, args.worker, PREIMPORTS)
+    times = args.times or (1 if args.quick else 7)
+    repeats = args.repeats or (1 if args.quick else 2)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest, audio_s = prepare_corpus(work, args.per_lang, times)
+    codebook = prepare_codebook(work)
+    names = args.rows.split(",") + (["fit-1"] if args.fit else [])
+    print(f"stand-in: {audio_s / 3600:.2f} h of MP3 in {manifest}", file=sys.stderr)
+
+    def run(name: str, repeat: int) -> dict:
+        spec = {**ROWS[name], "manifest": str(manifest), "codebook": str(codebook)}
+        spec["out"] = str(work / f"out-{name}")
+        return {"name": name, **run_row("benchmarks.standin", spec)}
+
+    best = best_of(names, repeats, run)
+    checks = {key: ratio(best, *key.split("/")) for key in TARGETS}
+    info = {"job-1-dt1/decode-1": ratio(best, "job-1-dt1", "decode-1")}
+    print(f"\n{'row':<12}{'wall s':>9}{'x real time':>13}{'peak MB':>9}")
+    for name in names:
+        r = best[name]
+        if "error" in r:
+            print(f"{name:<12}  ERROR {r['error'][:200]}")
+            continue
+        x = r["audio_s"] / r["wall_s"] if r.get("audio_s") else float("nan")
+        print(f"{name:<12}{r['wall_s']:>9.2f}{x:>13.0f}{r['peak_rss_mb']:>9.0f}")
+    for key, value in {**checks, **info}.items():
+        limit = TARGETS.get(key)
+        verdict = "" if limit is None else ("met" if value and value >= limit else "MISSED")
+        shown = "n/a" if value is None else f"{value:.2f}"
+        print(f"{key:<22}{shown:>6}  {'target >= ' + str(limit) if limit else 'info'} {verdict}")
+    write_json(
+        args.json,
+        {
+            "machine": machine(),
+            "audio_hours": audio_s / 3600,
+            "rows": best,
+            "ratios": {**checks, **info},
+            "targets": TARGETS,
+            "command": " ".join(["python -m benchmarks.standin", *(argv or sys.argv[1:])]),
+            "pid": os.getpid(),
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
