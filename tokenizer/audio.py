@@ -165,6 +165,15 @@ def _decode_mp3(data: bytes, config: AudioConfig, name: str) -> tuple[np.ndarray
     with sf.SoundFile(source) as f:
         sr, channels, declared = f.samplerate, f.channels, f.frames if counted else 0
         cap = None if config.split_long else config.max_seconds * sr
+        if counted:
+            # The header's count is exact: refuse or read the whole file in one
+            # call (reading block by block past the end makes mpg123 print
+            # "part2_3_length too large" for every clip).
+            if cap is not None and declared > cap:
+                raise AudioError(
+                    Reason.TOO_LONG, f"{name}: {declared / sr:.1f} s > max {config.max_seconds} s"
+                )
+            return f.read(dtype="float32", always_2d=True), sr, declared
         blocks, n = [], 0
         while True:
             block = f.read(_MP3_BLOCK, dtype="float32", always_2d=True)
