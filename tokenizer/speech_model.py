@@ -129,11 +129,17 @@ class SpeechModel:
         return [f.cpu().numpy() if self.on_device else f for f in feats]
 
     def _tokens(self, feats: list) -> list:
+        from kmeans.kernels import single_threaded_ops
         from kmeans.postprocess import frames_to_tokens, tensors_to_tokens
 
         if self.on_device:
             return tensors_to_tokens(self.codebook, feats, dedup=self.task.dedup)
-        return [frames_to_tokens(self.codebook, f, dedup=self.task.dedup) for f in feats]
+        # One utterance is a small matmul: torch's OpenMP threads would only wait
+        # at barriers for cores the decode threads hold (the stand-in benchmark
+        # spent most of its model time there). Same tokens: no GEMM here splits
+        # the reduction across threads.
+        with single_threaded_ops():
+            return [frames_to_tokens(self.codebook, f, dedup=self.task.dedup) for f in feats]
 
     def _frames(self, feats: list) -> list[np.ndarray]:
         from kmeans.postprocess import downsample_frames, downsample_tensor
