@@ -63,18 +63,16 @@ class Split:
 
 
 def read_split(shards: str, split: str, langs=None) -> Split:
-    import pyarrow.dataset as ds
+    """The rows of one split (optionally some languages), sorted by id: the shard
+    reader's files, i.e. those ``_index.json`` lists."""
+    from tokenizer import shards as shard_io
 
     root = io.join(shards, schema.TOKENS_DIR)
-    if not io.exists(root):
+    if not io.exists(io.join(shards, schema.INDEX_FILE)) and not io.exists(root):
         raise FileNotFoundError(f"no token shards under {root}")
-    dataset = ds.dataset(
-        io.local_path(root) if io.is_local(root) else root, format="parquet", partitioning="hive"
-    )
-    flt = ds.field("split") == split
-    if langs:
-        flt = flt & ds.field("lang").isin(list(langs))
-    table = dataset.to_table(columns=COLUMNS, filter=flt).sort_by("id")
+    table = shard_io.read_table(
+        shards, schema.TOKENS_DIR, columns=COLUMNS, where={"split": [split], "lang": langs}
+    ).sort_by("id")
     if table.num_rows == 0:
         raise ValueError(f"no rows of split {split!r} in {root}")
     cols = table.to_pydict()

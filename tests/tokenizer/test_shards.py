@@ -75,6 +75,13 @@ def test_bad_rows_are_refused(tmp_path):
             [row],
             out_dir=str(tmp_path),
             kind="tokens",
+            partition={"corpus": "fleurs", "split": "test", "lang": "fr"},
+        )
+    with pytest.raises(ValueError, match="not in partition"):  # a row of another partition
+        shards.write_partition(
+            [token_row(1)],
+            out_dir=str(tmp_path),
+            kind="tokens",
             partition={"corpus": "c", "split": "s", "lang": "l"},
         )
     assert not list(tmp_path.rglob("*.parquet"))
