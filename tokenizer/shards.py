@@ -80,14 +80,17 @@ def file_schema(kind: str) -> pa.Schema:
     return pa.schema([f for f in row_schema if f.name not in keys])
 
 
-def table_from_rows(rows: Sequence[dict], kind: str) -> pa.Table:
+def table_from_rows(rows: Sequence[dict] | pa.Table, kind: str) -> pa.Table:
     """Rows of one partition -> the table stored in its file (partition keys dropped).
 
-    Rows are validated against the full row schema first; rows of different
-    partitions cannot share a file.
+    Rows (dicts, or a table of the row schema) are validated against the full
+    row schema first; rows of different partitions cannot share a file.
     """
     row_schema, keys = KINDS[kind]
-    table = pa.Table.from_pylist(list(rows), schema=row_schema)
+    if isinstance(rows, pa.Table):
+        table = rows
+    else:
+        table = pa.Table.from_pylist(list(rows), schema=row_schema)
     schema.validate(table, row_schema)
     for key in keys:
         values = set(table.column(key).to_pylist())
@@ -96,9 +99,11 @@ def table_from_rows(rows: Sequence[dict], kind: str) -> pa.Table:
     return table.select(file_schema(kind).names)
 
 
-def partition_of(rows: Sequence[dict], kind: str) -> dict[str, str]:
+def partition_of(rows: Sequence[dict] | pa.Table, kind: str) -> dict[str, str]:
     """The partition values of rows of one partition (``{}`` for unpartitioned kinds)."""
     _, keys = KINDS[kind]
+    if isinstance(rows, pa.Table):
+        return {k: str(rows.column(k)[0].as_py()) for k in keys} if rows.num_rows else {}
     return {k: str(rows[0][k]) for k in keys} if rows else {}
 
 
@@ -137,7 +142,7 @@ def partition_dir(kind: str, partition: dict[str, str] | None) -> str:
 
 
 def write_shard(
-    rows: Sequence[dict],
+    rows: Sequence[dict] | pa.Table,
     *,
     out_dir: str,
     kind: str,
