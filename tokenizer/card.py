@@ -60,14 +60,15 @@ def configs(index: Index) -> list[dict]:
             {p["split"] for p in parts if _SPLIT_NAME.match(p["split"])}, key=_split_key
         )
         files = "tokens/corpus=*/split={split}/lang={lang}/part-*.parquet"
-        out.append(
-            {
-                "config_name": "default",
-                "data_files": [
-                    {"split": s, "path": files.format(split=s, lang="*")} for s in splits
-                ],
-            }
-        )
+        if splits:  # names datasets accepts as split names
+            out.append(
+                {
+                    "config_name": "default",
+                    "data_files": [
+                        {"split": s, "path": files.format(split=s, lang="*")} for s in splits
+                    ],
+                }
+            )
         for lang in sorted({p["lang"] for p in parts}):
             lang_splits = sorted(
                 {p["split"] for p in parts if p["lang"] == lang and p["split"] in splits},
@@ -265,6 +266,10 @@ def _loading(out_dir: str, kinds: dict[str, list[dict]]) -> list[str]:
     ]
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def render(out_dir: str, index: Index) -> str:
     """The card's text (YAML header + Markdown body)."""
     kinds = _kinds(index)
@@ -275,8 +280,8 @@ def render(out_dir: str, index: Index) -> str:
         "",
         f"# {title}",
         "",
-        f"{JOB_TITLES.get(index.job, '`speechtok ' + index.job + '` output')}, "
-        f"shard schema version {schema.SCHEMA_VERSION}. Written with `_index.json` "
+        _capital(JOB_TITLES.get(index.job, f"`speechtok {index.job}` output"))
+        + f", shard schema version {schema.SCHEMA_VERSION}. Written with `_index.json` "
         "(every shard with rows, bytes and sha256; the job's config).",
         "",
         "| | |",

@@ -93,9 +93,9 @@ def table_from_rows(rows: Sequence[dict] | pa.Table, kind: str) -> pa.Table:
         table = pa.Table.from_pylist(list(rows), schema=row_schema)
     schema.validate(table, row_schema)
     for key in keys:
-        values = set(table.column(key).to_pylist())
+        values = table.column(key).unique()
         if len(values) > 1:
-            raise ValueError(f"rows of one shard have several {key} values: {sorted(values)}")
+            raise ValueError(f"rows of one shard have several {key} values: {values.to_pylist()}")
     return table.select(file_schema(kind).names)
 
 

@@ -259,3 +259,21 @@ def test_embedding_shards_read_with_pyarrow(run, tokens, tmp_path):
     table = pq.read_table(str(emb / "embeddings"))
     assert set(table.column("modality").to_pylist()) == {"text"}
     assert set(table.column("lang").to_pylist()) == {"sw"}
+
+
+@pytest.mark.parametrize("command", ["embed", "search", "export"])
+def test_subcommands_have_help_and_refuse_unknown_flags(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and f"usage: speechtok {command}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--run", "r", "--out", "o", "--index", "i", "--text", "t", "--bogus"])
+    assert exc.value.code == 2
+
+
+def test_embed_needs_exactly_one_source(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["embed", "--run", "r", "--out", "o"])
+    assert exc.value.code == 2 and "--shards" in capsys.readouterr().err
+    assert main(["search", "--run", "r", "--index", "i", "--query-text", "hello"]) == 2
+    assert "--lang" in capsys.readouterr().err
