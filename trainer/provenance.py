@@ -8,8 +8,8 @@ downsampling, token rate), run-length dedup, audio decoding settings.
 :func:`copy_codebook` copies ``centroids.npy`` + ``codebook.json`` into
 ``RUN_DIR/codebook/`` (about 4 KB per centroid of 1,024 floats; a 1024 x
 512 codebook is 2 MB), so a run folder alone turns audio into tokens:
-:func:`audio_to_tokens` decodes, encodes and assigns exactly as the tokenize
-job does (:func:`tokenizer.assign.token_row`).
+:func:`audio_to_tokens` decodes, encodes and assigns as the tokenize job does
+for one clip (:func:`kmeans.postprocess.frames_to_tokens`).
 
 Example::
 
@@ -99,10 +99,9 @@ def audio_to_tokens(
 ) -> list[np.ndarray]:
     """Decode, encode and assign audio files as the run's training shards were made."""
     from kmeans import Codebook
-    from tokenizer.assign import token_row
+    from kmeans.postprocess import frames_to_tokens
     from tokenizer.audio import AudioConfig, load_waveform
     from tokenizer.encoders import build_encoder
-    from tokenizer.records import AudioExample
     from trainer.checkpoint import read_config
 
     config = run_config or read_config(run_dir)
@@ -131,18 +130,12 @@ def audio_to_tokens(
                 f"encoder gives {key}={got.get(key)!r}, the run {identity[key]!r}"
             )
     audio = AudioConfig(**(prov.get("audio") or {}))
+    dedup = bool(prov["dedup"])
     out = []
     for uri in uris:
         wave = load_waveform(uri, audio)
-        features = encoder.encode([wave])[0]
-        example = AudioExample(id=uri, uri=uri, text="", lang="", split="query", corpus="query")
-        row = token_row(
-            example,
-            features,
-            codebook,
-            n_samples=len(wave),
-            sample_rate=audio.sample_rate,
-            dedup=bool(prov["dedup"]),
-        )
-        out.append(np.asarray(row["tokens"], dtype=np.int64))
+        # As the tokenize job assigns one clip on CPU: frames -> codebook
+        # (downsampled as it was fitted) -> optional run-length dedup.
+        tokens, _ = frames_to_tokens(codebook, encoder.encode([wave])[0], dedup=dedup)
+        out.append(np.asarray(tokens, dtype=np.int64))
     return out
