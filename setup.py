@@ -10,7 +10,7 @@ package) gives CPU workers those pins; MANIFEST.in puts both in the sdist.
 
 from setuptools import find_packages, setup
 
-PACKAGES = find_packages(include=["pipelines*", "tokenizer*", "kmeans*", "trainer*"])
+PACKAGES = find_packages(include=["datastore*", "pipelines*", "tokenizer*", "kmeans*", "trainer*"])
 
 INSTALL_REQUIRES = [
     # torch first in spirit: install torch==2.13.0 (CPU) or a CUDA build

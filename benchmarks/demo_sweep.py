@@ -29,7 +29,7 @@ UNSEEN = ("sw", "hi", "vi", "en")
 
 
 def run_variant(name: str, spec: dict, args) -> dict:
-    from tokenizer import io
+    from datastore import storage
     from trainer.data import DataConfig
     from trainer.evaluate import EvalConfig, evaluate
     from trainer.loss import LossConfig
@@ -44,8 +44,8 @@ def run_variant(name: str, spec: dict, args) -> dict:
     data = DataConfig(shards=args.tokens, bitext=args.bitext, langs=seen, seed=0, **data_fields)
     steps = spec.pop("steps", 150)
     loss = LossConfig(**spec.pop("loss", {}))
-    run = io.join(args.work, name)
-    io.delete(run)
+    run = storage.join(args.work, name)
+    storage.delete(run)
     start = time.perf_counter()
     train(
         TrainConfig(
@@ -64,7 +64,7 @@ def run_variant(name: str, spec: dict, args) -> dict:
         EvalConfig(
             run=run,
             shards=args.tokens,
-            out=io.join(run, "report"),
+            out=storage.join(run, "report"),
             langs=(*seen, *args.unseen.split(",")),
             seen=seen,
         )

@@ -28,7 +28,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-from tokenizer import io, languages
+from datastore import storage
+from tokenizer import languages
 from trainer.audio_init import AUDIO_INITS
 
 QUICK_SEEN = ("fr", "de", "es", "it")
@@ -90,7 +91,7 @@ def make_plan(args) -> Plan:
 
 
 def _done(folder: str) -> bool:
-    return io.exists(io.join(folder, "_index.json"))
+    return storage.exists(storage.join(folder, "_index.json"))
 
 
 def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
@@ -101,15 +102,15 @@ def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
     from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 
-    corpus = io.join(plan.work, "corpus")
-    if not io.exists(io.join(corpus, "corpus.json")):
+    corpus = storage.join(plan.work, "corpus")
+    if not storage.exists(storage.join(corpus, "corpus.json")):
         langs = () if plan.all_langs else (*plan.seen, *plan.unseen, "en")
         synthesize_corpus(
             SynthConfig(out=corpus, langs=langs, all=plan.all_langs, voices=plan.voices)
         )
-    fleurs = io.join(corpus, "fleurs")
+    fleurs = storage.join(corpus, "fleurs")
     enc = EncoderConfig(name=encoder)
-    cb = io.join(plan.work, f"codebook-{encoder}")
+    cb = storage.join(plan.work, f"codebook-{encoder}")
     if not _done(cb):
         fit_codebook.run(
             fit_codebook.FitCodebookJobConfig(
@@ -121,9 +122,9 @@ def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
                 out=cb,
             )
         )
-    tokens = io.join(plan.work, f"tokens-{encoder}")
-    marker = io.join(tokens, "_complete")
-    if not io.exists(marker):
+    tokens = storage.join(plan.work, f"tokens-{encoder}")
+    marker = storage.join(tokens, "_complete")
+    if not storage.exists(marker):
         for i, (langs, split) in enumerate([(plan.seen, "train"), (None, "test")]):
             tokenize.run(
                 tokenize.TokenizeJobConfig(
@@ -137,12 +138,12 @@ def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
                     skip_existing=i > 0,  # the test split is appended to the train shards
                 )
             )
-        io.write_text(marker, "")
-    bt = io.join(plan.work, "bitext")
+        storage.write_text(marker, "")
+    bt = storage.join(plan.work, "bitext")
     if not _done(bt):
         bitext.run(
             bitext.BitextJobConfig(
-                input=io.join(corpus, "wikimatrix", "*.tsv.gz"),
+                input=storage.join(corpus, "wikimatrix", "*.tsv.gz"),
                 out=bt,
                 filters=BitextConfig(min_score=1.04, langs=frozenset((*plan.seen, "en"))),
             )
@@ -159,12 +160,12 @@ def train_and_eval(
     from trainer.model import DualEncoderConfig
     from trainer.train import TrainConfig, train
 
-    run = io.join(plan.work, "runs", f"{name}{plan.run_suffix}-s{seed}")
-    report_dir = io.join(run, "report")
-    report_file = io.join(report_dir, "report.json")
-    if io.exists(report_file):
-        return json.loads(io.read_text(report_file))
-    io.delete(run)
+    run = storage.join(plan.work, "runs", f"{name}{plan.run_suffix}-s{seed}")
+    report_dir = storage.join(run, "report")
+    report_file = storage.join(report_dir, "report.json")
+    if storage.exists(report_file):
+        return json.loads(storage.read_text(report_file))
+    storage.delete(run)
     start = time.perf_counter()
     train(
         TrainConfig(
@@ -188,7 +189,7 @@ def train_and_eval(
     train_s = time.perf_counter() - start
     report = evaluate(EvalConfig(run=run, shards=data["tokens"], out=report_dir, seen=plan.seen))
     report["train_s"] = train_s
-    io.write_text(report_file, json.dumps(report, indent=2, sort_keys=True))
+    storage.write_text(report_file, json.dumps(report, indent=2, sort_keys=True))
     return report
 
 
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
     rows = [summarize(name, reports) for name, reports in runs.items()]
     print_table(rows)
     result = {"plan": asdict(plan), "rows": rows, "wall_s": time.perf_counter() - start}
-    io.write_text(args.json, json.dumps(result, indent=2))
+    storage.write_text(args.json, json.dumps(result, indent=2))
     print(f"wrote {args.json} ({result['wall_s']:.0f} s)")
     return 0
 

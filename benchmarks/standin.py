@@ -79,8 +79,8 @@ class InstantEncoder(Encoder):
 
 # -- rows (one per process) -------------------------------------------------------
 def _examples(spec: dict) -> list:
+    from datastore.records import AudioExample
     from tokenizer.manifests import ManifestConfig, read_manifest
-    from tokenizer.records import AudioExample
 
     config = ManifestConfig(format="jsonl", input=spec["manifest"])
     return [e for e in read_manifest(config) if isinstance(e, AudioExample)]

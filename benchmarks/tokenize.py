@@ -37,7 +37,7 @@ Memory: the job's peak RSS (process tree) on a JSONL manifest listing the
 corpus once (1x) and ten times under new ids (10x): growth must stay < 20%.
 
 Shard writing: the same token table written by raw ``pq.write_table`` and by
-``tokenizer.shards.write_table`` (same zstd; ours adds file metadata, the
+``datastore.shards.write_table`` (same zstd; ours adds file metadata, the
 sha256 and the atomic temp + fsync + rename), and the job's write path
 (``WriteShards``' bucket writer: sort, ``table_from_rows``, write) against
 ``pa.Table.from_pylist`` + ``pq.write_table`` from the same row dicts.
@@ -135,8 +135,8 @@ def worker_job(spec: dict) -> dict:
 
 def _decoded(spec: dict):
     """(example, waveform) pairs of the manifest, in manifest order, as the job decodes them."""
+    from datastore.records import AudioExample
     from tokenizer.audio import AudioConfig, prepare
-    from tokenizer.records import AudioExample
 
     config = AudioConfig()
     for item in _read_manifest(spec):
@@ -393,8 +393,8 @@ def prepare_codebook(
 def repeated_manifest(corpus: Path, path: Path, base: int, times: int) -> int:
     """A JSONL manifest listing the first ``base`` FLEURS utterances ``times`` times
     under new ids (the same audio: the corpus grows, nothing else changes)."""
+    from datastore.records import AudioExample
     from tokenizer.manifests import ManifestConfig, read_manifest
-    from tokenizer.records import AudioExample
 
     fleurs = corpus / "fleurs"
     examples = [
@@ -587,8 +587,8 @@ def bench_shards(args, work: Path) -> tuple[list[dict], list[dict]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from datastore import schema, shards
     from pipelines.common import WriteShards
-    from tokenizer import schema, shards
 
     rows = token_rows(args.shard_rows)
     config = shards.WriteConfig()

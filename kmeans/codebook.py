@@ -1,6 +1,6 @@
 """The codebook artifact: centroids plus the metadata that says where they came from.
 
-A codebook folder holds exactly two files, written through ``tokenizer.io`` so a
+A codebook folder holds exactly two files, written through ``datastore.storage`` so a
 folder can be local or ``gs://``:
 
 - ``centroids.npy``: float32 ``[k, dim]``, read with ``allow_pickle=False``;
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenizer import io
+from datastore import storage
 
 FORMAT_VERSION = 1
 CENTROIDS_FILE = "centroids.npy"
@@ -281,21 +281,21 @@ class Codebook:
 
         The json goes last, so a folder with a ``codebook.json`` is complete.
         """
-        io.makedirs(directory)
-        io.write_npy(io.join(directory, CENTROIDS_FILE), self._centroids)
+        storage.makedirs(directory)
+        storage.write_npy(storage.join(directory, CENTROIDS_FILE), self._centroids)
         text = json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False)
-        io.write_text(io.join(directory, METADATA_FILE), text + "\n")
+        storage.write_text(storage.join(directory, METADATA_FILE), text + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str) -> Codebook:
         """Read a codebook folder, verifying shape, dtype and sha256."""
-        meta_uri = io.join(directory, METADATA_FILE)
-        centroids_uri = io.join(directory, CENTROIDS_FILE)
-        if not io.exists(meta_uri):
+        meta_uri = storage.join(directory, METADATA_FILE)
+        centroids_uri = storage.join(directory, CENTROIDS_FILE)
+        if not storage.exists(meta_uri):
             raise FileNotFoundError(f"{directory} is not a codebook folder: no {METADATA_FILE}")
         try:
-            meta = json.loads(io.read_text(meta_uri))
+            meta = json.loads(storage.read_text(meta_uri))
         except ValueError as exc:
             raise CodebookIntegrityError(f"{meta_uri} is not valid JSON: {exc}") from exc
         if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
@@ -307,7 +307,7 @@ class Codebook:
                 f"<= {FORMAT_VERSION}: upgrade speechtok"
             )
         try:
-            arr = io.read_npy(centroids_uri)
+            arr = storage.read_npy(centroids_uri)
         except FileNotFoundError:
             raise
         except (ValueError, OSError, EOFError) as exc:

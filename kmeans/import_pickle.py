@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io as _stdio
+import io
 import sys
 from typing import Any
 
 import numpy as np
 
+from datastore import storage
 from kmeans.codebook import Codebook
-from tokenizer import io
 
 
 class UntrustedPickleError(PermissionError):
@@ -50,8 +50,8 @@ def import_sklearn_kmeans(
         import joblib
     except ImportError as exc:  # pragma: no cover - joblib comes with scikit-learn
         raise ImportError("importing a pickled model needs joblib: pip install joblib") from exc
-    data = io.read_bytes(path)
-    model = joblib.load(_stdio.BytesIO(data))
+    data = storage.read_bytes(path)
+    model = joblib.load(io.BytesIO(data))
     centers = getattr(model, "cluster_centers_", None)
     if centers is None:
         raise ValueError(

@@ -24,7 +24,7 @@ import functools
 import importlib
 from collections.abc import Iterable, Sequence
 
-from pipelines.cli import UsageError
+from datastore.errors import UsageError
 
 
 class BeamOptionError(UsageError):

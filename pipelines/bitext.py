@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
+from datastore import card, schema, shards, storage
+from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.summary import finish_run
-from tokenizer import card, io, schema, shards
 from tokenizer.bitext import BitextConfig, filter_language_pair, parse_pair, select_files
-from tokenizer.outlock import locks_output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,18 +116,18 @@ def clear_output(out: str) -> None:
     """Delete what an earlier bitext run wrote to ``out`` (as tokenize does without
     ``--skip-existing``): its shards would stay beside the new ones, unlisted."""
     for kind in (schema.BITEXT_DIR, schema.REJECTS_DIR):
-        folder = io.join(out, kind)
-        for uri in io.list_files(folder):  # an object store has no folder to delete at once
-            io.delete(uri)
-        io.delete(folder)
-    io.delete(io.join(out, schema.INDEX_FILE))
+        folder = storage.join(out, kind)
+        for uri in storage.list_files(folder):  # an object store has no folder to delete at once
+            storage.delete(uri)
+        storage.delete(folder)
+    storage.delete(storage.join(out, schema.INDEX_FILE))
 
 
 @locks_output("bitext")  # before anything in --out is deleted
 def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     """Run the job and return its index (raises on a failed job)."""
     started = time.monotonic()
-    files = select_files(io.glob(config.input), config.filters)
+    files = select_files(storage.glob(config.input), config.filters)
     if not files:
         raise FileNotFoundError(
             f"no WikiMatrix.*.tsv.gz file matches {config.input!r} (after --langs)"
@@ -144,7 +144,7 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
 
 @locks_output("bitext")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
-    from pipelines.cli import UsageError
+    from datastore.errors import UsageError
 
     langs = frozenset(x.strip() for x in args.langs.split(",")) if args.langs else None
     try:

@@ -24,6 +24,7 @@ import re
 import sys
 from pathlib import Path
 
+from datastore.errors import UsageError
 from pipelines.outcome import JobFailed
 
 # subcommand -> "module:function" implementing it.
@@ -47,10 +48,6 @@ BEAM_EPILOG = (
     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
     "--setup_file ./setup.py (see README: Running on Dataflow / Flink)."
 )
-
-
-class UsageError(ValueError):
-    """Arguments that cannot work; reported as one line with exit status 2."""
 
 
 def _fraction(value: str) -> float:
@@ -471,7 +468,7 @@ def check_input(key: str, args: argparse.Namespace) -> None:
     """A missing ``--input`` (or ``--audio-root``) is a usage error before the job
     starts, not a read failure inside the pipeline. Object-store folders are
     prefixes, not objects, so only files are checked there."""
-    from tokenizer import io
+    from datastore import storage
 
     if key == "bitext":
         return  # a glob: the job refuses one that matches nothing before it starts
@@ -479,9 +476,9 @@ def check_input(key: str, args: argparse.Namespace) -> None:
     if args.format == "covost" and args.audio_root:
         wanted.append(("--audio-root", args.audio_root, True))
     for flag, uri, is_folder in wanted:
-        if is_folder and not io.is_local(uri):
+        if is_folder and not storage.is_local(uri):
             continue
-        found = os.path.isdir(io.local_path(uri)) if is_folder else io.exists(uri)
+        found = os.path.isdir(storage.local_path(uri)) if is_folder else storage.exists(uri)
         if not found:
             kind = "folder" if is_folder else "file"
             raise UsageError(f"{flag} {uri}: no such {kind}")
@@ -549,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(exc: Exception) -> str:
     """``Type: message``; a worker process's error arrives as its whole traceback
     text, whose last line names the error."""
-    from tokenizer.io import refused_pickle_message
+    from datastore.storage import refused_pickle_message
 
     if refused := refused_pickle_message(exc):  # torch's last line says only "see docs"
         return refused
@@ -561,7 +558,7 @@ def _one_line(exc: Exception) -> str:
 
 if __name__ == "__main__":
     # ``python -m pipelines.cli``: run the importable module's main, so the
-    # UsageError the jobs raise (pipelines.cli.UsageError) is the class caught.
+    # UsageError the jobs raise (datastore.errors.UsageError) is the class caught.
     from pipelines.cli import main as _main
 
     sys.exit(_main())

@@ -5,7 +5,7 @@ written as hive-partitioned, hash-bucketed, id-sorted shards (atomic,
 deterministic names), rejects likewise, and ``_index.json`` is written last
 from side inputs, so it exists only once every shard does and it fails the
 job if ``input != accepted + rejected``; the dataset card (``README.md``,
-:mod:`tokenizer.card`) follows the index.
+:mod:`datastore.card`) follows the index.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import zlib
 from collections.abc import Iterable
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from tokenizer import card, shards
-from tokenizer.records import Reject
+from datastore import card, shards
+from datastore.records import Reject
+from pipelines.metrics import NAMESPACE, counter, counters  # noqa: F401 (the jobs' names)
 
-NAMESPACE = "speechtok"
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's embedded runner, named directly (DirectRunner
 # would first try to download the Prism runner binary, which fails offline).
 LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
@@ -67,22 +65,6 @@ def run_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, job: str):
         progress.follow(result)
         result.wait_until_finish()
     return result
-
-
-def counter(name: str):
-    return Metrics.counter(NAMESPACE, name)
-
-
-def counters(result) -> dict[str, int]:
-    """Our counters from a finished pipeline (committed where the runner has them)."""
-    out = {}
-    try:
-        query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    except Exception:  # some runners do not report metrics
-        return out
-    for c in query["counters"]:
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(c.result or 0)
-    return out
 
 
 def route_rejects(items, main: str = "ok"):

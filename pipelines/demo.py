@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from tokenizer import io
+from datastore import storage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +77,7 @@ class DemoConfig:
 
     def folders(self) -> dict[str, str]:
         return {
-            name: io.join(self.out, name)
+            name: storage.join(self.out, name)
             for name in ("corpus", "codebook", "tokens", "bitext", "run", "report")
         }
 
@@ -125,7 +125,7 @@ def run_demo(config: DemoConfig) -> dict:
             seed=config.seed,
         ),
     )
-    fleurs = io.join(d["corpus"], "fleurs")
+    fleurs = storage.join(d["corpus"], "fleurs")
     encoder = EncoderConfig(name=config.encoder, dtype=config.encoder_dtype)
     stages.run(
         "fit codebook",
@@ -170,12 +170,12 @@ def run_demo(config: DemoConfig) -> dict:
         "bitext",
         bitext.run,
         bitext.BitextJobConfig(
-            input=io.join(d["corpus"], "wikimatrix", "*.tsv.gz"),
+            input=storage.join(d["corpus"], "wikimatrix", "*.tsv.gz"),
             out=d["bitext"],
             filters=BitextConfig(min_score=config.min_score, langs=frozenset((*config.seen, "en"))),
         ),
     )
-    io.delete(d["run"])  # a demo run always starts fresh
+    storage.delete(d["run"])  # a demo run always starts fresh
     stages.run(
         "train",
         train,
@@ -213,7 +213,7 @@ def run_demo(config: DemoConfig) -> dict:
         "folders": d,
         "config": dataclasses.asdict(config),
     }
-    io.write_text(io.join(config.out, "demo.json"), json.dumps(summary, indent=2))
+    storage.write_text(storage.join(config.out, "demo.json"), json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
+from datastore import schema, shards, storage
+from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
-from tokenizer import io, schema, shards
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, list_sources
-from tokenizer.outlock import locks_output
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,9 +109,9 @@ def save_sample(sample, directory: str) -> None:
     """The fitted frames as plain .npy files (no pickle: langs are fixed-width unicode)."""
     import numpy as np
 
-    io.makedirs(directory)
-    io.write_npy(io.join(directory, "frames.npy"), sample.frames)
-    io.write_npy(io.join(directory, "langs.npy"), np.asarray(sample.langs, dtype=str))
+    storage.makedirs(directory)
+    storage.write_npy(storage.join(directory, "frames.npy"), sample.frames)
+    storage.write_npy(storage.join(directory, "langs.npy"), np.asarray(sample.langs, dtype=str))
 
 
 def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
@@ -143,7 +143,7 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     )
     codebook.save(config.out)
     if config.save_sample:
-        save_sample(sample, io.join(config.out, SAMPLE_DIR))
+        save_sample(sample, storage.join(config.out, SAMPLE_DIR))
     return {"id": codebook.id, "k": codebook.k, "inertia": codebook.metadata["inertia"]}
 
 
@@ -156,7 +156,7 @@ def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
     shards.sweep_temp_files(config.out)
     # An earlier run's codebook must not pass for this run's when this one fits nothing.
     for name in (schema.REJECTS_DIR, schema.INDEX_FILE, METADATA_FILE, CENTROIDS_FILE):
-        io.delete(io.join(config.out, name))
+        storage.delete(storage.join(config.out, name))
     return identity, sources
 
 
@@ -225,7 +225,7 @@ def run(
     from kmeans import Codebook
     from kmeans.codebook import METADATA_FILE
 
-    if not io.exists(io.join(config.out, METADATA_FILE)):
+    if not storage.exists(storage.join(config.out, METADATA_FILE)):
         counts = index.counts if index else {"input": 0, "accepted": 0, "rejected": 0}
         sampled = beam_counters.get("sampled_frames")
         raise NoCodebook(
@@ -244,7 +244,8 @@ def run(
 
 @locks_output("fit-codebook")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
-    from pipelines.cli import UsageError, speech_configs
+    from datastore.errors import UsageError
+    from pipelines.cli import speech_configs
 
     started = time.monotonic()
     manifest, audio, encoder = speech_configs(args)

@@ -75,7 +75,7 @@ def verdict(
 def check(index, args) -> None:
     """Raise :class:`JobFailed` unless the run behind ``index`` produced output.
 
-    ``index``: the job's :class:`tokenizer.shards.Index` (None: none written);
+    ``index``: the job's :class:`datastore.shards.Index` (None: none written);
     ``args``: the command's parsed flags (``--out``, ``--input``, ``--format``,
     ``--max-reject-fraction``). An append run (``tokenize --skip-existing``)
     is judged on its own counts; one with nothing new to read is a success.

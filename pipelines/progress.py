@@ -203,7 +203,7 @@ def _update_bar(bar, counts) -> None:
 
 def _remote_counts(result) -> collections.Counter:
     """Our counters from a running remote job, in :func:`tick`'s names."""
-    from pipelines.common import counters
+    from pipelines.metrics import counters
 
     with contextlib.suppress(Exception):
         c = counters(result)

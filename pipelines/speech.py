@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
+from datastore.records import AudioExample, Reason, Reject
 from pipelines import common, progress
 from tokenizer import audio
-from tokenizer.manifests import ManifestConfig, duplicate_reject, read_source
-from tokenizer.records import AudioExample, Reason, Reject
+from tokenizer.manifests import ManifestConfig, duplicate_reject, pick_one_per_id, read_source
 
 
 class ReadExamples(beam.PTransform):
@@ -48,7 +48,7 @@ class ReadExamples(beam.PTransform):
             | "CountRead" >> beam.Map(_count_read)
             | "KeyById" >> beam.Map(lambda e: (e.id, e))
             | "GroupIds" >> beam.GroupByKey()
-            | "FirstPerId" >> beam.FlatMap(_first_per_id).with_outputs("rejects", main="ok")
+            | "FirstPerId" >> beam.FlatMap(_one_per_id).with_outputs("rejects", main="ok")
         )
         rejects = (read.rejects, unique.rejects) | "AllReadRejects" >> beam.Flatten()
         return {"items": items, "ok": unique.ok, "rejects": rejects}
@@ -77,11 +77,11 @@ def _count_read(example):
     return example
 
 
-def _first_per_id(id_examples):
-    """Keep one example per id, deterministically (smallest URI, then text)."""
-    examples = sorted(id_examples[1], key=lambda e: (e.uri, e.text))
-    yield examples[0]
-    for dup in examples[1:]:
+def _one_per_id(id_examples):
+    """One example per id (:func:`tokenizer.manifests.pick_one_per_id`)."""
+    kept, duplicates = pick_one_per_id(id_examples[1])
+    yield kept
+    for dup in duplicates:
         common.counter(f"rejected.{Reason.DUPLICATE_ID}").inc()
         progress.tick(done=1)
         yield beam.pvalue.TaggedOutput("rejects", duplicate_reject(dup))
@@ -271,11 +271,7 @@ class SpeechModelStage(beam.PTransform):
         # No Reshuffle before: ReadExamples' id grouping has just spread the
         # examples over workers by key; another shuffle would only pickle
         # every example once more.
-        out = (
-            examples
-            | "DecodeAndRun"
-            >> beam.ParDo(
-                EncodeClips(self.audio_config, self.spec, self.decode_threads)
-            ).with_outputs("rejects", "extra_windows", main="ok")
-        )
+        out = examples | "DecodeAndRun" >> beam.ParDo(
+            EncodeClips(self.audio_config, self.spec, self.decode_threads)
+        ).with_outputs("rejects", "extra_windows", main="ok")
         return {"ok": out.ok, "rejects": out.rejects, "extra_windows": out.extra_windows}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from tokenizer import shards
+from datastore import shards
 
 STAGES = ("read", "decode", "decode_wait", "model", "write")
 

@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
+from datastore import schema, shards, storage
+from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
-from tokenizer import io, schema, shards
 from tokenizer.assign import check_codebook_fits_int16, token_row
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, list_sources
-from tokenizer.outlock import locks_output
 
 
 class CodebookMismatch(ValueError):
@@ -106,8 +106,8 @@ def plan(config: TokenizeJobConfig) -> Plan:
     else:
         previous = None
         for kind in (schema.TOKENS_DIR, schema.REJECTS_DIR):
-            io.delete(io.join(config.out, kind))
-        io.delete(io.join(config.out, schema.INDEX_FILE))
+            storage.delete(storage.join(config.out, kind))
+        storage.delete(storage.join(config.out, schema.INDEX_FILE))
     sources = list_sources(config.manifest)
     return Plan(codebook, identity, sources, skip_ids, first_index, previous)
 
@@ -115,11 +115,11 @@ def plan(config: TokenizeJobConfig) -> Plan:
 def remove_unlisted_shards(out: str, index: shards.Index) -> None:
     """Shards a killed append left behind (complete files not in the index)."""
     listed = {s["path"] for s in index.shards}
-    base = (io.local_path(out) if io.is_local(out) else out).rstrip("/")
+    base = (storage.local_path(out) if storage.is_local(out) else out).rstrip("/")
     for kind in (schema.TOKENS_DIR, schema.REJECTS_DIR):
-        for uri in io.list_files(io.join(out, kind), ".parquet"):
+        for uri in storage.list_files(storage.join(out, kind), ".parquet"):
             if uri[len(base) + 1 :] not in listed:
-                io.delete(uri)
+                storage.delete(uri)
 
 
 def existing_ids(out: str, index: shards.Index) -> frozenset[str]:
@@ -128,7 +128,7 @@ def existing_ids(out: str, index: shards.Index) -> frozenset[str]:
     ids: set[str] = set()
     for s in index.shards:
         if s["path"].startswith(schema.TOKENS_DIR + "/"):
-            with io.open_read(io.join(out, s["path"])) as f:
+            with storage.open_read(storage.join(out, s["path"])) as f:
                 ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
     return frozenset(ids)
 
@@ -215,7 +215,8 @@ def run(
 
 @locks_output("tokenize")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
-    from pipelines.cli import UsageError, speech_configs
+    from datastore.errors import UsageError
+    from pipelines.cli import speech_configs
 
     started = time.monotonic()
     manifest, audio, encoder = speech_configs(args)

@@ -3,7 +3,7 @@
 The speech model (:mod:`tokenizer.speech_model`) turns features into tokens,
 downsampled the way the codebook was fitted and run-length deduplicated when
 the job asks; this module only lays the row out. The row follows
-:data:`tokenizer.schema.TOKEN_SCHEMA`; ``n_frames`` counts frames after
+:data:`datastore.schema.TOKEN_SCHEMA`; ``n_frames`` counts frames after
 downsampling, so ``len(tokens) == n_frames`` without dedup and
 ``sum(durations) == n_frames`` with it. The ``audio`` column holds an
 absolute local path or the URI as written (:func:`absolute_uri`), so the
@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from tokenizer import io
-from tokenizer.records import AudioExample
+from datastore import storage
+from datastore.records import AudioExample
 
 INT16_MAX = np.iinfo(np.int16).max
 
@@ -40,7 +40,7 @@ def absolute_uri(uri: str) -> str:
     the path names the file the way the corpus does).
     """
     uri = str(uri)
-    return uri if io.scheme(uri) else os.path.abspath(uri)
+    return uri if storage.scheme(uri) else os.path.abspath(uri)
 
 
 def token_row(

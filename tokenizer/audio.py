@@ -12,14 +12,14 @@ Example::
 
 from __future__ import annotations
 
-import io as _stdio
+import io
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from tokenizer import io
-from tokenizer.records import AudioExample, Reason, Reject
+from datastore import storage
+from datastore.records import AudioExample, Reason, Reject
 
 TARGET_SAMPLE_RATE = 16000
 
@@ -161,7 +161,7 @@ def _decode_mp3(data: bytes, config: AudioConfig, name: str) -> tuple[np.ndarray
     import soundfile as sf
 
     counted = _has_length_header(data)
-    source = _stdio.BytesIO(data) if counted else _LengthHiddenMp3(data)
+    source = io.BytesIO(data) if counted else _LengthHiddenMp3(data)
     with sf.SoundFile(source) as f:
         sr, channels, declared = f.samplerate, f.channels, f.frames if counted else 0
         cap = None if config.split_long else config.max_seconds * sr
@@ -204,7 +204,7 @@ def decode(data: bytes, config: AudioConfig, name: str = "<bytes>") -> np.ndarra
     if not data:
         raise AudioError(Reason.EMPTY_AUDIO, f"{name}: 0-byte file")
     try:
-        with sf.SoundFile(_stdio.BytesIO(data)) as f:
+        with sf.SoundFile(io.BytesIO(data)) as f:
             sr, declared, mp3 = f.samplerate, f.frames, f.format == "MP3"
             # Refuse overlong files before decoding them (cheap: header only).
             too_long = declared > 0 and declared / sr > config.max_seconds
@@ -263,13 +263,13 @@ def read_audio_bytes(uri: str, config: AudioConfig) -> bytes:
 
     Only a regular file is audio: a FIFO, device, socket or directory is
     ``not_a_file`` at once (a FIFO would block the reader forever, ``/dev/zero``
-    would never end); see :func:`tokenizer.io.read_bounded`.
+    would never end); see :func:`datastore.storage.read_bounded`.
     """
     try:
-        return io.read_bounded(uri, config.max_bytes)
-    except io.NotAFileError as exc:
+        return storage.read_bounded(uri, config.max_bytes)
+    except storage.NotAFileError as exc:
         raise AudioError(Reason.NOT_A_FILE, str(exc.args[0])) from None
-    except io.FileTooLargeError:
+    except storage.FileTooLargeError:
         raise AudioError(
             Reason.TOO_LONG, f"{uri}: more than max_bytes {config.max_bytes} bytes"
         ) from None
@@ -278,7 +278,7 @@ def read_audio_bytes(uri: str, config: AudioConfig) -> bytes:
     except OSError as exc:
         raise AudioError(Reason.MISSING_FILE, f"{uri}: {exc}") from None
     except Exception as exc:  # remote filesystems raise their own "not found" types
-        if not io.exists(uri):
+        if not storage.exists(uri):
             raise AudioError(Reason.MISSING_FILE, f"{uri}: no such file") from None
         raise AudioError(Reason.MISSING_FILE, f"{uri}: {type(exc).__name__}: {exc}") from None
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from tokenizer import io, schema, shards
+from datastore import schema, shards, storage
+from datastore.records import Reason, Reject
 from tokenizer.manifests.lines import iter_stream_lines, line_reject, raw_line_problem, text_problem
-from tokenizer.records import Reason, Reject
 
 _NAME = re.compile(r"WikiMatrix\.(?P<l1>[A-Za-z_\-]+?)-(?P<l2>[A-Za-z_\-]+)\.tsv(\.gz)?$")
 
@@ -93,7 +93,7 @@ class BitextPair:
 
 def parse_pair(uri: str) -> tuple[str, str]:
     """``("en", "fr")`` from ``.../WikiMatrix.en-fr.tsv.gz``."""
-    m = _NAME.search(io.basename(uri))
+    m = _NAME.search(storage.basename(uri))
     if not m:
         raise ValueError(f"{uri}: not a WikiMatrix.{{l1}}-{{l2}}.tsv.gz file name")
     return m["l1"], m["l2"]
@@ -174,7 +174,7 @@ def read_numbered(uri: str, config: BitextConfig) -> Iterator[tuple[int, BitextP
     l1, l2 = parse_pair(uri)
     lineno = 0
     try:
-        with io.open_read(uri) as raw_file:
+        with storage.open_read(uri) as raw_file:
             stream = gzip.GzipFile(fileobj=raw_file) if uri.endswith(".gz") else raw_file
             for lineno, raw in iter_stream_lines(stream, config.max_line_bytes):
                 line, reject = raw_line_problem(uri, lineno, raw, config.max_line_bytes)

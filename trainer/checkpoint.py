@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tokenizer import io
+from datastore import storage
 from trainer.model import DualEncoder, DualEncoderConfig, build_model, padded_audio_rows
 
 RUN_FORMAT = "speechtok-dual-encoder/1"
@@ -44,14 +44,14 @@ class CheckpointError(ValueError):
 
 
 def has_checkpoint(run_dir: str) -> bool:
-    return io.exists(io.join(run_dir, CONFIG_FILE))
+    return storage.exists(storage.join(run_dir, CONFIG_FILE))
 
 
 def read_config(run_dir: str) -> dict:
-    path = io.join(run_dir, CONFIG_FILE)
-    if not io.exists(path):
+    path = storage.join(run_dir, CONFIG_FILE)
+    if not storage.exists(path):
         raise CheckpointError(f"{run_dir} holds no run ({CONFIG_FILE} missing)")
-    config = json.loads(io.read_text(path))
+    config = json.loads(storage.read_text(path))
     if config.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {RUN_FORMAT!r}")
     return config
@@ -61,13 +61,13 @@ def _save_tensors(uri: str, tensors: dict[str, torch.Tensor], metadata: dict[str
     from safetensors.torch import save
 
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    io.write_bytes(uri, save(data, metadata=metadata))
+    storage.write_bytes(uri, save(data, metadata=metadata))
 
 
 def _load_tensors(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors.torch import load
 
-    raw = io.read_bytes(uri)
+    raw = storage.read_bytes(uri)
     tensors = load(raw)
     # safetensors layout: an 8-byte little-endian header size, then the JSON header.
     size = int.from_bytes(raw[:8], "little")
@@ -121,16 +121,18 @@ def run_config(
 
 def save_model(run_dir: str, model: DualEncoder, *, step: int) -> None:
     meta = {"format": RUN_FORMAT, "step": str(int(step))}
-    _save_tensors(io.join(run_dir, MODEL_FILE), model_tensors(model), meta)
+    _save_tensors(storage.join(run_dir, MODEL_FILE), model_tensors(model), meta)
 
 
 def write_config(run_dir: str, config: dict) -> None:
-    io.write_text(io.join(run_dir, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True))
+    storage.write_text(
+        storage.join(run_dir, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True)
+    )
 
 
 def load_model_weights(model: DualEncoder, run_dir: str, *, step: int | None = None) -> int:
     """Load ``model.safetensors`` into ``model`` (strict: frozen keys are the only ones absent)."""
-    tensors, meta = _load_tensors(io.join(run_dir, MODEL_FILE))
+    tensors, meta = _load_tensors(storage.join(run_dir, MODEL_FILE))
     saved_step = int(meta.get("step", -1))
     if step is not None and saved_step != step:
         raise CheckpointError(f"{MODEL_FILE} is from step {saved_step}, config.json says {step}")
@@ -169,14 +171,14 @@ def save_optimizer(
         "param_groups": json.dumps(groups),
         "scalars": json.dumps(scalars),
     }
-    _save_tensors(io.join(run_dir, OPTIMIZER_FILE), tensors, meta)
+    _save_tensors(storage.join(run_dir, OPTIMIZER_FILE), tensors, meta)
 
 
 def load_optimizer(
     run_dir: str, optimizer, names: list[list[str]], *, step: int
 ) -> dict[str, torch.Tensor]:
     """Restore AdamW state saved by :func:`save_optimizer`; returns the saved RNG tensors."""
-    tensors, meta = _load_tensors(io.join(run_dir, OPTIMIZER_FILE))
+    tensors, meta = _load_tensors(storage.join(run_dir, OPTIMIZER_FILE))
     if int(meta.get("step", -1)) != step:
         raise CheckpointError(f"{OPTIMIZER_FILE} is from step {meta.get('step')}, expected {step}")
     if json.loads(meta["param_names"]) != names:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _usage_error(message: str) -> Exception:
-    from pipelines.cli import UsageError
+    from datastore.errors import UsageError
 
     return UsageError(message)
 

@@ -1,10 +1,10 @@
 """Training data from token shards (+ bitext shards): reading, batching, position.
 
 Rows come from ``DIR/tokens/corpus=C/split=S/lang=L/part-*.parquet`` through
-the shard reader (:func:`tokenizer.shards.iter_shards`): only files listed in
+the shard reader (:func:`datastore.shards.iter_shards`): only files listed in
 ``DIR/_index.json`` are read (a stale shard of an earlier run in the folder
 is not), a split/language/corpus filter prunes whole files by their folder
-names, and every read goes through :mod:`tokenizer.io`. The selected columns
+names, and every read goes through :mod:`datastore.storage`. The selected columns
 are held in memory column-wise (tokens as one int16 buffer + offsets: ~2
 bytes per token), which fits CoVoST 2 or FLEURS comfortably.
 
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokenizer import io, schema
-from tokenizer import shards as shard_io
+from datastore import schema, storage
+from datastore import shards as shard_io
 
 # {encoder}-L{layer}-k{k}-{sha8}
 CODEBOOK_ID = re.compile(r"^(?P<encoder>.+)-L(?P<layer>\d+)-k(?P<k>\d+)-(?P<sha8>[0-9a-f]{8})$")
@@ -147,8 +147,8 @@ class TokenRows:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        root = io.join(shards, schema.TOKENS_DIR)
-        if not io.exists(io.join(shards, schema.INDEX_FILE)) and not io.exists(root):
+        root = storage.join(shards, schema.TOKENS_DIR)
+        if not storage.exists(storage.join(shards, schema.INDEX_FILE)) and not storage.exists(root):
             raise FileNotFoundError(f"no token shards: {root} does not exist")
         where = {"split": [split], "lang": langs, "corpus": corpora}
         try:
@@ -218,8 +218,8 @@ class BitextRows:
         """Read pairs; with ``langs``, keep those with either side in ``langs``."""
         import pyarrow as pa
 
-        root = io.join(bitext, schema.BITEXT_DIR)
-        if not io.exists(io.join(bitext, schema.INDEX_FILE)) and not io.exists(root):
+        root = storage.join(bitext, schema.BITEXT_DIR)
+        if not storage.exists(storage.join(bitext, schema.INDEX_FILE)) and not storage.exists(root):
             raise FileNotFoundError(f"no bitext shards: {root} does not exist")
         wanted = set(langs or ())
         tables = [

@@ -6,7 +6,7 @@ JSONL file line by line (``{"id", "text", "lang"}``; a bad line becomes a
 reject with a reason, never a crash). Rows are embedded batch-wise with the
 evaluator's model calls (:meth:`trainer.model.DualEncoder.embed_speech` /
 ``embed_text``) and written as they come:
-``OUT/embeddings/part-NNNNN.parquet`` (``tokenizer.schema.EMBEDDING_SCHEMA``:
+``OUT/embeddings/part-NNNNN.parquet`` (``datastore.schema.EMBEDDING_SCHEMA``:
 ``id, lang, modality, text, embedding``, in input order), ``OUT/rejects/``,
 ``OUT/_index.json`` (counts, the run and its step, dimension), the dataset
 card, and with ``faiss`` an inner-product index ``OUT/index.faiss`` whose row
@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tokenizer import card, io, schema, shards
-from tokenizer.records import Reason, Reject
+from datastore import card, schema, shards, storage
+from datastore.records import Reason, Reject
 
 log = logging.getLogger(__name__)
 FAISS_FILE = "index.faiss"
@@ -200,7 +200,7 @@ def _prepare_out(out: str) -> None:
         )
     shards.sweep_temp_files(out)
     for name in (schema.EMBEDDINGS_DIR, schema.REJECTS_DIR, FAISS_FILE, schema.INDEX_FILE):
-        io.delete(io.join(out, name))
+        storage.delete(storage.join(out, name))
 
 
 def embed(config: EmbedConfig) -> shards.Index:
@@ -212,7 +212,7 @@ def embed(config: EmbedConfig) -> shards.Index:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if config.shards is not None and shards.Index.read(config.shards) is None:
         raise FileNotFoundError(f"{config.shards}: no _index.json (not a tokenize output folder)")
-    if config.text is not None and not io.exists(config.text):
+    if config.text is not None and not storage.exists(config.text):
         raise FileNotFoundError(f"{config.text} does not exist")
     model, _, run_config = load_run(config.run, device=device)
     _prepare_out(config.out)
@@ -279,8 +279,8 @@ def embed(config: EmbedConfig) -> shards.Index:
     if index_faiss is not None:
         faiss = import_faiss()
 
-        io.write_bytes(
-            io.join(config.out, FAISS_FILE), faiss.serialize_index(index_faiss).tobytes()
+        storage.write_bytes(
+            storage.join(config.out, FAISS_FILE), faiss.serialize_index(index_faiss).tobytes()
         )
     index = shards.Index(
         job="embed",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from tokenizer import io, schema
+from datastore import schema, storage
 from trainer import report as report_lib
 from trainer import retrieval
 
@@ -81,10 +81,10 @@ class Split:
 def read_split(shards: str, split: str, langs=None) -> Split:
     """The rows of one split (optionally some languages), sorted by id: the shard
     reader's files, i.e. those ``_index.json`` lists."""
-    from tokenizer import shards as shard_io
+    from datastore import shards as shard_io
 
-    root = io.join(shards, schema.TOKENS_DIR)
-    if not io.exists(io.join(shards, schema.INDEX_FILE)) and not io.exists(root):
+    root = storage.join(shards, schema.TOKENS_DIR)
+    if not storage.exists(storage.join(shards, schema.INDEX_FILE)) and not storage.exists(root):
         raise FileNotFoundError(f"no token shards under {root}")
     tables, shas = [], set()
     where = {"split": [split], "lang": langs}

@@ -28,7 +28,7 @@ import tempfile
 
 import torch
 
-from tokenizer import io
+from datastore import storage
 from trainer.provenance import CODEBOOK_DIR, CODEBOOK_FILES
 
 AUDIO_TOKEN = "<a{}>"
@@ -256,27 +256,29 @@ def export(run: str, out: str) -> dict:
         for root, _, files in os.walk(tmp):
             for name in sorted(files):
                 rel = os.path.relpath(os.path.join(root, name), tmp).split(os.sep)
-                io.write_bytes(io.join(out, *rel), io.read_bytes(os.path.join(root, name)))
+                storage.write_bytes(
+                    storage.join(out, *rel), storage.read_bytes(os.path.join(root, name))
+                )
     projection = {
         k: v.detach().cpu().contiguous() for k, v in model.projection.state_dict().items()
     }
-    io.write_bytes(
-        io.join(out, PROJECTION_FILE), save(projection, metadata={"format": EXPORT_FORMAT})
+    storage.write_bytes(
+        storage.join(out, PROJECTION_FILE), save(projection, metadata={"format": EXPORT_FORMAT})
     )
-    io.write_text(io.join(out, SETTINGS_FILE), json.dumps(meta, indent=2, sort_keys=True))
-    io.write_text(io.join(out, "encode.py"), SNIPPET)
-    io.write_text(io.join(out, "README.md"), readme(meta))
+    storage.write_text(storage.join(out, SETTINGS_FILE), json.dumps(meta, indent=2, sort_keys=True))
+    storage.write_text(storage.join(out, "encode.py"), SNIPPET)
+    storage.write_text(storage.join(out, "README.md"), readme(meta))
     tokens = run_config.get("tokens") or {}
     if tokens.get("codebook_dir"):
         for name in CODEBOOK_FILES:
-            src = io.join(run, tokens["codebook_dir"], name)
-            io.write_bytes(io.join(out, CODEBOOK_DIR, name), io.read_bytes(src))
+            src = storage.join(run, tokens["codebook_dir"], name)
+            storage.write_bytes(storage.join(out, CODEBOOK_DIR, name), storage.read_bytes(src))
     return meta
 
 
 def _prepare_out(out: str) -> None:
     """An earlier export in ``out`` is replaced; any other non-empty folder is refused."""
-    if io.exists(io.join(out, SETTINGS_FILE)):
-        io.delete(out)
-    elif io.exists(out) and io.list_files(out):
+    if storage.exists(storage.join(out, SETTINGS_FILE)):
+        storage.delete(out)
+    elif storage.exists(out) and storage.list_files(out):
         raise ValueError(f"{out} is not empty and holds no earlier export: choose another --out")

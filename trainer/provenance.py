@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from tokenizer import io
+from datastore import storage
 
 log = logging.getLogger(__name__)
 CODEBOOK_DIR = "codebook"
@@ -41,7 +41,7 @@ def token_provenance(shards: str, codebook: dict) -> dict:
     shards. Unknown fields (synthetic shards, a codebook folder that moved)
     stay ``None``; :func:`audio_to_tokens` then says what is missing.
     """
-    from tokenizer.shards import Index
+    from datastore.shards import Index
 
     index = Index.read(shards)
     config = (index.config if index else {}) or {}
@@ -71,11 +71,11 @@ def token_provenance(shards: str, codebook: dict) -> dict:
 
 def _codebook_meta(source: str | None, sha256: str | None) -> dict | None:
     """``codebook.json`` of the folder the shards name, if it is there and is theirs."""
-    if not source or not io.exists(io.join(source, "codebook.json")):
+    if not source or not storage.exists(storage.join(source, "codebook.json")):
         if source:
             log.warning("codebook folder %s not found: the run cannot tokenize new audio", source)
         return None
-    meta = json.loads(io.read_text(io.join(source, "codebook.json")))
+    meta = json.loads(storage.read_text(storage.join(source, "codebook.json")))
     if sha256 and meta.get("sha256") != sha256:
         log.warning("codebook folder %s is not the shards' codebook (sha256 differs)", source)
         return None
@@ -87,10 +87,12 @@ def copy_codebook(provenance: dict, run_dir: str) -> dict:
     source = provenance["codebook"].get("source")
     if not source:
         return provenance
-    target = io.join(run_dir, CODEBOOK_DIR)
-    if not io.exists(io.join(target, "codebook.json")):
+    target = storage.join(run_dir, CODEBOOK_DIR)
+    if not storage.exists(storage.join(target, "codebook.json")):
         for name in CODEBOOK_FILES:  # codebook.json last: its presence means complete
-            io.write_bytes(io.join(target, name), io.read_bytes(io.join(source, name)))
+            storage.write_bytes(
+                storage.join(target, name), storage.read_bytes(storage.join(source, name))
+            )
     return {**provenance, "codebook_dir": CODEBOOK_DIR}
 
 
@@ -113,7 +115,7 @@ def audio_to_tokens(
             "dedup): it was trained on shards without a tokenize index or codebook folder, "
             "so --query-audio cannot work; query with --query-text"
         )
-    codebook = Codebook.load(io.join(run_dir, prov["codebook_dir"]))
+    codebook = Codebook.load(storage.join(run_dir, prov["codebook_dir"]))
     if codebook.sha256 != prov["codebook"]["sha256"]:
         raise ProvenanceError(f"{run_dir}/{prov['codebook_dir']} is not the run's codebook")
     dtype = enc.get("dtype") or "float32"

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from tokenizer import io
+from datastore import storage
 
 
 @dataclass
@@ -91,7 +91,7 @@ def markdown(report: dict) -> str:
 
 def plot_r_at_1(report: dict, uri: str) -> None:
     """Bar chart of R@1 per language, coloured seen/unseen, chance as ticks."""
-    import io as _stdio
+    import io
 
     import matplotlib
 
@@ -117,17 +117,19 @@ def plot_r_at_1(report: dict, uri: str) -> None:
     ax.legend(handles, ["seen in training", "unseen", "chance"], loc="upper right", fontsize=8)
     ax.set_title("R@1 per language")
     fig.tight_layout()
-    buf = _stdio.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    io.write_bytes(uri, buf.getvalue())
+    storage.write_bytes(uri, buf.getvalue())
 
 
 def write_report(report: Report, out_dir: str) -> dict:
     data = report.as_dict()
-    io.makedirs(out_dir)
-    io.write_text(io.join(out_dir, "report.json"), json.dumps(data, indent=2, sort_keys=True))
-    io.write_text(io.join(out_dir, "report.md"), markdown(data))
+    storage.makedirs(out_dir)
+    storage.write_text(
+        storage.join(out_dir, "report.json"), json.dumps(data, indent=2, sort_keys=True)
+    )
+    storage.write_text(storage.join(out_dir, "report.md"), markdown(data))
     if data["r_at_1"]:
-        plot_r_at_1(data, io.join(out_dir, "r_at_1.png"))
+        plot_r_at_1(data, storage.join(out_dir, "r_at_1.png"))
     return data

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenizer import io, schema, shards
+from datastore import schema, shards, storage
 from trainer.embed import FAISS_FILE, import_faiss, run_identity
 
 
@@ -97,11 +97,13 @@ def embed_query(model, config: SearchConfig, run_config: dict, device: str, prec
 def top_hits(folder: str, query: np.ndarray, k: int) -> list[tuple[float, int]]:
     """``(score, row)`` of the best ``k`` rows, best first (ties: lower row first)."""
     query = np.asarray(query, dtype=np.float32).reshape(-1)
-    faiss_uri = io.join(folder, FAISS_FILE)
-    if io.exists(faiss_uri):
+    faiss_uri = storage.join(folder, FAISS_FILE)
+    if storage.exists(faiss_uri):
         faiss = import_faiss()
 
-        index = faiss.deserialize_index(np.frombuffer(io.read_bytes(faiss_uri), dtype=np.uint8))
+        index = faiss.deserialize_index(
+            np.frombuffer(storage.read_bytes(faiss_uri), dtype=np.uint8)
+        )
         scores, rows = index.search(query[None, :], k)
         return [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
     best: list[tuple[float, int]] = []

@@ -9,7 +9,7 @@ as a k-means tokenizer over real frames would roughly give. A model can thus
 learn to match speech tokens to transcripts, and translations to each other.
 
 Shards follow the real contracts exactly (written by the one shard writer,
-:mod:`tokenizer.shards`: hive layout, ``_index.json``, codebook id
+:mod:`datastore.shards`: hive layout, ``_index.json``, codebook id
 ``synthetic-L0-k{k}-{sha8}`` with its sha256 in the file metadata), so the
 trainer reads them like the tokenize job's output.
 
@@ -25,7 +25,7 @@ import hashlib
 
 import numpy as np
 
-from tokenizer import schema, shards
+from datastore import schema, shards
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tokenizer import io
+from datastore import storage
 from trainer import checkpoint as ckpt
 from trainer.audio_init import AUDIO_INITS, AlignedInitConfig, init_aligned_audio_rows
 from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group
@@ -285,7 +285,7 @@ class Trainer:
         out = self.config.out
         ckpt.load_model_weights(self.model, out, step=step)
         rng = ckpt.load_optimizer(out, self.optimizer, self.param_names, step=step)
-        state = json.loads(io.read_text(io.join(out, ckpt.STATE_FILE)))
+        state = json.loads(storage.read_text(storage.join(out, ckpt.STATE_FILE)))
         if int(state["step"]) != step:
             raise ckpt.CheckpointError(
                 f"{ckpt.STATE_FILE} is from step {state['step']}, expected {step}"
@@ -298,9 +298,11 @@ class Trainer:
         self.loader.load_state_dict(state["data"])
         if "torch" in rng and self.dist.is_main:
             torch.set_rng_state(rng["torch"])
-        metrics_uri = io.join(out, ckpt.METRICS_FILE)
-        if io.exists(metrics_uri):
-            lines = [json.loads(x) for x in io.read_text(metrics_uri).splitlines() if x.strip()]
+        metrics_uri = storage.join(out, ckpt.METRICS_FILE)
+        if storage.exists(metrics_uri):
+            lines = [
+                json.loads(x) for x in storage.read_text(metrics_uri).splitlines() if x.strip()
+            ]
             self.metrics = [m for m in lines if int(m["step"]) <= step]
         self.step = step
         log.info("resumed %s at step %d (epoch %d)", out, step, self.loader.epoch)
@@ -449,7 +451,7 @@ class Trainer:
         """Checkpoint (rank 0): weights, optimizer + RNG, data position, metrics, then config."""
         if self.dist.is_main:
             out = self.config.out
-            io.makedirs(out)
+            storage.makedirs(out)
             ckpt.save_model(out, self.model, step=self.step)
             ckpt.save_optimizer(
                 out,
@@ -463,7 +465,7 @@ class Trainer:
                 "data": self.loader.state_dict(),
                 "world_size": self.dist.world_size,
             }
-            io.write_text(io.join(out, ckpt.STATE_FILE), json.dumps(state, indent=2))
+            storage.write_text(storage.join(out, ckpt.STATE_FILE), json.dumps(state, indent=2))
             self._flush_metrics()
             self.tokens = copy_codebook(self.tokens, out)  # once: a self-contained run folder
             config = ckpt.run_config(
@@ -482,7 +484,7 @@ class Trainer:
     def _flush_metrics(self) -> None:
         if self.dist.is_main:
             text = "".join(json.dumps(m) + "\n" for m in self.metrics)
-            io.write_text(io.join(self.config.out, ckpt.METRICS_FILE), text)
+            storage.write_text(storage.join(self.config.out, ckpt.METRICS_FILE), text)
 
     def close(self) -> None:
         if self.dist.initialized_here:

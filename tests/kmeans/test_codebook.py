@@ -160,7 +160,7 @@ def gcs_bucket(monkeypatch):
 
 
 def test_gcs_round_trip_and_tamper_refusal(gcs_bucket, codebook):
-    from tokenizer import io
+    from datastore import storage
 
     folder = f"{gcs_bucket}/codebooks/mfcc-k16"
     cb = codebook.with_metadata(encoder="mfcc", layer=0)
@@ -168,6 +168,6 @@ def test_gcs_round_trip_and_tamper_refusal(gcs_bucket, codebook):
     assert Codebook.load(folder) == cb
     buf = stdio.BytesIO()
     np.save(buf, cb.centroids + np.float32(1e-3))
-    io.write_bytes(f"{folder}/centroids.npy", buf.getvalue())
+    storage.write_bytes(f"{folder}/centroids.npy", buf.getvalue())
     with pytest.raises(CodebookIntegrityError, match="sha256"):
         Codebook.load(folder)

@@ -5,10 +5,10 @@ from collections import Counter
 import pyarrow.dataset as ds
 import pytest
 
+from datastore.records import Reason
 from pipelines import bitext as job
 from pipelines.cli import main
 from tokenizer.bitext import BitextConfig, filter_line, parse_pair, read_wikimatrix
-from tokenizer.records import Reason
 
 LINES = [
     "1.20\tThe house is red.\tLa maison est rouge.",
@@ -160,8 +160,8 @@ def test_dedup_keeps_best_across_files_and_folds(tmp_path):
     score wins wherever it is, ties go to the earliest file then line; every
     other occurrence is one duplicate_pair reject naming the kept line. A tiny
     fold buffer makes the compact table fold many times on the way."""
+    from datastore.shards import WriteConfig
     from tokenizer import bitext as bt
-    from tokenizer.shards import WriteConfig
 
     a, b = tmp_path / "x" / "WikiMatrix.en-fr.tsv.gz", tmp_path / "y" / "WikiMatrix.en-fr.tsv.gz"
     a.parent.mkdir()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from datastore import shards, storage
 from pipelines.cli import main
 from tests.pipelines.test_runners import free_port
-from tokenizer import io, shards
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,10 @@ def gcs(tmp_path_factory):
         time.sleep(0.1)
     mp = pytest.MonkeyPatch()
     mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    io._use_anonymous_gcs()
-    from google.cloud import storage
+    storage._use_anonymous_gcs()
+    from google.cloud import storage as gcs
 
-    client = storage.Client.create_anonymous_client()
+    client = gcs.Client.create_anonymous_client()
     client.create_bucket("bkt")
     yield client.bucket("bkt")
     mp.undo()
@@ -53,14 +53,16 @@ def upload_tree(bucket, local: Path, prefix: str) -> None:
 
 
 def test_io_module_on_gcs(gcs):
-    io.write_text("gs://bkt/t/a.txt", "hello")
-    with pytest.raises(RuntimeError), io.open_write("gs://bkt/t/half.txt") as f:
+    storage.write_text("gs://bkt/t/a.txt", "hello")
+    with pytest.raises(RuntimeError), storage.open_write("gs://bkt/t/half.txt") as f:
         f.write(b"half")
         raise RuntimeError("killed mid-write")
-    assert not io.exists("gs://bkt/t/half.txt")  # never published
-    assert io.read_text("gs://bkt/t/a.txt") == "hello" and io.size("gs://bkt/t/a.txt") == 5
-    assert io.glob("gs://bkt/t/*.txt") == ["gs://bkt/t/a.txt"]
-    assert io.resolve_under("gs://bkt/corpus", "a/b.wav") == "gs://bkt/corpus/a/b.wav"
+    assert not storage.exists("gs://bkt/t/half.txt")  # never published
+    assert (
+        storage.read_text("gs://bkt/t/a.txt") == "hello" and storage.size("gs://bkt/t/a.txt") == 5
+    )
+    assert storage.glob("gs://bkt/t/*.txt") == ["gs://bkt/t/a.txt"]
+    assert storage.resolve_under("gs://bkt/corpus", "a/b.wav") == "gs://bkt/corpus/a/b.wav"
 
 
 def test_tokenize_and_bitext_on_gcs(gcs, mini_corpus, mfcc_codebook):
@@ -81,7 +83,7 @@ def test_tokenize_and_bitext_on_gcs(gcs, mini_corpus, mfcc_codebook):
         "gs://bkt/tok",
     ]
     assert main(args) == 0
-    index = json.loads(io.read_text("gs://bkt/tok/_index.json"))
+    index = json.loads(storage.read_text("gs://bkt/tok/_index.json"))
     assert index["counts"]["rejected"] == 0 and index["counts"]["accepted"] > 0
     rows = shards.read_table("gs://bkt/tok", "tokens").to_pylist()  # the listed shards
     assert len(rows) == index["counts"]["accepted"]
@@ -89,7 +91,7 @@ def test_tokenize_and_bitext_on_gcs(gcs, mini_corpus, mfcc_codebook):
         r["audio"].startswith(f"gs://bkt/corpus/fleurs/{r['source_lang']}/audio/") for r in rows
     )
     assert {r["lang"] for r in rows} >= {"fr"}
-    assert "configs:" in io.read_text("gs://bkt/tok/README.md")  # the card, written on gs://
+    assert "configs:" in storage.read_text("gs://bkt/tok/README.md")  # the card, written on gs://
     assert (
         main(
             [
@@ -104,7 +106,7 @@ def test_tokenize_and_bitext_on_gcs(gcs, mini_corpus, mfcc_codebook):
         )
         == 0
     )
-    bt = json.loads(io.read_text("gs://bkt/bt/_index.json"))
+    bt = json.loads(storage.read_text("gs://bkt/bt/_index.json"))
     assert (
         bt["counts"]["input"] == bt["counts"]["accepted"] + bt["counts"]["rejected"]
         and bt["counts"]["accepted"] > 0

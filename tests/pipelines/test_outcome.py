@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from datastore.shards import Index
 from pipelines import outcome
 from pipelines.cli import main
-from tokenizer.shards import Index
 
 SR = 16000
 

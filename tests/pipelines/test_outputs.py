@@ -20,8 +20,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from datastore import schema, shards
 from pipelines.cli import main
-from tokenizer import schema, shards
 
 KEYS = {"tokens": schema.TOKEN_PARTITIONS, "bitext": schema.BITEXT_PARTITIONS, "rejects": ()}
 ROW_SCHEMAS = {

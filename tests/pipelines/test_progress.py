@@ -12,10 +12,10 @@ import sys
 import pyarrow.dataset as ds
 import pytest
 
+from datastore.records import AudioExample
 from pipelines import progress
 from pipelines.summary import run_timings, summary_lines
 from tokenizer.manifests import ManifestConfig, read_manifest
-from tokenizer.records import AudioExample
 
 LINE = re.compile(r"^tokenize: ([0-9,]+)/([0-9,]+) utt, ([0-9.]+) h audio")
 

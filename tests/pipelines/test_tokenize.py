@@ -10,10 +10,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from datastore import schema, shards
 from kmeans import Codebook
 from pipelines import tokenize as job
 from pipelines.cli import main
-from tokenizer import schema, shards
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig
 
@@ -247,12 +247,12 @@ def test_job_rows_equal_a_plain_per_clip_loop(mini_corpus, mfcc_codebook, tmp_pa
     codebook, batches) changes no row: every shard row equals what reading,
     decoding, encoding one clip alone and assigning its frames gives, column
     by column, with one or two workers."""
+    from datastore.records import AudioExample
     from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
     from tokenizer.audio import AudioConfig, prepare
     from tokenizer.encoders import build_encoder
     from tokenizer.manifests import read_manifest
-    from tokenizer.records import AudioExample
 
     manifest = ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs"))
     config = job.TokenizeJobConfig(

@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import gzip
-import io as _stdio
+import io
 import json
 import os
 from collections.abc import Callable
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tokenizer.records import Reason
+from datastore.records import Reason
 
 SR = 16000
 FLEURS_CODE, FLEURS_SPLIT = "fr_fr", "test"
@@ -54,7 +54,7 @@ def tone(seconds: float, sr: int, freqs=(220.0, 330.0), amp: float = 0.2, seed: 
 
 
 def encoded(wave: np.ndarray, sr: int, fmt: str, subtype: str) -> bytes:
-    buf = _stdio.BytesIO()
+    buf = io.BytesIO()
     sf.write(buf, wave, sr, format=fmt, subtype=subtype)
     return buf.getvalue()
 
@@ -104,7 +104,7 @@ _MP3_RATES = (44100, 48000, 32000)
 def mp3(seconds: float, sr: int = 44100, cbr: bool = False, seed: int = 12) -> bytes:
     """An MP3 as libsndfile writes it: VBR by default (frames of 64-256 kbps), with a
     Xing/Info header in its first frame; ``cbr``: 160 kbps constant."""
-    buf = _stdio.BytesIO()
+    buf = io.BytesIO()
     extra = {"bitrate_mode": "CONSTANT", "compression_level": 0.5} if cbr else {}
     wave = tone(seconds, sr, (300.0, 750.0), seed=seed)
     sf.write(buf, wave, sr, format="MP3", subtype="MPEG_LAYER_III", **extra)

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from datastore import storage
 from tests.pipelines.test_runners import free_port
 from tests.reliability.helpers import assert_no_traceback, speechtok
-from tokenizer import io
 
 CREDENTIAL_VARS = ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "CLOUDSDK_CONFIG")
 
@@ -56,19 +56,19 @@ def test_probe_accepts_each_credential_source(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{free_port()}")
-    with pytest.raises(io.GcsCredentialsError, match="no Google Cloud credentials"):
-        io.check_gcs_credentials()
+    with pytest.raises(storage.GcsCredentialsError, match="no Google Cloud credentials"):
+        storage.check_gcs_credentials()
     key = tmp_path / "key.json"
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
-    with pytest.raises(io.GcsCredentialsError, match=r"key\.json is not a file"):
-        io.check_gcs_credentials()
+    with pytest.raises(storage.GcsCredentialsError, match=r"key\.json is not a file"):
+        storage.check_gcs_credentials()
     key.write_text("{}")
-    io.check_gcs_credentials()  # a key file: fine (its validity is Google's to judge)
+    storage.check_gcs_credentials()  # a key file: fine (its validity is Google's to judge)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
     adc = tmp_path / ".config" / "gcloud" / "application_default_credentials.json"
     adc.parent.mkdir(parents=True)
     adc.write_text("{}")
-    io.check_gcs_credentials()  # `gcloud auth application-default login` was run
+    storage.check_gcs_credentials()  # `gcloud auth application-default login` was run
     adc.unlink()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:1")
-    io.check_gcs_credentials()  # an emulator needs none
+    storage.check_gcs_credentials()  # an emulator needs none

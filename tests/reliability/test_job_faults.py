@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import kmeans
+from datastore import storage
+from datastore.records import Reason
 from pipelines import tokenize as job
 from pipelines.cli import main
 from tests.reliability.catalogue import SR, encoded, tone
@@ -27,11 +29,9 @@ from tests.reliability.helpers import (
     speechtok,
     temp_files,
 )
-from tokenizer import io
 from tokenizer.encoders import EncoderConfig, register_encoder
 from tokenizer.encoders.mfcc import MfccEncoder, mfcc_features
 from tokenizer.manifests import ManifestConfig
-from tokenizer.records import Reason
 
 # Clip lengths in samples; the "poison" clip is recognised by its exact length.
 LENGTHS = [12_000, 14_000, 16_000, 18_000, 20_000, 22_000, 24_000, 26_000]
@@ -110,9 +110,9 @@ def test_worker_exception_goes_to_rejects(corpus, tmp_path, batch_seconds):
 
 @contextlib.contextmanager
 def disk_full_after(monkeypatch, budget: int):
-    """Every ``tokenizer.io.open_write`` fails with ENOSPC once ``budget`` bytes
+    """Every ``datastore.storage.open_write`` fails with ENOSPC once ``budget`` bytes
     have been written in this process (mid-file, as a real full disk does)."""
-    real_open_write = io.open_write
+    real_open_write = storage.open_write
     written = [0]
 
     class FillingFile:
@@ -134,7 +134,7 @@ def disk_full_after(monkeypatch, budget: int):
             yield FillingFile(f)
 
     with monkeypatch.context() as m:
-        m.setattr(io, "open_write", open_write)
+        m.setattr(storage, "open_write", open_write)
         yield written
 
 

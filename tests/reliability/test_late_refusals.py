@@ -13,11 +13,11 @@ import os
 import numpy as np
 import pytest
 
+from datastore import storage
 from kmeans import Codebook
 from kmeans.codebook import CodebookIntegrityError
 from tests.reliability.catalogue import SR, encoded, tone
 from tests.reliability.helpers import assert_no_traceback, speechtok
-from tokenizer import io
 
 HUGE_SHAPE = (4_000_000_000, 39)  # 581 GiB of float32
 
@@ -42,13 +42,15 @@ def manifest(tmp_path):
 def test_npy_header_is_checked_against_the_file_size(tmp_path):
     path = tmp_path / "x.npy"
     path.write_bytes(lying_npy())
-    with pytest.raises(io.NpyIntegrityError, match=r"header claims float32 \(4000000000, 39\)"):
-        io.read_npy(str(path))
+    with pytest.raises(
+        storage.NpyIntegrityError, match=r"header claims float32 \(4000000000, 39\)"
+    ):
+        storage.read_npy(str(path))
     path.write_bytes(lying_npy((4, 39), rows_present=8))  # more data than claimed: refused too
-    with pytest.raises(io.NpyIntegrityError, match="holds 1248 bytes"):
-        io.read_npy(str(path))
-    io.write_npy(str(path), np.arange(6, dtype=np.float32).reshape(2, 3))
-    assert io.read_npy(str(path)).tolist() == [[0, 1, 2], [3, 4, 5]]  # a genuine one loads
+    with pytest.raises(storage.NpyIntegrityError, match="holds 1248 bytes"):
+        storage.read_npy(str(path))
+    storage.write_npy(str(path), np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert storage.read_npy(str(path)).tolist() == [[0, 1, 2], [3, 4, 5]]  # a genuine one loads
 
 
 def test_lying_codebook_is_an_integrity_error_through_the_cli(tmp_path, manifest):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from datastore import outlock, storage
+from datastore.outlock import LOCK_NAME, Holder, OutputLockedError, hold_output_lock
 from tests.pipelines.test_runners import free_port
 from tests.reliability.catalogue import SR, build_bitext_catalogue, encoded, tone
 from tests.reliability.helpers import assert_no_traceback, read_index, speechtok
-from tokenizer import io, outlock
-from tokenizer.outlock import LOCK_NAME, Holder, OutputLockedError, hold_output_lock
 
 
 @pytest.fixture(scope="module")
@@ -209,10 +209,10 @@ def gcs():
         time.sleep(0.1)
     mp = pytest.MonkeyPatch()
     mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    io._use_anonymous_gcs()
-    from google.cloud import storage
+    storage._use_anonymous_gcs()
+    from google.cloud import storage as gcs
 
-    bucket = storage.Client.create_anonymous_client().create_bucket("bkt")
+    bucket = gcs.Client.create_anonymous_client().create_bucket("bkt")
     yield bucket
     mp.undo()
     proc.kill()
@@ -236,5 +236,5 @@ def test_gcs_lock_refuses_a_second_job_and_breaks_on_request(gcs, wikimatrix, sp
     assert proc.returncode != 0 and "host worker-7" in refusal_line(proc)
     proc = speechtok(*job_args("bitext", out, wikimatrix, speech), "--break-lock", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(io.read_text(f"{out}/_index.json"))["counts"]["accepted"] > 0
+    assert json.loads(storage.read_text(f"{out}/_index.json"))["counts"]["accepted"] > 0
     assert gcs.get_blob(f"bt/{LOCK_NAME}") is None

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from datastore import schema
 from pipelines.cli import main
-from tokenizer import schema
 from trainer import checkpoint
 from trainer.backbones import BackboneReferenceError, resolve_run_reference
 from trainer.synthetic import write_synthetic_shards

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datastore import storage
+from datastore.records import AudioExample, Reason, Reject
 from kmeans import Codebook
 from tests.reliability.catalogue import SR, Expected, encoded, tone
 from tests.reliability.helpers import (
@@ -27,8 +29,7 @@ from tests.reliability.helpers import (
     read_rows,
     speechtok,
 )
-from tokenizer import audio, io
-from tokenizer.records import AudioExample, Reason, Reject
+from tokenizer import audio
 
 MEMORY_LIMIT = 4 << 30  # the job needs < 3 GiB of address space; reading /dev/zero does not stop
 
@@ -133,9 +134,9 @@ def test_reads_stop_at_max_bytes_whatever_the_size_claims():
     maps = "/proc/self/maps"
     if not os.path.exists(maps):
         pytest.skip("no /proc here")
-    assert os.stat(maps).st_size == 0 and len(io.read_bounded(maps, 1 << 24)) > 64
-    with pytest.raises(io.FileTooLargeError):
-        io.read_bounded(maps, 64)
+    assert os.stat(maps).st_size == 0 and len(storage.read_bounded(maps, 1 << 24)) > 64
+    with pytest.raises(storage.FileTooLargeError):
+        storage.read_bounded(maps, 64)
     rej = audio.prepare(_example(maps), audio.AudioConfig(max_bytes=64))
     assert isinstance(rej, Reject) and rej.reason == Reason.TOO_LONG
     assert "max_bytes 64" in rej.detail

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datastore.records import AudioExample, Reason, Reject
 from kmeans import Codebook
 from tests.reliability.catalogue import (
     BAD_SCORES,
@@ -39,7 +40,6 @@ from tests.reliability.helpers import (
 )
 from tokenizer.bitext import BitextConfig, BitextPair, filter_line, read_wikimatrix
 from tokenizer.manifests import ManifestConfig, read_manifest
-from tokenizer.records import AudioExample, Reason, Reject
 
 K = 8
 

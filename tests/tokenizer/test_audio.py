@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from datastore.records import AudioExample, Reason, Reject
 from tests.conftest import sine
 from tokenizer import audio
 from tokenizer.audio import AudioConfig, AudioError
-from tokenizer.records import AudioExample, Reason, Reject
 
 CFG = AudioConfig()
 

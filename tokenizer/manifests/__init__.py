@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from tokenizer.records import AudioExample, Reason, Reject
+from datastore.records import AudioExample, Reason, Reject
 
 Item = AudioExample | Reject
 
@@ -120,23 +120,39 @@ def read_source(config: ManifestConfig, source: str) -> Iterator[Item]:
 def read_manifest(config: ManifestConfig, *, dedup: bool = True) -> Iterator[Item]:
     """Every example of a manifest, in a deterministic order.
 
-    With ``dedup`` a repeated id becomes a ``duplicate_id`` reject (the first
-    occurrence wins); this keeps one set of ids in memory, which a Beam job
-    replaces by a grouping step.
+    With ``dedup`` every example of a repeated id but one becomes a
+    ``duplicate_id`` reject (:func:`pick_one_per_id`'s rule, the same as the
+    Beam jobs' grouping step); this holds the examples in memory, which a Beam
+    job replaces by that grouping step.
     """
     items = (item for src in list_sources(config) for item in read_source(config, src))
     return dedup_ids(items) if dedup else items
 
 
+def pick_one_per_id(examples: Iterable[AudioExample]) -> tuple[AudioExample, list[AudioExample]]:
+    """The one rule for examples that share an id: the one with the smallest
+    ``(uri, text)`` is kept, the others are duplicates. It depends only on the
+    examples, not on the order they were read in, so a plain loop and a Beam
+    job (whose grouping has no order) keep the same one."""
+    ordered = sorted(examples, key=lambda e: (e.uri, e.text))
+    return ordered[0], ordered[1:]
+
+
 def dedup_ids(items: Iterable[Item]) -> Iterator[Item]:
-    seen: set[str] = set()
+    """Items in input order, one example per id (:func:`pick_one_per_id`, at
+    the place of the id's first occurrence), each duplicate a reject after it."""
+    items = list(items)
+    by_id: dict[str, list[AudioExample]] = {}
     for item in items:
         if isinstance(item, AudioExample):
-            if item.id in seen:
-                yield duplicate_reject(item)
-                continue
-            seen.add(item.id)
-        yield item
+            by_id.setdefault(item.id, []).append(item)
+    for item in items:
+        if not isinstance(item, AudioExample):
+            yield item
+        elif item.id in by_id:
+            kept, duplicates = pick_one_per_id(by_id.pop(item.id))
+            yield kept
+            yield from (duplicate_reject(d) for d in duplicates)
 
 
 def duplicate_reject(example: AudioExample) -> Reject:

@@ -19,10 +19,10 @@ import csv
 import re
 from collections.abc import Iterator
 
-from tokenizer import io
+from datastore import storage
+from datastore.records import AudioExample, Reason
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
-from tokenizer.records import AudioExample, Reason
 
 _NAME = re.compile(r"covost_v2\.(?P<src>[^_]+)_(?P<tgt>[^_.]+)\.tsv$")
 SPLIT_ALIASES = {"train_covost": "train"}
@@ -30,7 +30,7 @@ SPLIT_ALIASES = {"train_covost": "train"}
 
 def parse_name(uri: str) -> tuple[str, str]:
     """``("fr", "en")`` from ``.../covost_v2.fr_en.tsv``."""
-    m = _NAME.search(io.basename(uri))
+    m = _NAME.search(storage.basename(uri))
     if not m:
         raise ValueError(f"{uri}: not a covost_v2.{{src}}_{{tgt}}.tsv file name")
     return m["src"], m["tgt"]
@@ -93,9 +93,9 @@ class CovostReader:
 
         src, tgt = parse_name(source)
         validated = load_validated(
-            io.join(config.audio_root, "validated.tsv"), config.max_line_bytes
+            storage.join(config.audio_root, "validated.tsv"), config.max_line_bytes
         )
-        clips = io.join(config.audio_root, "clips")
+        clips = storage.join(config.audio_root, "clips")
         for lineno, row, reject in _rows(source, config.max_line_bytes):
             if reject:
                 yield reject
@@ -109,8 +109,8 @@ class CovostReader:
                 continue
             utt_id = f"{src}/{path.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
             try:
-                uri = io.resolve_under(clips, path)
-            except io.PathEscapeError as exc:
+                uri = storage.resolve_under(clips, path)
+            except storage.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
                 continue
             if path not in validated:

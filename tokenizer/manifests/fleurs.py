@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tokenizer import io
+from datastore import storage
+from datastore.records import AudioExample, Reason
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
-from tokenizer.records import AudioExample, Reason
 
 SPLITS = ("train", "dev", "test")
 MIN_COLUMNS, MAX_COLUMNS = 7, 8
@@ -28,8 +28,11 @@ class FleursReader:
         from tokenizer import languages
 
         out = []
-        for tsv in io.glob(io.join(config.input, "*", "*.tsv")):
-            code, split = io.basename(io.dirname(tsv)), io.basename(tsv)[: -len(".tsv")]
+        for tsv in storage.glob(storage.join(config.input, "*", "*.tsv")):
+            code, split = (
+                storage.basename(storage.dirname(tsv)),
+                storage.basename(tsv)[: -len(".tsv")],
+            )
             wanted_split = split in (config.splits or SPLITS)
             if wanted_split and config.wants_lang(code, languages.from_fleurs(code)):
                 out.append(tsv)
@@ -39,10 +42,10 @@ class FleursReader:
     def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
         from tokenizer import languages
 
-        lang_dir = io.dirname(source)
-        code, split = io.basename(lang_dir), io.basename(source)[: -len(".tsv")]
+        lang_dir = storage.dirname(source)
+        code, split = storage.basename(lang_dir), storage.basename(source)[: -len(".tsv")]
         short = languages.from_fleurs(code)
-        audio_dir = io.join(lang_dir, "audio", split)
+        audio_dir = storage.join(lang_dir, "audio", split)
         for lineno, raw in iter_lines(source, config.max_line_bytes):
             line, reject = raw_line_problem(source, lineno, raw, config.max_line_bytes)
             if reject:
@@ -63,8 +66,8 @@ class FleursReader:
             stem = file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             utt_id = f"{code}/{stem}"
             try:
-                uri = io.resolve_under(audio_dir, file_name)
-            except io.PathEscapeError as exc:
+                uri = storage.resolve_under(audio_dir, file_name)
+            except storage.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
                 continue
             example = AudioExample(

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from tokenizer import io
+from datastore import storage
+from datastore.records import AudioExample, Reason
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.lines import (
     example_reject,
@@ -24,7 +25,6 @@ from tokenizer.manifests.lines import (
     unwritable,
     unwritable_field,
 )
-from tokenizer.records import AudioExample, Reason
 
 # Structural keys (a bad one is a malformed line); a bad "text" is bad_text.
 REQUIRED = ("id", "audio", "lang", "split")
@@ -39,7 +39,7 @@ class JsonlReader:
 
     @staticmethod
     def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
-        root = config.audio_root or io.dirname(source)
+        root = config.audio_root or storage.dirname(source)
         for lineno, raw in iter_lines(source, config.max_line_bytes):
             line, reject = raw_line_problem(source, lineno, raw, config.max_line_bytes)
             if reject:
@@ -74,8 +74,8 @@ class JsonlReader:
                 continue
             extras = {k: obj.get(k) for k in OPTIONAL}
             try:
-                uri = io.resolve_under(root, obj["audio"])
-            except io.PathEscapeError as exc:
+                uri = storage.resolve_under(root, obj["audio"])
+            except storage.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=obj["id"])
                 continue
             text = obj.get("text")

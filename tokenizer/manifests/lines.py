@@ -13,8 +13,8 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 
-from tokenizer import io
-from tokenizer.records import AudioExample, Reason, Reject
+from datastore import storage
+from datastore.records import AudioExample, Reason, Reject
 
 _CHUNK = 1 << 20
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # category Cc, except tab
@@ -31,7 +31,7 @@ def iter_lines(uri: str, max_line_bytes: int) -> Iterator[tuple[int, bytes | Non
     on a first FLEURS row it becomes part of the sentence id, and it makes a
     first JSONL line invalid JSON).
     """
-    with io.open_read(uri) as f:
+    with storage.open_read(uri) as f:
         yield from iter_stream_lines(f, max_line_bytes)
 
 

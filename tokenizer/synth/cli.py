@@ -16,7 +16,7 @@ from tokenizer.synth.synth import SynthConfig, choose_languages, synthesize_corp
 
 
 def run_cli(args: argparse.Namespace, extra: list[str]) -> int:
-    from pipelines.cli import UsageError
+    from datastore.errors import UsageError
 
     try:
         config = SynthConfig(

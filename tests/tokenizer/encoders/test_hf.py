@@ -95,7 +95,7 @@ def test_whisper_checkpoints_use_the_whisper_path(tmp_path):
 
 
 def test_remote_folders_are_copied_once_through_tokenizer_io(model_dirs, tmp_path, monkeypatch):
-    """A gs:// model folder is read through tokenizer.io (Beam FileSystems in
+    """A gs:// model folder is read through datastore.storage (Beam FileSystems in
     production; an in-memory store here) into the user cache, once."""
     folder = model_dirs["hubert-masked"]
     store = {

@@ -24,8 +24,8 @@ import json
 import re
 from collections import Counter
 
-from tokenizer import io, schema
-from tokenizer.shards import KINDS, Index, parse_partition
+from datastore import schema, storage
+from datastore.shards import KINDS, Index, parse_partition
 
 # datasets accepts split names matching this (datasets.splits._split_re).
 _SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
@@ -165,15 +165,15 @@ def _first_metadata(out_dir: str, listed: list[dict]) -> dict:
 
     if not listed:
         return {}
-    with io.open_read(io.join(out_dir, listed[0]["path"])) as f:
+    with storage.open_read(storage.join(out_dir, listed[0]["path"])) as f:
         return dict(pq.ParquetFile(f).schema_arrow.metadata or {})
 
 
 def _codebook_facts(out_dir: str) -> list[tuple[str, str]]:
-    uri = io.join(out_dir, "codebook.json")
-    if not io.exists(uri):
+    uri = storage.join(out_dir, "codebook.json")
+    if not storage.exists(uri):
         return []
-    meta = json.loads(io.read_text(uri))
+    meta = json.loads(storage.read_text(uri))
     return [
         ("codebook", f"`{meta.get('id')}` (sha256 `{meta.get('sha256')}`)"),
         ("k x dim", f"{meta.get('k')} x {meta.get('dim')}"),
@@ -274,7 +274,7 @@ def render(out_dir: str, index: Index) -> str:
     """The card's text (YAML header + Markdown body)."""
     kinds = _kinds(index)
     c = index.counts
-    title = io.basename(out_dir) or out_dir
+    title = storage.basename(out_dir) or out_dir
     body = [
         _yaml(configs(index)),
         "",
@@ -323,5 +323,5 @@ def render(out_dir: str, index: Index) -> str:
 
 
 def write_card(out_dir: str, index: Index) -> None:
-    """Write ``out_dir/README.md`` (atomically, through :mod:`tokenizer.io`)."""
-    io.write_text(io.join(out_dir, schema.CARD_FILE), render(out_dir, index))
+    """Write ``out_dir/README.md`` (atomically, through :mod:`datastore.storage`)."""
+    storage.write_text(storage.join(out_dir, schema.CARD_FILE), render(out_dir, index))

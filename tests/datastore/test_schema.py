@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from tokenizer import schema
-from tokenizer.records import Reason, Reject
+from datastore import schema
+from datastore.records import Reason, Reject
 
 
 def test_partition_path_and_shard_names():

@@ -14,10 +14,10 @@ only when its upload completes, which gives the same guarantee.
 
 Example::
 
-    from tokenizer import io
-    with io.open_write("gs://bucket/out/_index.json") as f:
+    from datastore import storage
+    with storage.open_write("gs://bucket/out/_index.json") as f:
         f.write(b"{}")
-    io.read_text("gs://bucket/out/_index.json")
+    storage.read_text("gs://bucket/out/_index.json")
 """
 
 from __future__ import annotations
@@ -273,11 +273,11 @@ def write_text(uri: str, text: str) -> None:
 
 def write_npy(uri: str, array) -> None:
     """One array as a plain ``.npy`` (never a pickle), written atomically."""
-    import io as _stdio
+    import io
 
     import numpy as np
 
-    buf = _stdio.BytesIO()
+    buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     write_bytes(uri, buf.getvalue())
 
@@ -289,13 +289,13 @@ def read_npy(uri: str):
     allocated: a header claiming shape (4e9, 39) in a 1 kB file raises
     :class:`NpyIntegrityError` instead of asking for 581 GiB.
     """
-    import io as _stdio
+    import io
     import math
 
     import numpy as np
 
     raw = read_bytes(uri)
-    buf = _stdio.BytesIO(raw)
+    buf = io.BytesIO(raw)
     fmt = np.lib.format
     try:
         version = fmt.read_magic(buf)

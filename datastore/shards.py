@@ -2,16 +2,16 @@
 
 Jobs group rows per partition and hand them here: rows are sorted by id and
 cut into shards with deterministic, zero-padded names, each written
-atomically (temp then rename, via :mod:`tokenizer.io`) and described by a
+atomically (temp then rename, via :mod:`datastore.storage`) and described by a
 :class:`ShardInfo` (rows, bytes, sha256). Partition keys go into the folder
-names only (see :mod:`tokenizer.schema`). ``_index.json`` gathers the shard
+names only (see :mod:`datastore.schema`). ``_index.json`` gathers the shard
 infos, the record counts (``input = accepted + rejected``) and the job's
 config; it is written last, so its presence means the job completed.
 
 Readers in this repo (trainer, eval, embed) go through :func:`iter_shards` /
 :func:`read_table`: they read the files the index lists, and only those, so a
 stale file of an earlier run in the same folder is never read, and they read
-through :mod:`tokenizer.io`, so ``gs://`` works like a local path.
+through :mod:`datastore.storage`, so ``gs://`` works like a local path.
 
 Example::
 
@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import io as _stdio
+import io
 import json
 import os
 import time
@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tokenizer import io, schema
+from datastore import schema, storage
 
 # kind -> (row schema, partition keys); the file schema is the row schema minus the keys.
 KINDS = {
@@ -113,7 +113,7 @@ def encode_table(table: pa.Table, config: WriteConfig, metadata: dict | None = N
         merged = dict(table.schema.metadata or {})
         merged.update({_b(k): _b(v) for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
-    buf = _stdio.BytesIO()
+    buf = io.BytesIO()
     pq.write_table(
         table,
         buf,
@@ -132,7 +132,7 @@ def write_table(
 ) -> tuple[int, str]:
     """Atomically write one shard; returns ``(bytes, sha256)``."""
     data = encode_table(table, config, metadata)
-    io.write_bytes(uri, data)
+    storage.write_bytes(uri, data)
     return len(data), hashlib.sha256(data).hexdigest()
 
 
@@ -176,7 +176,9 @@ def write_rows(
     meta = dict(metadata or {})
     if partition:
         meta[schema.META_PARTITION] = partition_dir(kind, partition).split("/", 1)[1]
-    nbytes, digest = write_table(table_from_rows(rows, kind), io.join(out_dir, rel), config, meta)
+    nbytes, digest = write_table(
+        table_from_rows(rows, kind), storage.join(out_dir, rel), config, meta
+    )
     return ShardInfo(path=rel, rows=len(rows), bytes=nbytes, sha256=digest)
 
 
@@ -215,17 +217,17 @@ def write_partition(
 
 def existing_shards(out_dir: str, kind: str, partition: dict[str, str] | None = None) -> list[str]:
     """Shard files already present in one partition folder (sorted)."""
-    return io.glob(io.join(out_dir, partition_dir(kind, partition), "part-*.parquet"))
+    return storage.glob(storage.join(out_dir, partition_dir(kind, partition), "part-*.parquet"))
 
 
 def sweep_temp_files(out_dir: str) -> int:
     """Delete temp files a killed run left behind; returns how many."""
-    if not io.is_local(out_dir) or not io.exists(out_dir):
+    if not storage.is_local(out_dir) or not storage.exists(out_dir):
         return 0  # object stores never expose partial objects
     removed = 0
-    for d, _, files in os.walk(io.local_path(out_dir)):
+    for d, _, files in os.walk(storage.local_path(out_dir)):
         for f in files:
-            if f.startswith(io.TEMP_PREFIX):
+            if f.startswith(storage.TEMP_PREFIX):
                 os.remove(os.path.join(d, f))
                 removed += 1
     return removed
@@ -253,16 +255,17 @@ class Index:
         if not self.reconciles():
             raise RuntimeError(f"counts do not reconcile: {self.counts}")
         self.written_at = self.written_at or time.time()
-        io.write_text(
-            io.join(out_dir, schema.INDEX_FILE), json.dumps(asdict(self), indent=2, sort_keys=True)
+        storage.write_text(
+            storage.join(out_dir, schema.INDEX_FILE),
+            json.dumps(asdict(self), indent=2, sort_keys=True),
         )
 
     @classmethod
     def read(cls, out_dir: str) -> Index | None:
-        uri = io.join(out_dir, schema.INDEX_FILE)
-        if not io.exists(uri):
+        uri = storage.join(out_dir, schema.INDEX_FILE)
+        if not storage.exists(uri):
             return None
-        return cls(**json.loads(io.read_text(uri)))
+        return cls(**json.loads(storage.read_text(uri)))
 
 
 def shard_dicts(infos: Iterable[ShardInfo]) -> list[dict]:
@@ -314,7 +317,7 @@ def listed_shards(
     index = Index.read(out_dir)
     if index is None:
         raise FileNotFoundError(
-            f"{io.join(out_dir, schema.INDEX_FILE)} does not exist: not the output of a "
+            f"{storage.join(out_dir, schema.INDEX_FILE)} does not exist: not the output of a "
             "finished speechtok job"
         )
     wanted = {k: {str(v) for v in vals} for k, vals in (where or {}).items() if vals is not None}
@@ -341,7 +344,7 @@ def read_shard(
     unknown = [c for c in names if c not in row_schema.names]
     if unknown:
         raise ValueError(f"{kind} shards have no column(s) {unknown}")
-    with io.open_read(io.join(out_dir, shard.path)) as f:
+    with storage.open_read(storage.join(out_dir, shard.path)) as f:
         parquet = pq.ParquetFile(f)
         stored = parquet.schema_arrow.names
         missing = [c for c in names if c not in stored and c not in keys]

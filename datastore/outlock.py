@@ -40,7 +40,7 @@ Stale locks, and the policy chosen:
 
 Example::
 
-    from tokenizer.outlock import hold_output_lock
+    from datastore.outlock import hold_output_lock
     with hold_output_lock("gs://bucket/tokens", "tokenize"):
         ...  # sweep, write shards, write the index
 """
@@ -60,7 +60,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
-from tokenizer import io
+from datastore import storage
 
 log = logging.getLogger("speechtok.lock")
 
@@ -145,7 +145,7 @@ def _gone_reason(holder: Holder) -> str | None:
 # -- storage backends -----------------------------------------------------------
 class _LocalLock:
     def __init__(self, out: str):
-        self.folder = io.local_path(out)
+        self.folder = storage.local_path(out)
         self.path = os.path.join(self.folder, LOCK_NAME)
         self.created_folder = False
 
@@ -165,7 +165,7 @@ class _LocalLock:
         return raw, age, raw
 
     def create(self, content: bytes) -> bool:
-        tmp = os.path.join(self.folder, f"{io.TEMP_PREFIX}{uuid.uuid4().hex}{LOCK_NAME}")
+        tmp = os.path.join(self.folder, f"{storage.TEMP_PREFIX}{uuid.uuid4().hex}{LOCK_NAME}")
         with open(tmp, "wb") as f:
             f.write(content)
             f.flush()
@@ -199,14 +199,14 @@ class _LocalLock:
 
 class _GcsLock:
     def __init__(self, out: str):
-        from google.cloud import storage
+        from google.cloud import storage as gcs
 
-        io.check_gcs_credentials()
+        storage.check_gcs_credentials()
         bucket, _, prefix = out[len("gs://") :].partition("/")
         if os.environ.get("STORAGE_EMULATOR_HOST"):
-            client = storage.Client.create_anonymous_client()
+            client = gcs.Client.create_anonymous_client()
         else:
-            client = storage.Client()
+            client = gcs.Client()
         self.bucket = client.bucket(bucket)
         self.name = "/".join(p for p in (prefix.strip("/"), LOCK_NAME) if p)
         self.path = f"gs://{bucket}/{self.name}"
@@ -263,25 +263,25 @@ class _FsLock:
     """Any other Beam filesystem: read, then write (not atomic)."""
 
     def __init__(self, out: str):
-        self.path = io.join(out, LOCK_NAME)
+        self.path = storage.join(out, LOCK_NAME)
 
     def prepare(self) -> None:
         pass
 
     def read(self):
-        if not io.exists(self.path):
+        if not storage.exists(self.path):
             return None
-        raw = io.read_bytes(self.path)
+        raw = storage.read_bytes(self.path)
         return raw, 0.0, raw
 
     def create(self, content: bytes) -> bool:
-        if io.exists(self.path):
+        if storage.exists(self.path):
             return False
-        io.write_bytes(self.path, content)
+        storage.write_bytes(self.path, content)
         return True
 
     def delete(self, version) -> bool:
-        io.delete(self.path)
+        storage.delete(self.path)
         return True
 
     def refresh(self, version) -> object:
@@ -292,9 +292,9 @@ class _FsLock:
 
 
 def _backend(out: str):
-    if io.is_local(out):
+    if storage.is_local(out):
         return _LocalLock(out)
-    if io.scheme(out) == "gs":
+    if storage.scheme(out) == "gs":
         return _GcsLock(out)
     return _FsLock(out)
 
@@ -355,7 +355,7 @@ _held = threading.local()
 
 
 def _key(out: str) -> str:
-    return os.path.realpath(io.local_path(out)) if io.is_local(out) else out.rstrip("/")
+    return os.path.realpath(storage.local_path(out)) if storage.is_local(out) else out.rstrip("/")
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from tokenizer import schema, shards
+from datastore import schema, shards
 
 
 def token_row(i, lang="fr"):
@@ -169,7 +169,7 @@ def test_reader_reads_schema_1_files(tmp_path):
 
 
 def test_card_configs_follow_the_listed_partitions(tmp_path):
-    from tokenizer import card
+    from datastore import card
 
     index = _write_folder(tmp_path, [("train", "fr"), ("dev", "fr"), ("test", "de"), ("x-y", "de")])
     index.shards.append({"path": "rejects/part-00000.parquet", "rows": 2, "bytes": 1, "sha256": ""})

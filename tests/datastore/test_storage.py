@@ -1,0 +1,92 @@
+import os
+
+import pytest
+
+from datastore import storage
+
+
+def test_atomic_write_leaves_no_temp_on_failure(tmp_path):
+    target = tmp_path / "out" / "shard.bin"
+    with pytest.raises(RuntimeError), storage.open_write(str(target)) as f:
+        f.write(b"half")
+        raise RuntimeError("killed")
+    assert not target.exists()
+    assert os.listdir(target.parent) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = str(tmp_path / "a.txt")
+    storage.write_text(target, "old contents that are longer")
+    storage.write_text(target, "new")
+    assert storage.read_text(target) == "new"
+    assert storage.list_files(str(tmp_path)) == [target]
+
+
+def test_glob_and_list_skip_temp_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    for name in ("part-00001.parquet", "part-00000.parquet", ".tmp-abc-part-00002.parquet"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    hits = storage.glob(str(tmp_path / "d" / "*.parquet"))
+    assert [storage.basename(h) for h in hits] == ["part-00000.parquet", "part-00001.parquet"]
+    assert len(storage.list_files(str(tmp_path), ".parquet")) == 2
+
+
+def test_file_scheme_is_local(tmp_path):
+    uri = "file://" + str(tmp_path / "x.bin")
+    storage.write_bytes(uri, b"abc")
+    assert storage.exists(uri) and storage.read_bytes(uri) == b"abc" and storage.size(uri) == 3
+
+
+@pytest.mark.parametrize("bad", ["../x.wav", "a/../../x.wav", "/etc/passwd", ""])
+def test_resolve_under_refuses_escapes(tmp_path, bad):
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under(str(tmp_path), bad)
+
+
+def test_resolve_under_refuses_symlink_out_of_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"x")
+    (root / "link.wav").symlink_to(outside)
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under(str(root), "link.wav")
+
+
+def test_resolve_under_accepts_inside_paths(tmp_path):
+    assert storage.resolve_under(str(tmp_path), "a/./b/../c.wav") == str(tmp_path / "a/c.wav")
+    assert storage.resolve_under("gs://bkt/corpus", "clips/a.mp3") == "gs://bkt/corpus/clips/a.mp3"
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under("gs://bkt/corpus", "clips/../../other/a.mp3")
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under("gs://bkt/corpus", "gs://bkt/corpus2/a.mp3")
+
+
+def test_join_and_scheme():
+    assert storage.join("gs://b/x/", "y", "/z") == "gs://b/x/y/z"
+    assert storage.scheme("gs://b") == "gs" and storage.scheme("/tmp/a") == ""
+    assert storage.dirname("gs://b/x/y.txt") == "gs://b/x"
+
+
+def test_resolve_under_returns_the_path_it_checked(tmp_path):
+    """``sub/../x.wav`` with ``sub`` a link: the kernel opens ``<sub's target>/../x.wav``,
+    so that is what is checked and returned, never the lexical ``x.wav``."""
+    root = tmp_path / "root"
+    (root / "deep" / "inner").mkdir(parents=True)
+    (root / "sub").symlink_to(root / "deep" / "inner")
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"x")
+    (root / "x.wav").symlink_to(outside)
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under(str(root), "x.wav")
+    assert storage.resolve_under(str(root), "sub/../x.wav") == str(root / "deep" / "x.wav")
+    (root / "deep" / "y.wav").write_bytes(b"y")
+    (root / "alias.wav").symlink_to(root / "deep" / "y.wav")  # a link inside: followed
+    assert storage.resolve_under(str(root), "alias.wav") == str(root / "deep" / "y.wav")
+
+
+def test_resolve_under_refuses_a_symlink_loop(tmp_path):
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    with pytest.raises(storage.PathEscapeError, match="cannot be resolved"):
+        storage.resolve_under(str(tmp_path), "a.wav")

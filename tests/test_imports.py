@@ -1,0 +1,141 @@
+"""Imports only go downward, and Beam stays where it belongs.
+
+The packages are layers, lowest first: ``datastore`` (storage, schemas,
+shards, records, errors), ``kmeans``, ``tokenizer``, ``trainer``,
+``pipelines`` (Beam jobs and the CLI). A module may import its own package
+and any package below it, at module level or lazily inside a function:
+a lazy import hides a cycle from Python, not from a reader. Beam is imported
+only by ``pipelines``, the RunInference adapter and the storage module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["datastore", "kmeans", "tokenizer", "trainer", "pipelines"]
+BEAM_ALLOWED = {"datastore.storage", "tokenizer.model_handler"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            found[".".join(path.relative_to(ROOT).with_suffix("").parts)] = path
+    return found
+
+
+def _nodes(tree: ast.AST):
+    """Every node, less the bodies of ``if TYPE_CHECKING:`` (annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in [child, *_nodes(child)])
+            continue
+        yield node
+        yield from _nodes(node)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports, lazy imports included."""
+    names = set()
+    for node in _nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def upward_imports(modules: dict[str, Path]) -> list[str]:
+    rank = {package: i for i, package in enumerate(LAYERS)}
+    bad = []
+    for module, path in modules.items():
+        own = module.split(".")[0]
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in rank and rank[top] > rank[own]:
+                bad.append(f"{module} imports {name} ({top} is above {own})")
+            beam_ok = own == "pipelines" or any(
+                module == m or module.startswith(m + ".") for m in BEAM_ALLOWED
+            )
+            if top == "apache_beam" and not beam_ok:
+                bad.append(f"{module} imports {name} (Beam outside pipelines)")
+    return bad
+
+
+def module_cycles(modules: dict[str, Path]) -> list[list[str]]:
+    """Cycles among modules (``from pkg import mod`` counts as importing
+    ``pkg.mod``); a package's ``__init__`` importing its own submodules is the
+    usual re-export, not a cycle."""
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for name in _imports(path):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        for node in _nodes(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    if sub in modules and sub != module:
+                        targets.add(sub)
+        if path.name == "__init__.py":
+            targets = {t for t in targets if not t.startswith(module + ".")}
+        graph[module] = targets
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    return cycles
+
+
+def test_imports_only_go_downward():
+    assert upward_imports(_modules()) == []
+
+
+def test_no_import_cycles():
+    assert module_cycles(_modules()) == []
+
+
+def test_the_checks_catch_what_they_are_for(tmp_path, monkeypatch):
+    """The walker on a made-up tree: an upward import, Beam in a library and a
+    two-module cycle are all found."""
+    for package, files in {
+        "datastore": {"a.py": "from kmeans import b\n"},
+        "kmeans": {"b.py": "def f():\n    from kmeans import c\n", "c.py": "import kmeans.b\n"},
+        "tokenizer": {"d.py": "import apache_beam as beam\n"},
+        "trainer": {},
+        "pipelines": {},
+    }.items():
+        (tmp_path / package).mkdir()
+        for name, text in files.items():
+            (tmp_path / package / name).write_text(text)
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
+    modules = _modules()
+    assert upward_imports(modules) == [
+        "datastore.a imports kmeans (kmeans is above datastore)",
+        "tokenizer.d imports apache_beam (Beam outside pipelines)",
+    ]
+    assert module_cycles(modules) == [["kmeans.b", "kmeans.c", "kmeans.b"]]
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_every_layer_exists(package):
+    assert (ROOT / package / "__init__.py").is_file()
