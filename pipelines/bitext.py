@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from datastore import card, schema, shards, storage
+from datastore import card, outfolder, schema, shards, storage
 from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.summary import finish_run
@@ -112,17 +112,6 @@ def build(pipeline: beam.Pipeline, config: BitextJobConfig, files: list[str]) ->
     )
 
 
-def clear_output(out: str) -> None:
-    """Delete what an earlier bitext run wrote to ``out`` (as tokenize does without
-    ``--skip-existing``): its shards would stay beside the new ones, unlisted."""
-    for kind in (schema.BITEXT_DIR, schema.REJECTS_DIR):
-        folder = storage.join(out, kind)
-        for uri in storage.list_files(folder):  # an object store has no folder to delete at once
-            storage.delete(uri)
-        storage.delete(folder)
-    storage.delete(storage.join(out, schema.INDEX_FILE))
-
-
 @locks_output("bitext")  # before anything in --out is deleted
 def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     """Run the job and return its index (raises on a failed job)."""
@@ -133,8 +122,7 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
             f"no WikiMatrix.*.tsv.gz file matches {config.input!r} (after --langs)"
         )
     print(f"bitext: {len(files)} file(s), keeping score >= {config.filters.min_score}", flush=True)
-    clear_output(config.out)
-    shards.sweep_temp_files(config.out)
+    outfolder.start_fresh(config.out, (schema.BITEXT_DIR, schema.REJECTS_DIR))
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config, files)

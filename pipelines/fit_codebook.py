@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from datastore import schema, shards, storage
+from datastore import outfolder, schema, shards, storage
 from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
@@ -153,10 +153,8 @@ def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
 
     identity = describe_config(config.encoder)  # from configs: no weights loaded here
     sources = list_sources(config.manifest)
-    shards.sweep_temp_files(config.out)
     # An earlier run's codebook must not pass for this run's when this one fits nothing.
-    for name in (schema.REJECTS_DIR, schema.INDEX_FILE, METADATA_FILE, CENTROIDS_FILE):
-        storage.delete(storage.join(config.out, name))
+    outfolder.start_fresh(config.out, (schema.REJECTS_DIR, METADATA_FILE, CENTROIDS_FILE))
     return identity, sources
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from datastore import schema, shards, storage
+from datastore import outfolder, schema, shards
 from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
@@ -96,51 +96,17 @@ def plan(config: TokenizeJobConfig) -> Plan:
             f"{config.out} holds tokens of codebook {previous.extra['codebook']}, not {codebook.id}: "
             "a codebook change needs a new output folder"
         )
-    shards.sweep_temp_files(config.out)
     skip_ids: frozenset[str] = frozenset()
     first_index: dict[str, int] = {}
+    kinds = (schema.TOKENS_DIR, schema.REJECTS_DIR)
     if config.skip_existing and previous is not None:
-        remove_unlisted_shards(config.out, previous)
-        skip_ids = existing_ids(config.out, previous)
-        first_index = next_shard_indices(previous)
+        point = outfolder.start_append(config.out, previous, kinds, id_kind=schema.TOKENS_DIR)
+        skip_ids, first_index = point.skip_ids, point.first_index
     else:
         previous = None
-        for kind in (schema.TOKENS_DIR, schema.REJECTS_DIR):
-            storage.delete(storage.join(config.out, kind))
-        storage.delete(storage.join(config.out, schema.INDEX_FILE))
+        outfolder.start_fresh(config.out, kinds)
     sources = list_sources(config.manifest)
     return Plan(codebook, identity, sources, skip_ids, first_index, previous)
-
-
-def remove_unlisted_shards(out: str, index: shards.Index) -> None:
-    """Shards a killed append left behind (complete files not in the index)."""
-    listed = {s["path"] for s in index.shards}
-    base = (storage.local_path(out) if storage.is_local(out) else out).rstrip("/")
-    for kind in (schema.TOKENS_DIR, schema.REJECTS_DIR):
-        for uri in storage.list_files(storage.join(out, kind), ".parquet"):
-            if uri[len(base) + 1 :] not in listed:
-                storage.delete(uri)
-
-
-def existing_ids(out: str, index: shards.Index) -> frozenset[str]:
-    import pyarrow.parquet as pq
-
-    ids: set[str] = set()
-    for s in index.shards:
-        if s["path"].startswith(schema.TOKENS_DIR + "/"):
-            with storage.open_read(storage.join(out, s["path"])) as f:
-                ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    return frozenset(ids)
-
-
-def next_shard_indices(index: shards.Index) -> dict[str, int]:
-    """Per partition folder, the first free shard number."""
-    out: dict[str, int] = {}
-    for s in index.shards:
-        folder, name = s["path"].rsplit("/", 1)
-        number = int(name.split("-")[1].split(".")[0])
-        out[folder] = max(out.get(folder, 0), number + 1)
-    return out
 
 
 def row_of(clip, codebook_id: str, sample_rate: int) -> dict:

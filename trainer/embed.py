@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from datastore import card, schema, shards, storage
+from datastore import card, outfolder, schema, shards, storage
 from datastore.records import Reason, Reject
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,7 @@ def _prepare_out(out: str) -> None:
         raise ValueError(
             f"{out} holds the output of `speechtok {previous.job}`: choose another --out"
         )
-    shards.sweep_temp_files(out)
-    for name in (schema.EMBEDDINGS_DIR, schema.REJECTS_DIR, FAISS_FILE, schema.INDEX_FILE):
-        storage.delete(storage.join(out, name))
+    outfolder.start_fresh(out, (schema.EMBEDDINGS_DIR, schema.REJECTS_DIR, FAISS_FILE))
 
 
 def embed(config: EmbedConfig) -> shards.Index:

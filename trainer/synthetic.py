@@ -26,6 +26,7 @@ import hashlib
 import numpy as np
 
 from datastore import schema, shards
+from kmeans.postprocess import dedup as run_length_dedup
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
@@ -48,14 +49,6 @@ def _pronounce(text: str, table: np.ndarray, rng: np.random.Generator, k: int, n
     flip = rng.random(arr.size) < noise
     arr[flip] = rng.integers(0, k, size=int(flip.sum()))
     return arr
-
-
-def _dedup(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if frames.size == 0:
-        return frames, frames
-    starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]])
-    lengths = np.diff(np.r_[starts, frames.size])
-    return frames[starts], lengths
 
 
 def write_synthetic_shards(
@@ -103,7 +96,7 @@ def write_synthetic_shards(
             for j, concept_ids in enumerate(sentences[sl], start=sl.start):
                 text = " ".join(lexicon[lang][c] for c in concept_ids)
                 frames = _pronounce(text, table, rng, k, noise)
-                tokens, durations = _dedup(frames) if dedup else (frames, None)
+                tokens, durations = run_length_dedup(frames) if dedup else (frames, None)
                 rows.append(
                     {
                         "id": f"synthetic-{lang}-{split}-{j:05d}",

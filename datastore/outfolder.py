@@ -1,0 +1,87 @@
+"""An output folder before a job writes into it: start fresh or append.
+
+Every job's output folder holds shard folders (``tokens/``, ``rejects/``,
+...), ``_index.json`` written last, and sometimes files of its own (a
+codebook's ``centroids.npy``). A job either starts fresh (what an earlier
+run wrote is deleted first, so no stale shard stays beside the new ones
+unlisted) or appends (``--skip-existing``): it keeps the shards the index
+lists, deletes complete files a killed append left unlisted, skips the ids
+already written and numbers new shards after the old ones. Both first sweep
+the temporary files of a killed writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from datastore import schema, shards, storage
+
+
+def delete_tree(uri: str) -> None:
+    """Delete a folder and everything in it, file by file where it is needed
+    (an object store has no folder to delete at once), or a single file."""
+    if not storage.is_local(uri):
+        for file in storage.list_files(uri):
+            storage.delete(file)
+    storage.delete(uri)
+
+
+def start_fresh(out: str, names: Iterable[str]) -> None:
+    """Delete ``names`` (shard folders or files, relative to ``out``) and the
+    index an earlier run left, after sweeping temporary files."""
+    shards.sweep_temp_files(out)
+    for name in [*names, schema.INDEX_FILE]:
+        delete_tree(storage.join(out, name))
+
+
+@dataclass(frozen=True)
+class AppendPoint:
+    """Where an append continues: the ids already written and, per partition
+    folder, the first free shard number."""
+
+    skip_ids: frozenset[str]
+    first_index: dict[str, int]
+
+
+def start_append(out: str, index: shards.Index, kinds: Iterable[str], id_kind: str) -> AppendPoint:
+    """Ready ``out`` for an append after the run that wrote ``index``."""
+    shards.sweep_temp_files(out)
+    remove_unlisted_shards(out, index, kinds)
+    return AppendPoint(existing_ids(out, index, id_kind), next_shard_indices(index))
+
+
+def remove_unlisted_shards(out: str, index: shards.Index, kinds: Iterable[str]) -> list[str]:
+    """Delete the shards of ``kinds`` that ``index`` does not list (complete
+    files a killed append left behind); the URIs deleted."""
+    listed = {s["path"] for s in index.shards}
+    base = (storage.local_path(out) if storage.is_local(out) else out).rstrip("/")
+    removed = []
+    for kind in kinds:
+        for uri in storage.list_files(storage.join(out, kind), ".parquet"):
+            if uri[len(base) + 1 :] not in listed:
+                storage.delete(uri)
+                removed.append(uri)
+    return removed
+
+
+def existing_ids(out: str, index: shards.Index, kind: str) -> frozenset[str]:
+    """The ids in the listed shards of ``kind``."""
+    import pyarrow.parquet as pq
+
+    ids: set[str] = set()
+    for s in index.shards:
+        if s["path"].startswith(kind + "/"):
+            with storage.open_read(storage.join(out, s["path"])) as f:
+                ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    return frozenset(ids)
+
+
+def next_shard_indices(index: shards.Index) -> dict[str, int]:
+    """Per partition folder, the first free shard number."""
+    out: dict[str, int] = {}
+    for s in index.shards:
+        folder, name = s["path"].rsplit("/", 1)
+        number = int(name.split("-")[1].split(".")[0])
+        out[folder] = max(out.get(folder, 0), number + 1)
+    return out
