@@ -157,6 +157,22 @@ def write_shard(
     """
     partition = partition_of(rows, kind)
     rel = f"{partition_dir(kind, partition)}/{schema.shard_name(index)}"
+    return write_rows(rows, out_dir=out_dir, kind=kind, rel=rel, config=config, metadata=metadata)
+
+
+def write_rows(
+    rows: Sequence[dict] | pa.Table,
+    *,
+    out_dir: str,
+    kind: str,
+    rel: str,
+    config: WriteConfig,
+    metadata: dict | None = None,
+) -> ShardInfo:
+    """Write rows of one partition as the file ``rel`` (relative to ``out_dir``):
+    partition keys dropped from the columns and named in the file's metadata.
+    For writers that name their files themselves (the bitext job's rejects)."""
+    partition = partition_of(rows, kind)
     meta = dict(metadata or {})
     if partition:
         meta[schema.META_PARTITION] = partition_dir(kind, partition).split("/", 1)[1]

@@ -66,6 +66,35 @@ class EncodeFailure:
     error: str
 
 
+# A model call spans several encoder batches, so the encoder can sort a wider
+# pool by length (less padding) while each forward pass stays bounded.
+BATCH_OVER_ENCODER_BATCH = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Everything a worker needs to build its :class:`SpeechModel`: picklable,
+    Beam-free (the speech jobs' DoFn holds one; the RunInference handler wraps
+    one). ``identity``: the encoder identity the launcher planned
+    (``describe_encoder``), checked when the model loads. ``batch_seconds``:
+    audio per model call (default: 4 x the encoder's ``max_batch_seconds``)."""
+
+    encoder: EncoderConfig
+    task: TokenTask | FrameTask | None = None
+    identity: dict | None = None
+    batch_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_seconds is None:
+            default = BATCH_OVER_ENCODER_BATCH * self.encoder.max_batch_seconds
+            object.__setattr__(self, "batch_seconds", float(default))
+        if not self.batch_seconds > 0:
+            raise ValueError(f"batch_seconds must be positive, got {self.batch_seconds!r}")
+
+    def load(self) -> SpeechModel:
+        return SpeechModel.load(self.encoder, self.task, identity=self.identity)
+
+
 class CodebookDoesNotFit(ValueError):
     """The codebook's centroids do not have the encoder's feature dimension."""
 
