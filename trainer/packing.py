@@ -220,23 +220,31 @@ def _window(module, sliding_window: int | None, max_len: int) -> tuple[int, int]
     return (-1, 0) if causal else (-1, -1)
 
 
-def _reference_varlen(q, k, v, cu, window, scale):
-    """Per-sequence SDPA with the flash window rule: the CPU stand-in for tests."""
+def per_sequence_attention(q, k, v, cu, window, scale):
+    """Varlen attention as one SDPA call per sequence, with the flash window rule.
+
+    The CPU implementation of the ``varlen`` layout (and the reference the
+    CUDA kernel is checked against): no pad slot and no cross-sequence score
+    is ever computed, so it costs ``sum(L_i^2)`` attention.
+    """
     out = torch.empty_like(q)
     left, right = window
-    bounds = cu.tolist()
-    for a, b in itertools.pairwise(bounds):
-        n = b - a
-        pos = torch.arange(n, device=q.device)
-        diff = pos.view(-1, 1) - pos.view(1, -1)  # i - j
-        mask = torch.ones((n, n), dtype=torch.bool, device=q.device)
-        if left >= 0:
-            mask &= diff <= left
-        if right >= 0:
-            mask &= -diff <= right
+    k, v = _repeat_heads(k, q), _repeat_heads(v, q)
+    for a, b in itertools.pairwise(cu.tolist()):
         qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))  # [H, n, D]
+        mask, causal = None, False
+        if (left, right) == (-1, 0):
+            causal = True
+        elif (left, right) != (-1, -1):
+            pos = torch.arange(b - a, device=q.device)
+            diff = pos.view(-1, 1) - pos.view(1, -1)  # i - j
+            mask = torch.ones_like(diff, dtype=torch.bool)
+            if left >= 0:
+                mask &= diff <= left
+            if right >= 0:
+                mask &= -diff <= right
         out[a:b] = torch.nn.functional.scaled_dot_product_attention(
-            qs, ks, vs, attn_mask=mask, scale=scale
+            qs, ks, vs, attn_mask=mask, is_causal=causal, scale=scale
         ).transpose(0, 1)
     return out
 
@@ -259,8 +267,9 @@ def varlen_attention(
     # [1, H, T, D] -> [T, H, D]; flash wants 16-bit inputs (rotary leaves q, k in fp32).
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
     if not q.is_cuda:
-        out = _reference_varlen(q, _repeat_heads(k, q), _repeat_heads(v, q), cu, window, scaling)
-        return out.unsqueeze(0), None
+        dtype = v.dtype if torch.is_autocast_enabled(q.device.type) else q.dtype
+        q, k, v = (t.to(dtype) for t in (q, k, v))
+        return per_sequence_attention(q, k, v, cu, window, scaling).unsqueeze(0), None
     half = v.dtype if v.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     q, k, v = (t.to(half) for t in (q, k, v))
     out = _flash_varlen(q, k, v, cu, max_len, window, scaling)
