@@ -1,4 +1,5 @@
-"""GPU levers that must also run on CPU: bf16 weights with fp32 masters, torch.compile."""
+"""GPU levers that must also run on CPU: bf16 weights with fp32 masters, the AdamW
+implementation, torch.compile."""
 
 import json
 
@@ -57,6 +58,27 @@ def test_bf16_param_run_resumes(synthetic_shards, tmp_path):
     assert summary["step"] == 3
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3]
+
+
+def test_optimizer_choice_builds_that_adamw_and_trains_alike(synthetic_shards, tmp_path):
+    shards, _ = synthetic_shards
+    runs = {
+        name: Trainer(debug_config(shards, str(tmp_path / name), precision="fp32", optimizer=name))
+        for name in ("fused", "foreach")
+    }
+    assert runs["fused"].optimizer.defaults["fused"] is True
+    assert not runs["fused"].optimizer.defaults["foreach"]
+    assert runs["foreach"].optimizer.defaults["foreach"] is True
+    assert not runs["foreach"].optimizer.defaults["fused"]
+    start = dict(runs["fused"].model.named_parameters())["projection.weight"].detach().clone()
+    for trainer in runs.values():
+        _steps(trainer, 2)
+    fused, foreach = (dict(t.model.named_parameters()) for t in runs.values())
+    assert not torch.equal(fused["projection.weight"], start)
+    for name, p in fused.items():  # the same update, up to the kernels' rounding
+        torch.testing.assert_close(p, foreach[name], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="optimizer"):
+        debug_config(shards, str(tmp_path / "x"), optimizer="sgd")
 
 
 def test_compile_with_bucketed_widths(synthetic_shards, tmp_path):
