@@ -15,8 +15,10 @@ distinct ids until the manifest holds ``--hours`` of audio. Steps (``--steps``):
   process timed (start-up included), GPU utilisation sampled by
   ``nvidia-smi`` every 0.2 s; "while encoding" = between the first and the
   last sample above 0 %;
-- ``trainer``: ``benchmarks.trainer`` on the random Gemma (18 layers, bf16)
-  at 32 and 128 pairs: step time, tokens/s, MFU.
+- ``trainer``: the lever table of ``benchmarks.trainer_levers`` on the random
+  Gemma (18 layers, bf16): s/step, tokens/s, MFU on real and processed
+  tokens and peak memory per setting, up to 512 pairs and a 4,096-pair
+  gradient-cache batch.
 
 Prints a table and writes JSON (``--json``). Targets (issue: GPU workers):
 tokenize >= 2,500x real time with >= 60 % GPU utilisation while encoding,
@@ -82,7 +84,7 @@ def make_models(work: Path, gemma: bool) -> dict:
     """Random-weight Whisper base (an ``hf:`` folder) and, when ``gemma``,
     Gemma 3 270M (+ a byte tokenizer)."""
     import torch
-    from transformers import AutoConfig, AutoModel, WhisperFeatureExtractor, WhisperModel
+    from transformers import AutoConfig, WhisperFeatureExtractor, WhisperModel
 
     whisper = work / "whisper-base-random"
     if not (whisper / "config.json").exists():
@@ -92,15 +94,23 @@ def make_models(work: Path, gemma: bool) -> dict:
         WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(whisper)
     if not gemma:
         return {"whisper": str(whisper)}
+    return {"whisper": str(whisper), "gemma": make_gemma(work)}
+
+
+def make_gemma(work: Path) -> str:
+    """A random-weight Gemma 3 270M folder (+ a byte tokenizer) for ``--llm hf:DIR``."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from trainer.backbones import byte_tokenizer
+
     gemma = work / "gemma-3-270m-random"
     if not (gemma / "config.json").exists():
-        from trainer.backbones import byte_tokenizer
-
         config = AutoConfig.for_model(**json.loads((CONFIGS / "gemma-3-270m.json").read_text()))
         torch.manual_seed(0)
         AutoModel.from_config(config, dtype=torch.float32).save_pretrained(gemma)
         byte_tokenizer().save_pretrained(gemma)  # speed does not depend on the vocabulary used
-    return {"whisper": str(whisper), "gemma": str(gemma)}
+    return str(gemma)
 
 
 def make_manifest(corpus: Path, work: Path, hours: float) -> tuple[Path, float]:
@@ -257,19 +267,11 @@ def step_jobs(args, work: Path, models: dict, manifest: Path, audio_s: float) ->
 
 
 def step_trainer(args, work: Path, models: dict) -> list[dict]:
-    rows = []
-    for batch in (32, 128):
-        result = work / f"trainer-b{batch}.json"
-        cmd = [sys.executable, "-m", "benchmarks.trainer", "--llm", f"hf:{models['gemma']}",
-               "--layers", "18", "--batch-size", str(batch), "--device", args.device,
-               "--repeats", "5", "--out", str(result)]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})  # fmt: skip
-        row = json.loads(result.read_text()) if result.exists() else {}
-        row.pop("times", None)
-        rows.append({"batch": batch, "rc": proc.returncode, **row,
-                     "tail": "" if proc.returncode == 0 else proc.stderr[-800:]})  # fmt: skip
-    return rows
+    """The trainer's lever table (``benchmarks.trainer_levers``) on the random Gemma."""
+    from benchmarks import trainer_levers
+
+    argv = ["--device", args.device, "--llm", f"hf:{models['gemma']}"]
+    return trainer_levers.main([*argv, "--json", str(work / "trainer-levers.json")])["rows"]
 
 
 def report(results: dict) -> None:
@@ -288,9 +290,11 @@ def report(results: dict) -> None:
             print(f"{job:<9} rc {r['rc']}: {r['wall_s']:.1f} s, {r['x_real_time']:,.0f}x real time,"
                   f" GPU {r.get('gpu_util_while_encoding')} % while encoding "
                   f"(mean {r.get('gpu_util_mean')} %)")  # fmt: skip
-    for row in results.get("trainer", []):
-        print(f"trainer 18 layers x {row['batch']} pairs: {row.get('trainer_s')} s/step, "
-              f"{row.get('tokens_per_s')} tok/s, MFU {row.get('mfu')}")  # fmt: skip
+    if results.get("trainer"):
+        from benchmarks.trainer_levers import table
+
+        print("trainer, Gemma 3 270M architecture, 18 layers, bf16:")
+        print(table(results["trainer"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,8 @@ from benchmarks._machine import machine
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS = BENCH_DIR / "results"
-NOT_BENCHMARKS = {"__init__", "run_all", "demo_sweep"}  # demo_sweep: a tool, minutes per variant
+# demo_sweep: a tool, minutes per variant; padding: needs a demo's token shards (--shards).
+NOT_BENCHMARKS = {"__init__", "run_all", "demo_sweep", "padding"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +65,12 @@ SPECS: dict[str, BenchSpec] = {
     "kmeans": BenchSpec(json_flag="--json", full_args=("--whisper-frames",)),
     "tokenize": BenchSpec(json_flag="--json"),
     "trainer": BenchSpec(json_flag="--out"),
+    # Its table is a GPU's (--device cuda); on CPU only its smoke mode makes sense.
+    "trainer_levers": BenchSpec(
+        json_flag="--json",
+        full_args=("--smoke",),
+        quick_skip="the GPU lever table: its --smoke rows took 11 min on the shared 2-core VM",
+    ),
     # No --quick flag of its own: smaller corpora (defaults 1000,5000: ~3 min).
     "load": BenchSpec(json_flag="--json", quick_args=("--sizes", "200,1000")),
     "retrieval": BenchSpec(

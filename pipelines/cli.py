@@ -306,6 +306,31 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--precision", choices=("bf16", "fp32"), help="autocast (default bf16)")
     tr.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     tr.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    tr.add_argument(
+        "--cache-chunk",
+        type=int,
+        help="gradient cache: embed the batch in chunks of N rows, so a contrastive batch "
+        "larger than the device's activation memory trains with the full-batch gradient (off)",
+    )
+    tr.add_argument(
+        "--layout",
+        choices=("padded", "packed", "varlen"),
+        help="padded rows (default); packed: several sequences per row, masked apart; "
+        "varlen: one row, the flash variable-length kernel on CUDA (Gemma 3 backbones)",
+    )
+    tr.add_argument(
+        "--param-dtype",
+        choices=("fp32", "bf16"),
+        help="weights in bf16 with fp32 master weights in AdamW (default fp32)",
+    )
+    tr.add_argument(
+        "--pad-multiple",
+        type=int,
+        help="round sequence widths up to a multiple of N, so --compile meets few shapes (1)",
+    )
+    tr.add_argument(
+        "--optimizer", choices=("fused", "foreach"), help="AdamW implementation (default fused)"
+    )
     tr.add_argument("--pooling", help="mean | last | first (default mean)")
     tr.add_argument("--bidirectional", action="store_true", help="Gemma 3: full attention")
     tr.add_argument("--train-text-rows", action="store_true", help="also train LLM text rows")

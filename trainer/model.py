@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.backbones import DEFAULT_BACKBONE, Backbone, check_backbone_name, load_backbone
+from trainer.packing import Packed, attention_inputs
 
 AUDIO_ROW_MULTIPLE = 64
 MODALITIES = ("speech", "text")
@@ -358,11 +359,26 @@ class DualEncoder(nn.Module):
         """The contrastive logit scale (exp of the learnt log, capped)."""
         return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
 
-    def embed(self, encoded: Encoded):
-        """One backbone pass over one side -> pooled, projected (normalised) embeddings."""
+    def embed(self, encoded: Encoded | Packed):
+        """One backbone pass over one side -> pooled, projected (normalised) embeddings.
+
+        ``encoded`` is padded (:class:`Encoded`) or packed (:class:`trainer.packing.Packed`:
+        the same sequences, the same result, fewer pad slots).
+        """
         inputs = self.embedding(encoded.input_ids)
-        out = self.backbone(inputs_embeds=inputs, attention_mask=encoded.attention_mask)
-        pooled = self._pool(out.last_hidden_state, encoded.pool_mask)
+        if isinstance(encoded, Packed):
+            config = self.backbone.config
+            out = self.backbone(
+                inputs_embeds=inputs,
+                position_ids=encoded.position_ids,
+                **attention_inputs(encoded, config),
+            )
+            flat = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+            hidden = flat[encoded.index]  # the padded view: [B, L, H]
+        else:
+            out = self.backbone(inputs_embeds=inputs, attention_mask=encoded.attention_mask)
+            hidden = out.last_hidden_state
+        pooled = self._pool(hidden, encoded.pool_mask)
         emb = self.projection(pooled.to(self.projection.weight.dtype)).float()
         return F.normalize(emb, dim=-1) if self.config.normalize else emb
 

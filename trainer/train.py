@@ -6,6 +6,14 @@ prototype), linear warmup then cosine, gradient clipping, gradient
 accumulation, bf16 autocast (the fast path on CUDA and on AMX CPUs), optional
 ``torch.compile``, DDP under ``torchrun`` (gloo on CPU, NCCL on GPUs).
 
+Levers for large batches and GPUs, all off by default (see README "Training"):
+``cache_chunk`` (gradient cache, :mod:`trainer.gradcache`: the full-batch
+gradient with one chunk's activations), ``layout`` (``packed``/``varlen``:
+sequences packed without cross-attention, :mod:`trainer.packing`),
+``param_dtype="bf16"`` (bf16 weights, fp32 masters: :mod:`trainer.precision`),
+``pad_multiple`` (widths rounded up, so ``compile`` meets few shapes) and
+``optimizer`` (AdamW's fused kernel, the default, or its foreach path).
+
 The learning rate is a pure function of the step and the data position a
 pure function of ``(seed, epoch, index)``, so a checkpoint (weights, AdamW
 moments, RNG, position) is the whole state: on CPU, N steps straight and N/2
@@ -40,15 +48,27 @@ from datastore import storage
 from trainer import checkpoint as ckpt
 from trainer.audio_init import AUDIO_INITS, AlignedInitConfig, init_aligned_audio_rows
 from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group
+from trainer.gradcache import allreduce_gradients, gradcache_backward, split_rows
 from trainer.loss import LossConfig, dual_encoder_loss, gather_no_grad, gather_with_grad
 from trainer.model import DualEncoder, DualEncoderConfig, build_model
+from trainer.packing import check_packable, pack, pad_to_multiple, use_varlen_attention
+from trainer.precision import PARAM_DTYPES, MasterWeights
 from trainer.provenance import copy_codebook, token_provenance
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("bf16", "fp32")
-# Settings that may change on --resume without changing what is trained.
-RESUMABLE_CHANGES = ("out", "steps", "save_every", "log_every", "progress", "device", "compile")
+# padded: right-padded rows; packed: rows of several sequences with block-diagonal
+# masks; varlen: one row, no mask, the flash variable-length kernel (CUDA).
+LAYOUTS = ("padded", "packed", "varlen")
+# AdamW implementations: one fused kernel per step (CPU and CUDA) or the foreach path.
+OPTIMIZERS = ("fused", "foreach")
+# Settings that may change on --resume without changing what is trained (the
+# gradient cache and the layouts compute the same gradients, up to rounding).
+RESUMABLE_CHANGES = (
+    "out", "steps", "save_every", "log_every", "progress", "device", "compile",
+    "cache_chunk", "layout", "pad_multiple", "optimizer",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +88,13 @@ class TrainConfig:
     clip_grad_norm: float = 1.0
     grad_accum: int = 1
     precision: str = "bf16"  # autocast dtype; weights and optimizer stay fp32
+    param_dtype: str = "fp32"  # "bf16": bf16 weights, fp32 master weights in AdamW
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False
+    cache_chunk: int | None = None  # gradient cache: rows per chunk (None: plain step)
+    layout: str = "padded"  # see LAYOUTS
+    pad_multiple: int = 1  # round padded/packed widths up to a multiple (compile buckets)
+    optimizer: str = "fused"  # see OPTIMIZERS
     seed: int = 0
     # "aligned": audio rows start from the characters they line up with in the
     # training transcripts (trainer.audio_init); "random": the paper's init.
@@ -93,6 +118,18 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.audio_init not in AUDIO_INITS:
             raise ValueError(f"audio_init must be one of {AUDIO_INITS}, got {self.audio_init!r}")
+        if self.param_dtype not in PARAM_DTYPES:
+            raise ValueError(f"param_dtype must be one of {sorted(PARAM_DTYPES)}")
+        if self.param_dtype == "bf16" and self.precision != "bf16":
+            raise ValueError("param_dtype bf16 needs precision bf16")
+        if self.cache_chunk is not None and self.cache_chunk < 1:
+            raise ValueError(f"cache_chunk must be >= 1, got {self.cache_chunk}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.pad_multiple < 1:
+            raise ValueError(f"pad_multiple must be >= 1, got {self.pad_multiple}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -228,9 +265,16 @@ class Trainer:
                 AlignedInitConfig(max_tokens=config.model.max_speech_tokens),
             )
         self.model.to(self.device)
+        self._set_layout()
         self.param_names, groups = self._param_groups()
-        # Fused AdamW (CPU and CUDA): ~5x faster than the foreach path here (6M params).
-        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, fused=True)
+        self.master = None
+        if config.param_dtype != "fp32":
+            self.master = MasterWeights(self.model, PARAM_DTYPES[config.param_dtype])
+            groups = self.master.param_groups(groups)
+        # Fused AdamW (CPU and CUDA) is the default: ~5x faster than the foreach path on
+        # the 2-core CPU (6M trained params); foreach stays selectable for comparison.
+        impl = {config.optimizer: True}
+        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6, **impl)
         self.loader = ShardLoader(
             self.rows,
             data,
@@ -245,16 +289,33 @@ class Trainer:
         torch.manual_seed(config.seed + self.dist.rank)
         if saved is not None:
             self._restore(int(saved["step"]))
+        if self.master is not None:
+            self.master.sync_from_model()
+            self.master.cast_model()
         self.forward_module = self.model
         if config.compile:
             self.model.backbone.compile(dynamic=True)
-        if self.dist.world_size > 1:
+        if self.dist.world_size > 1 and config.cache_chunk is None:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_module = DDP(self.model, device_ids=ids)
+        elif self.dist.world_size > 1:  # gradient cache: gradients reduced by hand
+            _broadcast_from_rank0(self.model)
 
     # -- set-up -----------------------------------------------------------------------------
+
+    def _set_layout(self) -> None:
+        layout = self.config.layout
+        if layout == "padded":
+            return
+        check_packable(self.model.backbone.config)
+        if layout == "varlen":
+            if self.device.type == "cuda" and self.config.precision != "bf16":
+                raise ValueError("layout varlen runs the bf16 flash kernel: needs precision bf16")
+            if self.device.type != "cuda":
+                log.info("layout varlen on %s: one attention call per sequence", self.device)
+            use_varlen_attention(self.model.backbone)
 
     def _param_groups(self) -> tuple[list[list[str]], list[dict]]:
         new = self.model.new_parameter_names()
@@ -313,35 +374,105 @@ class Trainer:
         enabled = self.config.precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def encode(self, batch):
-        """Model inputs of a batch: speech side, and one text pass for transcripts + bitext."""
+    def encode_cpu(self, batch):
+        """Padded model inputs of a batch on the CPU: speech side, one text side for
+        transcripts + bitext, and the text groups."""
         model = self.model
-        speech = model.encode_speech(batch.speech, batch.langs).to(self.device)
+        speech = model.encode_speech(batch.speech, batch.langs)
         texts = batch.texts + batch.bitext_src + batch.bitext_tgt
         langs = batch.langs + batch.bitext_src_langs + batch.bitext_tgt_langs
-        text = model.encode_text(texts, langs).to(self.device)
+        text = model.encode_text(texts, langs)
         groups = np.concatenate(
             [batch.groups, np.asarray([text_group(t) for t in batch.bitext_tgt], dtype=np.int64)]
         )
-        return speech, text, torch.from_numpy(groups).to(self.device)
+        return speech, text, torch.from_numpy(groups)
 
-    def loss(self, batch, encoded=None):
-        """Forward both sides and the (globally gathered) loss of one micro-batch."""
-        speech, text, groups = encoded if encoded is not None else self.encode(batch)
-        with self._autocast():
-            speech_emb, text_emb, scale = self.forward_module(speech, text)
+    def layout(self, encoded):
+        """One side's padded inputs (CPU) -> the configured layout, on the device."""
+        cfg, pad = self.config, self.model.pad_id
+        if cfg.layout == "padded":
+            encoded = pad_to_multiple(encoded, cfg.pad_multiple, pad)
+        else:
+            kind = "rows" if cfg.layout == "packed" else "flat"
+            encoded = pack(encoded, layout=kind, multiple=cfg.pad_multiple, pad_id=pad)
+        return encoded.to(self.device)
+
+    def encode(self, batch):
+        """Model inputs of a batch in the configured layout, on the device."""
+        speech, text, groups = self.encode_cpu(batch)
+        return self.layout(speech), self.layout(text), groups.to(self.device)
+
+    def loss_from_embeddings(self, batch, speech_emb, text_emb, scale, groups):
+        """The (globally gathered) loss of one micro-batch from its embeddings."""
         n, m = len(batch.ids), len(batch.bitext_src)
         queries = torch.cat([speech_emb, text_emb[n : n + m]])
         candidates = torch.cat([text_emb[:n], text_emb[n + m :]])
-        out = dual_encoder_loss(
+        return dual_encoder_loss(
             gather_with_grad(queries),
             gather_with_grad(candidates),
             logit_scale=scale,
             groups=gather_no_grad(groups),
             spread_out_weight=self.config.loss.spread_out_weight,
         )
+
+    def loss(self, batch, encoded=None):
+        """Forward both sides and the (globally gathered) loss of one micro-batch."""
+        speech, text, groups = encoded if encoded is not None else self.encode(batch)
+        with self._autocast():
+            speech_emb, text_emb, scale = self.forward_module(speech, text)
+        out = self.loss_from_embeddings(batch, speech_emb, text_emb, scale, groups)
         tokens = speech.n_tokens + text.n_tokens
         return out, tokens
+
+    def cached_backward(self, batch, *, weight: float = 1.0, check_recompute: bool = False):
+        """Gradient-cache forward/backward of one micro-batch (``cache_chunk`` rows per
+        chunk); returns ``(CacheResult, tokens, slots)``."""
+        speech, text, groups = self.encode_cpu(batch)
+        size = self.config.cache_chunk
+        speech_chunks = [self.layout(c) for c in split_rows(speech, size)]
+        text_chunks = [self.layout(c) for c in split_rows(text, size)]
+        groups = groups.to(self.device)
+        result = gradcache_backward(
+            self.model,
+            speech_chunks,
+            text_chunks,
+            lambda s, t, scale: self.loss_from_embeddings(batch, s, t, scale, groups),
+            autocast=self._autocast,
+            weight=weight,
+            check_recompute=check_recompute,
+        )
+        chunks = speech_chunks + text_chunks
+        return result, sum(c.n_tokens for c in chunks), sum(_slots(c) for c in chunks)
+
+    def backward(self, micro_batches) -> dict:
+        """Gradients of one update (mean over ``micro_batches``), reduced over ranks."""
+        sums = {"loss": 0.0, "contrastive": 0.0, "spread_out": 0.0, "accuracy": 0.0}
+        pairs = tokens = slots = 0
+        weight = 1.0 / len(micro_batches)
+        for i, batch in enumerate(micro_batches):
+            if self.config.cache_chunk is not None:
+                result, n_tokens, n_slots = self.cached_backward(batch, weight=weight)
+                out = result.loss
+            else:
+                last = i == len(micro_batches) - 1
+                sync = (
+                    self.forward_module.no_sync()
+                    if self.dist.world_size > 1 and not last
+                    else contextlib.nullcontext()
+                )
+                with sync:
+                    encoded = self.encode(batch)
+                    out, n_tokens = self.loss(batch, encoded)
+                    (out.loss * weight).backward()
+                n_slots = _slots(encoded[0]) + _slots(encoded[1])
+            for key in sums:
+                sums[key] += float(getattr(out, key).detach()) * weight
+            pairs += len(batch)
+            tokens += n_tokens
+            slots += n_slots
+        if self.config.cache_chunk is not None and self.dist.world_size > 1:
+            allreduce_gradients(list(self.model.parameters()), self.dist.world_size)
+        return {**sums, "pairs": pairs, "tokens": tokens, "slots": slots}
 
     def set_lr(self, step: int) -> float:
         cfg = self.config
@@ -358,43 +489,35 @@ class Trainer:
         self.model.train()
         factor = self.set_lr(self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        sums = {"loss": 0.0, "contrastive": 0.0, "spread_out": 0.0, "accuracy": 0.0}
-        pairs = tokens = 0
-        for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            sync = (
-                self.forward_module.no_sync()
-                if self.dist.world_size > 1 and not last
-                else contextlib.nullcontext()
-            )
-            with sync:
-                out, n_tokens = self.loss(batch)
-                (out.loss / len(micro_batches)).backward()
-            for key in sums:
-                sums[key] += float(getattr(out, key).detach()) / len(micro_batches)
-            pairs += len(batch)
-            tokens += n_tokens
+        self.model.zero_grad(set_to_none=True)
+        done = self.backward(micro_batches)
+        if self.master is not None:
+            self.master.grads_to_masters()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm)
         self.optimizer.step()
+        if self.master is not None:
+            self.master.masters_to_model()
         self.step += 1
+        pairs, tokens, slots = done["pairs"], done["tokens"], done["slots"]
         if self.dist.world_size > 1:
             import torch.distributed as dist
 
-            counts = torch.tensor([pairs, tokens], dtype=torch.long, device=self.device)
+            counts = torch.tensor([pairs, tokens, slots], dtype=torch.long, device=self.device)
             dist.all_reduce(counts)
-            pairs, tokens = int(counts[0]), int(counts[1])
+            pairs, tokens, slots = (int(c) for c in counts)
         elapsed = time.perf_counter() - started
         return {
             "step": self.step,
             "epoch": self.loader.epoch,
-            **{k: round(v, 6) for k, v in sums.items()},
+            **{k: round(done[k], 6) for k in ("loss", "contrastive", "spread_out", "accuracy")},
             "lr": self.config.lr * factor,
             "lr_new": self.config.lr_new * factor,
             "logit_scale": round(float(self.model.scale().detach()), 4),
             "grad_norm": round(float(grad_norm), 6),
             "pairs": pairs,
             "tokens": tokens,
+            "padded_tokens": slots,
             "step_s": round(elapsed, 4),
             "tokens_per_s": round(tokens / elapsed, 1),
         }
@@ -452,7 +575,8 @@ class Trainer:
         if self.dist.is_main:
             out = self.config.out
             storage.makedirs(out)
-            ckpt.save_model(out, self.model, step=self.step)
+            with self.master.fp32_model() if self.master else contextlib.nullcontext():
+                ckpt.save_model(out, self.model, step=self.step)
             ckpt.save_optimizer(
                 out,
                 self.optimizer,
@@ -491,6 +615,20 @@ class Trainer:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _slots(encoded) -> int:
+    """Token slots a layout makes the model process (real + pad)."""
+    return int(encoded.input_ids.numel())
+
+
+def _broadcast_from_rank0(model) -> None:
+    """Start every rank from rank 0's weights (what DDP's constructor does)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor, 0)
 
 
 def _progress(total: int, initial: int, *, enabled: bool):

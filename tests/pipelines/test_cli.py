@@ -68,6 +68,39 @@ def test_train_flags_reach_the_train_config():
     assert (defaults.data.length_jitter, defaults.model.max_speech_tokens) == (0.0, 1024)
 
 
+LEVERS = ("cache_chunk", "layout", "param_dtype", "pad_multiple", "optimizer", "compile")
+
+
+def test_trainer_levers_reach_the_train_config_and_default_to_todays_step(capsys):
+    import dataclasses
+
+    from trainer.cli import build_train_config
+    from trainer.train import TrainConfig
+
+    argv = ["train", "--shards", "s", "--out", "o"]
+    levers = ["--cache-chunk", "64", "--layout", "varlen", "--param-dtype", "bf16"]
+    levers += ["--pad-multiple", "64", "--optimizer", "foreach", "--compile"]
+    config = build_train_config(cli.build_parser().parse_known_args([*argv, *levers])[0])
+    assert tuple(getattr(config, k) for k in LEVERS) == (64, "varlen", "bf16", 64, "foreach", True)
+    # Without the flags: TrainConfig's own defaults (the padded fp32-weight fused-AdamW step).
+    defaults = build_train_config(cli.build_parser().parse_known_args(argv)[0])
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert {k: getattr(defaults, k) for k in LEVERS} == {k: fields[k] for k in LEVERS}
+    assert (defaults.layout, defaults.param_dtype, defaults.optimizer) == (
+        "padded",
+        "fp32",
+        "fused",
+    )
+    # Unusable combinations are one-line usage errors before anything is read.
+    for bad, reason in (
+        (["--param-dtype", "bf16", "--precision", "fp32"], "param_dtype bf16 needs precision bf16"),
+        (["--cache-chunk", "0"], "cache_chunk must be >= 1"),
+        (["--pad-multiple", "0"], "pad_multiple must be >= 1"),
+    ):
+        assert cli.main([*argv, *bad]) == 2
+        assert reason in capsys.readouterr().err
+
+
 # -- the front door: flags checked before anything runs -----------------------
 
 REPO = Path(__file__).resolve().parents[2]
