@@ -65,7 +65,7 @@ def test_conversion_matches_ctranslate2(whisper_base_cache, speech, tmp_path):
     with open(os.path.join(folder, "model.bin"), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     assert os.path.basename(whisper_base_cache).startswith(f"encoder-{digest[:16]}")
-    assert whisper_base_cache.startswith(wc.io.user_cache_dir())
+    assert whisper_base_cache.startswith(wc.storage.user_cache_dir())
 
     waves = [speech["fr"], speech["sw"]]
     enc = build_encoder("whisper-base", layer=6, mode="padded")
