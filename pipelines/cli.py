@@ -278,74 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extend a multilingual LLM's vocabulary with the audio tokens and "
         "train a dual encoder with a bi-directional contrastive loss.",
     )
-    tr.add_argument("--shards", required=True, help="tokenize --out folder")
-    tr.add_argument("--bitext", help="bitext --out folder (text<->text pairs)")
-    tr.add_argument("--llm", default="gemma-3-270m", help="gemma-3-270m | hf:<dir or hub id>")
-    tr.add_argument("--out", required=True, help="run folder to write")
-    tr.add_argument("--steps", type=int, help="optimizer steps")
-    tr.add_argument("--batch-size", type=int, help="pairs per batch")
-    tr.add_argument("--layers", type=int, help="keep only the first N backbone layers")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    tr.add_argument("--split", help="token-shard split to train on (default: train)")
-    tr.add_argument("--langs", help="comma-separated languages to train on (default: all)")
-    tr.add_argument("--max-tokens", type=int, help="padded tokens per batch (default 16384)")
-    tr.add_argument("--bitext-ratio", type=float, help="share of bitext pairs per batch (0.2)")
-    tr.add_argument(
-        "--length-jitter",
-        type=float,
-        help="length-bucketing noise: batches regroup each epoch (0; the demo uses 0.3)",
-    )
-    tr.add_argument(
-        "--max-speech-tokens", type=int, help="audio tokens kept per utterance (default 1024)"
-    )
-    tr.add_argument("--lr", type=float, help="backbone learning rate (default 1e-4)")
-    tr.add_argument("--lr-new", type=float, help="lr of audio rows, projection (3e-3)")
-    tr.add_argument("--warmup-steps", type=int, help="linear warmup before cosine (10)")
-    tr.add_argument("--grad-accum", type=int, help="micro-batches per update (1)")
-    tr.add_argument("--precision", choices=("bf16", "fp32"), help="autocast (default bf16)")
-    tr.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    tr.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    tr.add_argument(
-        "--cache-chunk",
-        type=int,
-        help="gradient cache: embed the batch in chunks of N rows, so a contrastive batch "
-        "larger than the device's activation memory trains with the full-batch gradient (off)",
-    )
-    tr.add_argument(
-        "--layout",
-        choices=("padded", "packed", "varlen"),
-        help="padded rows (default); packed: several sequences per row, masked apart; "
-        "varlen: one row, the flash variable-length kernel on CUDA (Gemma 3 backbones)",
-    )
-    tr.add_argument(
-        "--param-dtype",
-        choices=("fp32", "bf16"),
-        help="weights in bf16 with fp32 master weights in AdamW (default fp32)",
-    )
-    tr.add_argument(
-        "--pad-multiple",
-        type=int,
-        help="round sequence widths up to a multiple of N, so --compile meets few shapes (1)",
-    )
-    tr.add_argument(
-        "--optimizer", choices=("fused", "foreach"), help="AdamW implementation (default fused)"
-    )
-    tr.add_argument("--pooling", help="mean | last | first (default mean)")
-    tr.add_argument("--bidirectional", action="store_true", help="Gemma 3: full attention")
-    tr.add_argument("--train-text-rows", action="store_true", help="also train LLM text rows")
-    tr.add_argument(
-        "--spread-out-weight",
-        type=float,
-        help="weight of the spread-out regulariser (default 1.0; the demo uses 0.1)",
-    )
-    tr.add_argument(
-        "--audio-init",
-        choices=("random", "aligned"),
-        help="audio rows start random (default, as in the paper) or from the characters "
-        "they align with in the training transcripts (the demo uses aligned)",
-    )
-    tr.add_argument("--save-every", type=int, help="checkpoint every N steps (500)")
+    from trainer.cli import add_train_flags
+
+    add_train_flags(tr)
 
     ev = sub.add_parser(
         "eval",

@@ -31,58 +31,36 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
-def build_train_config(args) -> object:
-    """TrainConfig from parsed ``speechtok train`` flags (missing optional flags: defaults)."""
+def add_train_flags(parser) -> None:
+    """``speechtok train``'s flags, generated from the configs' user fields
+    (help, choices and defaults live in :mod:`trainer.configs` and
+    :class:`trainer.data.DataConfig`)."""
+    from datastore.settings import add_flags
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
-    from trainer.loss import LossConfig
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig
 
-    def opt(name, default=None):
-        value = getattr(args, name, None)
-        return default if value is None else value
+    added: set[str] = set()
+    add_flags(parser, DataConfig, required=("shards",), added=added)
+    add_flags(parser, TrainConfig, required=("out",), added=added)
+    add_flags(parser, DualEncoderConfig, added=added)
+    add_flags(parser, LossConfig, added=added)
+    parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
 
-    seed = opt("seed", 0)
-    model = DualEncoderConfig(
-        llm=args.llm,
-        layers=opt("layers"),
-        pooling=opt("pooling", "mean"),
-        bidirectional=bool(opt("bidirectional", False)),
-        train_text_rows=bool(opt("train_text_rows", False)),
-        max_speech_tokens=opt("max_speech_tokens", 1024),
-    )
-    data = DataConfig(
-        shards=args.shards,
-        bitext=opt("bitext"),
-        split=opt("split", "train"),
-        langs=_csv(opt("langs")),
-        batch_size=opt("batch_size", 16),
-        max_tokens=opt("max_tokens", 16384),
-        bitext_ratio=opt("bitext_ratio", 0.2 if opt("bitext") else 0.0),
-        length_jitter=opt("length_jitter", 0.0),
-        seed=seed,
-    )
+
+def build_train_config(args) -> object:
+    """TrainConfig from parsed ``speechtok train`` flags: what a flag sets, the
+    configs' own defaults for the rest; ``--seed`` seeds the model and the data."""
+    from datastore.settings import values
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
+    from trainer.data import DataConfig
+
+    train = values(TrainConfig, args)
+    data = DataConfig(**values(DataConfig, args), seed=train.get("seed", 0))
     return TrainConfig(
-        out=args.out,
-        model=model,
+        model=DualEncoderConfig(**values(DualEncoderConfig, args)),
         data=data,
-        loss=LossConfig(spread_out_weight=opt("spread_out_weight", 1.0)),
-        steps=opt("steps", 1000),
-        lr=opt("lr", 1e-4),
-        lr_new=opt("lr_new", 3e-3),
-        warmup_steps=opt("warmup_steps", 10),
-        grad_accum=opt("grad_accum", 1),
-        precision=opt("precision", "bf16"),
-        device=opt("device", "auto"),
-        compile=bool(opt("compile", False)),
-        cache_chunk=opt("cache_chunk"),
-        layout=opt("layout", "padded"),
-        param_dtype=opt("param_dtype", "fp32"),
-        pad_multiple=opt("pad_multiple", 1),
-        optimizer=opt("optimizer", "fused"),
-        audio_init=opt("audio_init", "random"),
-        seed=seed,
-        save_every=opt("save_every", 500),
+        loss=LossConfig(**values(LossConfig, args)),
+        **train,
     )
 
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from datastore import schema, storage
 from datastore import shards as shard_io
+from datastore.settings import setting
 
 # {encoder}-L{layer}-k{k}-{sha8}
 CODEBOOK_ID = re.compile(r"^(?P<encoder>.+)-L(?P<layer>\d+)-k(?P<k>\d+)-(?P<sha8>[0-9a-f]{8})$")
@@ -76,24 +77,40 @@ class CodebookInfo:
         return cls(id=codebook_id, k=int(m["k"]), sha256=sha256)
 
 
+DEFAULT_BITEXT_RATIO = 0.2
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Which rows to read and how to batch them."""
 
-    shards: str  # a tokenize --out folder (holds tokens/)
-    bitext: str | None = None  # a bitext --out folder (holds bitext/)
-    split: str = "train"
-    langs: tuple[str, ...] | None = None
+    shards: str = setting(help="tokenize --out folder")  # holds tokens/
+    bitext: str | None = setting(None, help="bitext --out folder (text<->text pairs)")
+    split: str = setting("train", help="token-shard split to train on")
+    langs: tuple[str, ...] | None = setting(
+        None, help="comma-separated languages to train on (default: all)"
+    )
     corpora: tuple[str, ...] | None = None
-    batch_size: int = 16  # max speech/text pairs per batch
-    max_tokens: int = 16384  # padded speech + text tokens per batch
+    batch_size: int = setting(16, help="pairs per batch (at most)")
+    max_tokens: int = setting(16384, help="padded speech + text tokens per batch")
     shuffle_buffer: int = 4096
-    bitext_ratio: float = 0.0  # share of the pairs of a batch drawn from bitext
+    # None: 0.2 with bitext shards, else 0 (one rule for the CLI and the Python API).
+    bitext_ratio: float | None = setting(
+        None,
+        help="share of the pairs of a batch drawn from bitext",
+        default_text="0.2 with --bitext, else 0",
+    )
     min_batch_size: int = 2  # contrastive needs in-batch negatives
-    length_jitter: float = 0.0  # sort key = length x U(1 - j, 1 + j), redrawn per epoch
-    seed: int = 0
+    length_jitter: float = setting(
+        0.0,
+        help="length-bucketing noise: sort key = length x U(1 - j, 1 + j), redrawn per "
+        "epoch (the demo uses 0.3)",
+    )
+    seed: int = 0  # set from TrainConfig.seed by the CLI
 
     def __post_init__(self):
+        if self.bitext_ratio is None:
+            object.__setattr__(self, "bitext_ratio", DEFAULT_BITEXT_RATIO if self.bitext else 0.0)
         if not 0.0 <= self.length_jitter < 1.0:
             raise ValueError(f"length_jitter must be in [0, 1), got {self.length_jitter}")
         if self.batch_size < 1 or self.max_tokens < 1 or self.shuffle_buffer < 1:

@@ -37,16 +37,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True, kw_only=True)
-class LossConfig:
-    """Weights of the loss terms."""
-
-    spread_out_weight: float = 1.0
-
-    def __post_init__(self):
-        if self.spread_out_weight < 0:
-            raise ValueError("spread_out_weight must be >= 0")
+from trainer.configs import LossConfig  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

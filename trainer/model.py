@@ -30,8 +30,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -39,89 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.backbones import DEFAULT_BACKBONE, Backbone, check_backbone_name, load_backbone
+from trainer.backbones import Backbone, load_backbone
+from trainer.configs import DualEncoderConfig
 from trainer.packing import Packed, attention_inputs
+from trainer.pooling import POOLERS, Pooler, register_pooler  # noqa: F401 (re-exported)
 
 AUDIO_ROW_MULTIPLE = 64
 MODALITIES = ("speech", "text")
 
-# --- pooling registry ---------------------------------------------------------------------
-
-# (hidden [B, L, H], mask [B, L] of 0/1) -> pooled [B, H]
-Pooler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-POOLERS: dict[str, Pooler] = {}
-
-
-def register_pooler(name: str) -> Callable[[Pooler], Pooler]:
-    def deco(fn: Pooler) -> Pooler:
-        if name in POOLERS:
-            raise ValueError(f"pooler {name!r} registered twice")
-        POOLERS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_pooler("mean")
-def mean_pool(hidden, mask):
-    """Average of the positions where ``mask`` is 1 (pads and excluded prefix skipped)."""
-    weights = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
-@register_pooler("last")
-def last_pool(hidden, mask):
-    """The last masked position: the one a causal LM lets see the whole sequence."""
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    last = torch.where(mask.bool(), positions, -1).amax(1).clamp_min(0)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-@register_pooler("first")
-def first_pool(hidden, mask):
-    """The first masked position (CLS-style encoders with ``pool_prefix=True``)."""
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    big = mask.shape[1]
-    first = torch.where(mask.bool(), positions, big).amin(1).clamp_max(big - 1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
-
-
 # --- config -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class DualEncoderConfig:
-    """What defines the model (stored in the run's ``config.json``)."""
-
-    llm: str = DEFAULT_BACKBONE  # registry name or hf:<dir or hub id>
-    layers: int | None = None  # keep only the first N backbone layers
-    pooling: str = "mean"
-    projection_dim: int | None = None  # None: the backbone's hidden size
-    normalize: bool = True  # L2-normalise the projected embeddings
-    logit_scale_init: float = 20.0
-    learn_logit_scale: bool = True
-    max_logit_scale: float = 100.0
-    train_text_rows: bool = False  # also train the LLM's own embedding rows
-    bidirectional: bool = False  # Gemma 3: full attention instead of causal
-    max_speech_tokens: int = 1024  # audio tokens kept per utterance (the first N)
-    max_text_tokens: int = 128
-    prefix_template: str = "[{lang}] [{modality}]"
-    pool_prefix: bool = False  # include special + prefix positions in the pooled mean
-
-    def __post_init__(self):
-        check_backbone_name(self.llm)
-        if self.layers is not None and self.layers < 1:
-            raise ValueError(f"layers must be >= 1, got {self.layers}")
-        if self.pooling not in POOLERS:
-            raise ValueError(f"unknown pooling {self.pooling!r} (known: {sorted(POOLERS)})")
-        if self.projection_dim is not None and self.projection_dim < 1:
-            raise ValueError("projection_dim must be >= 1")
-        if not 0 < self.logit_scale_init <= self.max_logit_scale:
-            raise ValueError("need 0 < logit_scale_init <= max_logit_scale")
-        if self.max_speech_tokens < 1 or self.max_text_tokens < 1:
-            raise ValueError("max_speech_tokens and max_text_tokens must be >= 1")
-        if "{lang}" not in self.prefix_template or "{modality}" not in self.prefix_template:
-            raise ValueError("prefix_template needs {lang} and {modality}")
 
 
 def padded_audio_rows(codebook_size: int) -> int:

@@ -39,114 +39,32 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from datastore import storage
 from trainer import checkpoint as ckpt
-from trainer.audio_init import AUDIO_INITS, AlignedInitConfig, init_aligned_audio_rows
+from trainer.audio_init import AlignedInitConfig, init_aligned_audio_rows
+from trainer.configs import (  # noqa: F401 (re-exported: trainer.train.TrainConfig)
+    LAYOUTS,
+    OPTIMIZERS,
+    PRECISIONS,
+    RESUMABLE_CHANGES,
+    DualEncoderConfig,
+    LossConfig,
+    TrainConfig,
+)
 from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group
 from trainer.gradcache import allreduce_gradients, gradcache_backward, split_rows
-from trainer.loss import LossConfig, dual_encoder_loss, gather_no_grad, gather_with_grad
-from trainer.model import DualEncoder, DualEncoderConfig, build_model
+from trainer.loss import dual_encoder_loss, gather_no_grad, gather_with_grad
+from trainer.model import DualEncoder, build_model
 from trainer.packing import check_packable, pack, pad_to_multiple, use_varlen_attention
 from trainer.precision import PARAM_DTYPES, MasterWeights
 from trainer.provenance import copy_codebook, token_provenance
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("bf16", "fp32")
-# padded: right-padded rows; packed: rows of several sequences with block-diagonal
-# masks; varlen: one row, no mask, the flash variable-length kernel (CUDA).
-LAYOUTS = ("padded", "packed", "varlen")
-# AdamW implementations: one fused kernel per step (CPU and CUDA) or the foreach path.
-OPTIMIZERS = ("fused", "foreach")
-# Settings that may change on --resume without changing what is trained (the
-# gradient cache and the layouts compute the same gradients, up to rounding).
-RESUMABLE_CHANGES = (
-    "out", "steps", "save_every", "log_every", "progress", "device", "compile",
-    "cache_chunk", "layout", "pad_multiple", "optimizer",
-)  # fmt: skip
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """One training run (stored in ``RUN_DIR/config.json`` under ``train``)."""
-
-    out: str
-    model: DualEncoderConfig
-    data: DataConfig
-    loss: LossConfig = field(default_factory=LossConfig)
-    steps: int = 1000
-    lr: float = 1e-4  # backbone
-    lr_new: float = 3e-3  # audio rows, projection, logit scale
-    weight_decay: float = 0.01
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the peak
-    clip_grad_norm: float = 1.0
-    grad_accum: int = 1
-    precision: str = "bf16"  # autocast dtype; weights and optimizer stay fp32
-    param_dtype: str = "fp32"  # "bf16": bf16 weights, fp32 master weights in AdamW
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    compile: bool = False
-    cache_chunk: int | None = None  # gradient cache: rows per chunk (None: plain step)
-    layout: str = "padded"  # see LAYOUTS
-    pad_multiple: int = 1  # round padded/packed widths up to a multiple (compile buckets)
-    optimizer: str = "fused"  # see OPTIMIZERS
-    seed: int = 0
-    # "aligned": audio rows start from the characters they line up with in the
-    # training transcripts (trainer.audio_init); "random": the paper's init.
-    audio_init: str = "random"
-    save_every: int = 500
-    log_every: int = 10
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.grad_accum < 1 or self.save_every < 1 or self.log_every < 1:
-            raise ValueError("grad_accum, save_every and log_every must be >= 1")
-        if self.lr <= 0 or self.lr_new <= 0 or self.weight_decay < 0:
-            raise ValueError("learning rates must be > 0 and weight_decay >= 0")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
-        if self.clip_grad_norm <= 0:
-            raise ValueError("clip_grad_norm must be > 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.audio_init not in AUDIO_INITS:
-            raise ValueError(f"audio_init must be one of {AUDIO_INITS}, got {self.audio_init!r}")
-        if self.param_dtype not in PARAM_DTYPES:
-            raise ValueError(f"param_dtype must be one of {sorted(PARAM_DTYPES)}")
-        if self.param_dtype == "bf16" and self.precision != "bf16":
-            raise ValueError("param_dtype bf16 needs precision bf16")
-        if self.cache_chunk is not None and self.cache_chunk < 1:
-            raise ValueError(f"cache_chunk must be >= 1, got {self.cache_chunk}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.pad_multiple < 1:
-            raise ValueError(f"pad_multiple must be >= 1, got {self.pad_multiple}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        data = dict(d.pop("data"))
-        for key in ("langs", "corpora"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(
-            model=DualEncoderConfig(**d.pop("model")),
-            data=DataConfig(**data),
-            loss=LossConfig(**d.pop("loss", {})),
-            **d,
-        )
 
 
 def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float = 0.0) -> float:

@@ -94,7 +94,9 @@ def test_whisper_checkpoints_use_the_whisper_path(tmp_path):
         build_encoder(f"hf:{save_tiny_wav2vec2(str(tmp_path / 'v'))}", mode="padded")
 
 
-def test_remote_folders_are_copied_once_through_the_storage_module(model_dirs, tmp_path, monkeypatch):
+def test_remote_folders_are_copied_once_through_the_storage_module(
+    model_dirs, tmp_path, monkeypatch
+):
     """A gs:// model folder is read through datastore.storage (Beam FileSystems in
     production; an in-memory store here) into the user cache, once."""
     folder = model_dirs["hubert-masked"]
@@ -104,7 +106,9 @@ def test_remote_folders_are_copied_once_through_the_storage_module(model_dirs, t
     }
     reads = []
     monkeypatch.setattr(hf_module.storage, "list_files", lambda prefix, suffix="": sorted(store))
-    monkeypatch.setattr(hf_module.storage, "read_bytes", lambda uri: reads.append(uri) or store[uri])
+    monkeypatch.setattr(
+        hf_module.storage, "read_bytes", lambda uri: reads.append(uri) or store[uri]
+    )
     monkeypatch.setenv("SPEECHTOK_CACHE", str(tmp_path / "cache"))
     enc = build_encoder("hf:gs://bucket/models/hubert/", layer=2)
     assert sorted(reads) == sorted(store)

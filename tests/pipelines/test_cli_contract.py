@@ -1,0 +1,124 @@
+"""The CLI as a contract: flags, choices and defaults do not change by accident.
+
+``data/cli_flags.json`` records every command's flags (required, choices,
+whether it takes a value) and ``data/train_defaults.json`` the TrainConfig that
+``speechtok train`` builds from its required flags alone, with and without
+``--bitext``. Both were recorded from the hand-written parser before the train
+flags were generated from the configs; a deliberate change updates the JSON
+and is listed in the README. The generated flags are also checked against the
+configs themselves: every user field has a flag whose default is the field's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from datastore import settings
+from pipelines import cli
+
+DATA = Path(__file__).parent / "data"
+TRAIN_ARGV = ["train", "--shards", "S", "--out", "O"]
+
+
+def describe(parser: argparse.ArgumentParser) -> dict:
+    out = {}
+    for leaf in cli._leaf_parsers(parser):
+        flags = {}
+        for action in leaf._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            flags[max(action.option_strings, key=len)] = {
+                "required": bool(action.required),
+                "choices": sorted(map(str, action.choices)) if action.choices else None,
+                "takes_value": action.nargs != 0,
+            }
+        out[leaf.prog.replace("speechtok ", "")] = flags
+    return out
+
+
+def test_every_command_keeps_its_recorded_flags():
+    recorded = json.loads((DATA / "cli_flags.json").read_text())
+    assert describe(cli.build_parser()) == recorded
+
+
+@pytest.mark.parametrize("case", ["minimal", "with_bitext"])
+def test_train_builds_the_recorded_config(case):
+    from trainer.cli import build_train_config
+
+    argv = TRAIN_ARGV + (["--bitext", "B"] if case == "with_bitext" else [])
+    config = build_train_config(cli.build_parser().parse_args(argv))
+    assert config.to_dict() == json.loads((DATA / "train_defaults.json").read_text())[case]
+
+
+def _train_configs():
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
+    from trainer.data import DataConfig
+
+    return DataConfig, TrainConfig, DualEncoderConfig, LossConfig
+
+
+def test_every_train_setting_is_a_flag_with_the_configs_default():
+    """Defaults live once: the config a command line without optional flags
+    builds equals the one the Python API builds from the same required values."""
+    from trainer.cli import build_train_config
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
+    from trainer.data import DataConfig
+
+    parser = cli.command_parser(cli.build_parser(), "train")
+    flags = {s for a in parser._actions for s in a.option_strings}
+    for cls in _train_configs():
+        for field in settings.user_fields(cls):
+            assert settings.flag_name(field) in flags, f"{cls.__name__}.{field.name}"
+    built = build_train_config(cli.build_parser().parse_args(TRAIN_ARGV))
+    api = TrainConfig(
+        out="O", model=DualEncoderConfig(), data=DataConfig(shards="S"), loss=LossConfig()
+    )
+    assert built == api
+
+
+def test_the_python_api_and_the_cli_agree_on_the_bitext_ratio():
+    """Was 0.2 from the CLI and 0.0 from ``DataConfig`` for the same input."""
+    from trainer.cli import build_train_config
+    from trainer.data import DataConfig
+
+    built = build_train_config(cli.build_parser().parse_args([*TRAIN_ARGV, "--bitext", "B"]))
+    assert built.data.bitext_ratio == DataConfig(shards="S", bitext="B").bitext_ratio == 0.2
+    assert DataConfig(shards="S").bitext_ratio == 0.0
+
+
+def test_generated_flags_types_and_help(capsys):
+    """A made-up config through the generator: each kind of field becomes the
+    flag a user expects, and a flag left out keeps the field's default."""
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Example:
+        name: str = settings.setting(help="a name")
+        count: int = settings.setting(3, help="how many")
+        ratio: float | None = settings.setting(None, help="a share", default_text="worked out")
+        langs: tuple[str, ...] | None = settings.setting(None, help="languages")
+        fast: bool = settings.setting(False, help="go fast")
+        safe: bool = settings.setting(True, help="stay safe")
+        mode: str = settings.setting("a", choices=lambda: ("a", "b"), help="a mode")
+        internal: int = 7
+
+    parser = argparse.ArgumentParser(prog="x")
+    settings.add_flags(parser, Example, required=("name",))
+    args = parser.parse_args(["--name", "n", "--langs", "fr, de,", "--fast", "--no-safe"])
+    assert settings.values(Example, args) == {
+        "name": "n",
+        "langs": ("fr", "de"),
+        "fast": True,
+        "safe": False,
+    }
+    assert Example(**settings.values(Example, args)).count == 3
+    assert not hasattr(args, "internal") and "--internal" not in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--name", "n", "--mode", "c"])
+    assert "invalid choice" in capsys.readouterr().err
+    text = " ".join(parser.format_help().split())
+    assert "how many (default: 3)" in text and "a share (default: worked out)" in text
