@@ -51,7 +51,10 @@ HUBERT = HUBERT_SETTINGS  # fairseq HuBERT simple_kmeans
 BACKEND_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "torch": ("torch", {}),
     "faiss": ("faiss", {}),
-    "sklearn-n3": ("sklearn", {**HUBERT, "n_init": 3}),  # the reference shortcut
+    "sklearn-n3": (
+        "sklearn",
+        {**HUBERT, "n_init": 3},
+    ),  # HuBERT's settings with the usual n_init shortcut
     "sklearn-hubert": ("sklearn", HUBERT),  # n_init 20: HuBERT's simple_kmeans exactly
     "sklearn-s2u-n3": ("sklearn", {"n_init": 3}),  # speech2unit (reassignment 0.5), n_init 3
 }

@@ -19,8 +19,8 @@ whole process tree the driver samples for peak RSS (psutil):
   ``quantize_with_kmeans.py`` does, ported naively to Whisper: per file,
   ``WhisperFeatureExtractor`` (the 30 s padded window), the *full* 6-layer
   encoder forward with ``output_hidden_states``, the layer-L states cut to the
-  clip's frames, nearest centroid. This is the peer the issue's "3x an
-  unbatched speech2unit-style loop" target is checked against.
+  clip's frames, nearest centroid. This is the peer of the target "the job
+  runs >= 3x an unbatched speech2unit-style loop".
 
 Each row's clock starts after the imports (the same modules are imported
 first in every row, Beam's included) and stops when its rows exist, so model

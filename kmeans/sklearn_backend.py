@@ -6,7 +6,7 @@ that differ in two settings:
 - ``examples/textless_nlp/gslm/speech2unit/clustering/cluster_kmeans.py``:
   ``init="k-means++", max_iter=150, batch_size=10000, tol=0.0,
   max_no_improvement=100, n_init=20, reassignment_ratio=0.5``: the defaults
-  here (the issue's reference), so a user can reproduce a speech2unit
+  here (fairseq's speech2unit recipe), so a user can reproduce a speech2unit
   codebook without a pickle;
 - ``examples/hubert/simple_kmeans/learn_kmeans.py``: the same but
   ``max_iter=100, reassignment_ratio=0.0``: :data:`HUBERT_SETTINGS`.

@@ -25,10 +25,9 @@ from datastore import storage
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     out: str = "demo-out"
-    # Measured with `make demo` (issue notes): 12 seen languages x 30 training
-    # sentences x 1 voice, 80 steps, beat 4 x 30 x 2 voices, 100 steps (mean R@1
-    # seen 0.25 vs 0.225, unseen 0.17 vs 0.11, BLEU 26 vs 22): distinct sentences
-    # matter more than voices, and the Latin-script languages share what they learn.
+    # Many languages with one voice each rather than few with several: distinct
+    # sentences teach more than voices, and the Latin-script languages share what
+    # they learn (settings and figures: benchmarks/README.md, the demo sweep).
     seen: tuple[str, ...] = (
         "fr", "de", "es", "it", "ca", "pt", "nl", "sv", "et", "sl", "id", "tr",
     )  # fmt: skip
@@ -43,9 +42,9 @@ class DemoConfig:
     layers: int | None = 4
     steps: int = 80  # the 10-minute budget on 2 CPU cores (fresh cache: 90 took 10:20)
     batch_size: int = 16
-    # Measured on this corpus (see the issue notes): a lower backbone lr than the
-    # trainer's default overfits the 30 training sentences per language less, and
-    # jittered length bucketing varies each utterance's negatives between epochs.
+    # A lower backbone lr than the trainer's default overfits the 30 training
+    # sentences per language less, and jittered length bucketing varies each
+    # utterance's negatives between epochs (benchmarks/demo_sweep.py measures both).
     lr: float = 3e-5
     length_jitter: float = 0.3
     max_speech_tokens: int = 384  # the first ~15 s: longer paragraphs cost steps

@@ -136,6 +136,18 @@ def test_the_checks_catch_what_they_are_for(tmp_path, monkeypatch):
     assert module_cycles(modules) == [["kmeans.b", "kmeans.c", "kmeans.b"]]
 
 
+def test_tests_do_not_import_benchmarks():
+    """Benchmarks measure the code; a test that needs one of their values
+    means that value belongs in the library."""
+    found = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] == "benchmarks"
+    ]
+    assert found == []
+
+
 @pytest.mark.parametrize("package", LAYERS)
 def test_every_layer_exists(package):
     assert (ROOT / package / "__init__.py").is_file()

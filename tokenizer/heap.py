@@ -14,8 +14,8 @@ demo run and half the trainer's speed in the same process. What we do
 instead: ``malloc_trim(0)`` after each encoder forward pass, which gives the
 free pages inside the heap back (``madvise``) without changing how memory is
 allocated. Once per ``encode`` call was not enough (+15% and +38% in two
-runs: the peak is inside a call); once per forward pass: +10% (821 -> 904
-MB).
+runs: the peak is inside a call); once per forward pass met the
+target (figures and command: benchmarks/README.md, "Memory").
 
 Example::
 

@@ -21,7 +21,7 @@ from pipelines.cli import main
 from tests.reliability.catalogue import SR, encoded, tone
 
 REPO = Path(__file__).resolve().parents[2]
-SCANNED = ("pipelines", "tokenizer", "kmeans", "trainer", "benchmarks")
+SCANNED = ("datastore", "pipelines", "tokenizer", "kmeans", "trainer", "benchmarks")
 TRUST_PICKLE_MODULE = "kmeans/import_pickle.py"  # the one explicit, opt-in pickle import
 
 
