@@ -110,15 +110,20 @@ def add_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls,
     *,
+    only: tuple[str, ...] | None = None,
     skip: tuple[str, ...] = (),
     required: tuple[str, ...] = (),
     added: set[str] | None = None,
 ) -> None:
-    """One flag per user field of ``cls`` (``skip``: leave these out; ``required``:
-    the user must give them). ``added``: flag names already on this parser, so a
-    field two configs share (``seed``) gets one flag that sets both."""
+    """One flag per user field of ``cls`` (``only``: just these, e.g. the members of
+    a mutually exclusive group; ``skip``: leave these out; ``required``: the user
+    must give them). ``added``: flag names already on this parser: a field two
+    configs share (``seed``) gets one flag, and a field given its own place
+    (a group) is not added twice."""
     for field in user_fields(cls):
         name = flag_name(field)
+        if only is not None and field.name not in only:
+            continue
         if field.name in skip or (added is not None and name in added):
             continue
         meta, kind = field.metadata[HELP], _kind(cls, field.name)

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datastore import schema, storage
+from datastore.settings import setting
 
 # kind -> (row schema, partition keys); the file schema is the row schema minus the keys.
 KINDS = {
@@ -55,9 +56,9 @@ class WriteConfig:
     skip and parallelise over).
     """
 
-    rows_per_shard: int = 50_000
+    rows_per_shard: int = setting(50_000, help="target rows per shard")
     row_group_rows: int = 10_000
-    compression: str = "zstd"
+    compression: str = setting("zstd", help="Parquet compression")
 
     def __post_init__(self) -> None:
         if self.rows_per_shard < 1 or self.row_group_rows < 1:

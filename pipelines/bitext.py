@@ -28,6 +28,7 @@ import apache_beam as beam
 
 from datastore import card, outfolder, schema, shards, storage
 from datastore.outlock import locks_output
+from datastore.settings import setting
 from pipelines import common, outcome
 from pipelines.summary import finish_run
 from tokenizer.bitext import BitextConfig, filter_language_pair, parse_pair, select_files
@@ -35,8 +36,8 @@ from tokenizer.bitext import BitextConfig, filter_language_pair, parse_pair, sel
 
 @dataclass(frozen=True, kw_only=True)
 class BitextJobConfig:
-    input: str
-    out: str
+    input: str = setting(help="glob of WikiMatrix.*.tsv.gz (local or gs://)")
+    out: str = setting(help="output folder")
     filters: BitextConfig
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 
@@ -130,22 +131,32 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     return finish_run("bitext", config.out, common.counters(result), started=started)
 
 
+def add_flags(parser) -> None:
+    """``speechtok bitext``'s flags, from the configs' user fields."""
+    from datastore.settings import add_flags as add
+
+    added: set[str] = set()
+    add(parser, BitextJobConfig, required=("input", "out"), added=added)
+    add(parser, BitextConfig, required=("min_score",), added=added)
+    add(parser, shards.WriteConfig, added=added)
+
+
+def config_from_args(args) -> BitextJobConfig:
+    from datastore.settings import values
+
+    return BitextJobConfig(
+        **values(BitextJobConfig, args),
+        filters=BitextConfig(**values(BitextConfig, args)),
+        write=shards.WriteConfig(**values(shards.WriteConfig, args)),
+    )
+
+
 @locks_output("bitext")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from datastore.errors import UsageError
 
-    langs = frozenset(x.strip() for x in args.langs.split(",")) if args.langs else None
     try:
-        filters = BitextConfig(
-            min_score=args.min_score,
-            langs=langs,
-            min_chars=args.min_chars,
-            max_chars=args.max_chars,
-            max_length_ratio=args.max_length_ratio,
-        )
-        write = shards.WriteConfig(rows_per_shard=args.rows_per_shard, compression=args.compression)
-        config = BitextJobConfig(input=args.input, out=args.out, filters=filters, write=write)
-        index = run(config, beam_args)
+        index = run(config_from_args(args), beam_args)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     outcome.check(index, args)

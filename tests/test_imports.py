@@ -29,9 +29,11 @@ def _modules() -> dict[str, Path]:
 
 
 def _nodes(tree: ast.AST):
-    """Every node, less the bodies of ``if TYPE_CHECKING:`` (annotations only)."""
+    """Every node, less the bodies of ``if TYPE_CHECKING:`` (annotations only)
+    and of ``if __name__ == "__main__":`` (run as a script, never on import)."""
     for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        test = ast.unparse(node.test) if isinstance(node, ast.If) else ""
+        if "TYPE_CHECKING" in test or test in ("__name__ == '__main__'", '__name__ == "__main__"'):
             yield from (n for child in node.orelse for n in [child, *_nodes(child)])
             continue
         yield node

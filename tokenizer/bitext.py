@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from datastore import schema, shards, storage
 from datastore.records import Reason, Reject
+from datastore.settings import setting
 from tokenizer.manifests.lines import iter_stream_lines, line_reject, raw_line_problem, text_problem
 
 _NAME = re.compile(r"WikiMatrix\.(?P<l1>[A-Za-z_\-]+?)-(?P<l2>[A-Za-z_\-]+)\.tsv(\.gz)?$")
@@ -53,11 +54,15 @@ class BitextConfig:
     ``langs``: keep only files whose two languages are both in this set.
     """
 
-    min_score: float
-    min_chars: int = 3
-    max_chars: int = 1000
-    max_length_ratio: float = 3.0
-    langs: frozenset[str] | None = None
+    min_score: float = setting(help="margin score threshold")
+    min_chars: int = setting(3, help="shortest side, characters")
+    max_chars: int = setting(1000, help="longest side, characters")
+    max_length_ratio: float = setting(
+        3.0, help="max ratio of the two sides' UTF-8 byte lengths (bytes, so scripts compare)"
+    )
+    langs: frozenset[str] | None = setting(
+        None, help="keep only files whose two languages are both listed"
+    )
     max_line_bytes: int = 1 << 16
 
     def __post_init__(self) -> None:

@@ -85,21 +85,13 @@ def run_train(args, extra) -> int:
 
 def run_eval(args, extra) -> int:
     """Entry point of ``speechtok eval``: writes report.json, report.md, r_at_1.png."""
+    from datastore.settings import values
     from trainer.checkpoint import CheckpointError
     from trainer.evaluate import EvalConfig, evaluate
     from trainer.report import markdown
 
     try:
-        config = EvalConfig(
-            run=args.run,
-            shards=args.shards,
-            out=args.out,
-            split=args.split,
-            langs=_csv(getattr(args, "langs", None)),
-            seen=_csv(getattr(args, "seen", None)),
-            device=getattr(args, "device", None),
-            allow_hub=bool(getattr(args, "allow_hub", False)),
-        )
+        config = EvalConfig(**values(EvalConfig, args))
         report = evaluate(config)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc
@@ -110,24 +102,13 @@ def run_eval(args, extra) -> int:
 
 def run_embed(args, extra) -> int:
     """Entry point of ``speechtok embed``: embedding shards (+ faiss index) of a run."""
+    from datastore.settings import values
     from trainer.checkpoint import CheckpointError
     from trainer.data import ShardError
     from trainer.embed import EmbedConfig, embed
 
     try:
-        config = EmbedConfig(
-            run=args.run,
-            out=args.out,
-            shards=args.shards,
-            text=args.text,
-            split=args.split,
-            langs=_csv(args.langs),
-            modality=args.modality,
-            faiss=args.faiss,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-        )
+        config = EmbedConfig(**values(EmbedConfig, args))
         index = embed(config)
     except (CheckpointError, ShardError, FileNotFoundError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc
@@ -142,21 +123,14 @@ def run_embed(args, extra) -> int:
 
 def run_search(args, extra) -> int:
     """Entry point of ``speechtok search``: prints the top hits of one query."""
+    from datastore.settings import values
     from tokenizer.audio import AudioError
     from trainer.checkpoint import CheckpointError
     from trainer.provenance import ProvenanceError
     from trainer.search import SearchConfig, format_hits, search
 
     try:
-        config = SearchConfig(
-            run=args.run,
-            index=args.index,
-            query_text=args.query_text,
-            query_audio=args.query_audio,
-            lang=args.lang,
-            top_k=args.top_k,
-            device=args.device,
-        )
+        config = SearchConfig(**values(SearchConfig, args))
         hits = search(config)
     except (CheckpointError, ProvenanceError, AudioError, FileNotFoundError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc

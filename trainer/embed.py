@@ -32,6 +32,7 @@ import numpy as np
 
 from datastore import card, outfolder, schema, shards, storage
 from datastore.records import Reason, Reject
+from datastore.settings import setting
 
 log = logging.getLogger(__name__)
 FAISS_FILE = "index.faiss"
@@ -48,17 +49,27 @@ class EmbedConfig:
     transcripts (``text``). ``split``/``langs``: which shards (default: all).
     """
 
-    run: str
-    out: str
-    shards: str | None = None
-    text: str | None = None
-    split: str | None = None
-    langs: tuple[str, ...] | None = None
-    modality: str = "speech"
-    faiss: bool = False
-    device: str | None = None  # None: cuda when available
-    precision: str = "fp32"
-    batch_size: int = 32
+    run: str = setting(help="train --out folder")
+    out: str = setting(help="embedding folder to write")
+    shards: str | None = setting(None, help="tokenize --out folder")
+    text: str | None = setting(None, help="JSONL file, one {id, text, lang} per line")
+    split: str | None = setting(None, help="--shards: only this split (default: all)")
+    langs: tuple[str, ...] | None = setting(
+        None, help="--shards: comma-separated languages (default: all)"
+    )
+    modality: str = setting(
+        "speech",
+        choices=MODALITIES,
+        help="--shards: embed the recordings (speech) or their transcripts (text)",
+    )
+    faiss: bool = setting(False, help="also write an inner-product index")
+    device: str | None = setting(None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    precision: str = setting(
+        "fp32",
+        choices=PRECISIONS,
+        help="fp32 (matches `speechtok export` to 1e-4) or bf16 autocast",
+    )
+    batch_size: int = setting(32, help="inputs per forward pass")
     rows_per_shard: int = 50_000
 
     def __post_init__(self) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from datastore import schema, storage
+from datastore.settings import setting
 from trainer import report as report_lib
 from trainer import retrieval
 
@@ -49,15 +50,23 @@ class EvalConfig:
     LLM may be downloaded when its config names a hub id (see
     :func:`trainer.checkpoint.load_run`)."""
 
-    run: str
-    shards: str
-    out: str
-    split: str = "test"
-    langs: tuple[str, ...] | None = None
-    seen: tuple[str, ...] | None = None
-    device: str | None = None
+    run: str = setting(help="train --out folder")
+    shards: str = setting(help="tokenize --out folder")
+    out: str = setting(help="report folder")
+    split: str = setting("test", help="token-shard split to evaluate")
+    langs: tuple[str, ...] | None = setting(
+        None, help="evaluate only these languages (default: all in the split)"
+    )
+    seen: tuple[str, ...] | None = setting(
+        None, help="languages to count as seen (default: those of the run's training shards)"
+    )
+    device: str | None = setting(None, help="cpu | cuda (default: cuda when available)")
     batch_size: int = 32
-    allow_hub: bool = False
+    allow_hub: bool = setting(
+        False,
+        help="let the run's config.json name a Hugging Face hub model to download "
+        "(also needs HF_HUB_OFFLINE unset); default: local folders only",
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datastore import schema, shards, storage
+from datastore.settings import setting
 from trainer.embed import FAISS_FILE, import_faiss, run_identity
 
 
@@ -30,13 +31,15 @@ from trainer.embed import FAISS_FILE, import_faiss, run_identity
 class SearchConfig:
     """Exactly one of ``query_text`` (needs ``lang``) and ``query_audio`` (a file URI)."""
 
-    run: str
-    index: str
-    query_text: str | None = None
-    query_audio: str | None = None
-    lang: str | None = None
-    top_k: int = 5
-    device: str | None = None
+    run: str = setting(help="train --out folder")
+    index: str = setting(help="embed --out folder")
+    query_text: str | None = setting(None, help="a sentence (with --lang)")
+    query_audio: str | None = setting(None, help="an audio file (local path or gs://)")
+    lang: str | None = setting(
+        None, help="language of the query (audio: default the run's one training language)"
+    )
+    top_k: int = setting(5, help="hits to print")
+    device: str | None = setting(None, help="cpu | cuda | cuda:N (default: cuda when available)")
 
     def __post_init__(self) -> None:
         if (self.query_text is None) == (self.query_audio is None):

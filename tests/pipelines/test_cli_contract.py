@@ -1,12 +1,12 @@
 """The CLI as a contract: flags, choices and defaults do not change by accident.
 
 ``data/cli_flags.json`` records every command's flags (required, choices,
-whether it takes a value) and ``data/train_defaults.json`` the TrainConfig that
-``speechtok train`` builds from its required flags alone, with and without
-``--bitext``. Both were recorded from the hand-written parser before the train
-flags were generated from the configs; a deliberate change updates the JSON
-and is listed in the README. The generated flags are also checked against the
-configs themselves: every user field has a flag whose default is the field's.
+whether it takes a value) and ``data/effective_configs.json`` the config each
+command builds from a few command lines (:mod:`tests.pipelines.cli_capture`).
+Both were recorded from the hand-written parser before the flags were
+generated from the configs; a deliberate change updates the JSON and is listed
+in the README. The generated flags are also checked against the configs
+themselves: every user field has a flag whose default is the field's.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import pytest
 
 from datastore import settings
 from pipelines import cli
+from tests.pipelines.cli_capture import CASES, built_config
 
 DATA = Path(__file__).parent / "data"
-TRAIN_ARGV = ["train", "--shards", "S", "--out", "O"]
+TRAIN_ARGV = CASES["train"]
 
 
 def describe(parser: argparse.ArgumentParser) -> dict:
@@ -46,39 +47,72 @@ def test_every_command_keeps_its_recorded_flags():
     assert describe(cli.build_parser()) == recorded
 
 
-@pytest.mark.parametrize("case", ["minimal", "with_bitext"])
-def test_train_builds_the_recorded_config(case):
-    from trainer.cli import build_train_config
-
-    argv = TRAIN_ARGV + (["--bitext", "B"] if case == "with_bitext" else [])
-    config = build_train_config(cli.build_parser().parse_args(argv))
-    assert config.to_dict() == json.loads((DATA / "train_defaults.json").read_text())[case]
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_command_builds_the_recorded_config(case):
+    recorded = json.loads((DATA / "effective_configs.json").read_text())
+    assert built_config(CASES[case]) == recorded[case]
 
 
-def _train_configs():
+def _configs(command: str) -> list:
+    """The config classes whose user fields make ``command``'s flags."""
+    from datastore.shards import WriteConfig
+    from pipelines.bitext import BitextJobConfig
+    from tokenizer.bitext import BitextConfig
+    from tokenizer.synth.synth import SynthConfig
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
+    from trainer.embed import EmbedConfig
+    from trainer.evaluate import EvalConfig
+    from trainer.search import SearchConfig
 
-    return DataConfig, TrainConfig, DualEncoderConfig, LossConfig
+    return {
+        "train": [DataConfig, TrainConfig, DualEncoderConfig, LossConfig],
+        "bitext": [BitextJobConfig, BitextConfig, WriteConfig],
+        "eval": [EvalConfig],
+        "embed": [EmbedConfig],
+        "search": [SearchConfig],
+        "corpus synth": [SynthConfig],
+    }[command]
 
 
-def test_every_train_setting_is_a_flag_with_the_configs_default():
-    """Defaults live once: the config a command line without optional flags
-    builds equals the one the Python API builds from the same required values."""
-    from trainer.cli import build_train_config
-    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
-    from trainer.data import DataConfig
-
-    parser = cli.command_parser(cli.build_parser(), "train")
+@pytest.mark.parametrize("command", ["train", "bitext", "eval", "embed", "search", "corpus synth"])
+def test_every_user_setting_is_a_flag(command):
+    parser = cli.command_parser(cli.build_parser(), command)
     flags = {s for a in parser._actions for s in a.option_strings}
-    for cls in _train_configs():
+    for cls in _configs(command):
         for field in settings.user_fields(cls):
             assert settings.flag_name(field) in flags, f"{cls.__name__}.{field.name}"
+
+
+def test_defaults_live_once_in_the_configs():
+    """The config a command line without optional flags builds equals the one
+    the Python API builds from the same required values."""
+    from datastore.shards import WriteConfig
+    from pipelines.bitext import BitextJobConfig
+    from tokenizer.bitext import BitextConfig
+    from trainer.cli import build_train_config
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
+    from trainer.data import DataConfig
+    from trainer.embed import EmbedConfig
+    from trainer.evaluate import EvalConfig
+    from trainer.search import SearchConfig
+
     built = build_train_config(cli.build_parser().parse_args(TRAIN_ARGV))
     api = TrainConfig(
         out="O", model=DualEncoderConfig(), data=DataConfig(shards="S"), loss=LossConfig()
     )
     assert built == api
+    bitext = BitextJobConfig(
+        input="I/*.tsv.gz", out="O", filters=BitextConfig(min_score=1.04), write=WriteConfig()
+    )
+    assert built_config(CASES["bitext"]) == dataclasses.asdict(bitext)
+    assert built_config(CASES["eval"]) == dataclasses.asdict(
+        EvalConfig(run="R", shards="S", out="O")
+    )
+    embed = EmbedConfig(run="R", out="O", shards="S")
+    assert built_config(CASES["embed-shards"]) == dataclasses.asdict(embed)
+    search = SearchConfig(run="R", index="I", query_text="q", lang="fr")
+    assert built_config(CASES["search"]) == dataclasses.asdict(search)
 
 
 def test_the_python_api_and_the_cli_agree_on_the_bitext_ratio():

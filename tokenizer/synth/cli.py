@@ -17,17 +17,10 @@ from tokenizer.synth.synth import SynthConfig, choose_languages, synthesize_corp
 
 def run_cli(args: argparse.Namespace, extra: list[str]) -> int:
     from datastore.errors import UsageError
+    from datastore.settings import values
 
     try:
-        config = SynthConfig(
-            out=args.out,
-            langs=args.langs or (),
-            all=bool(args.all),
-            per_lang=args.per_lang,
-            voices=args.voices,
-            seed=args.seed,
-            workers=args.workers,
-        )
+        config = SynthConfig(**values(SynthConfig, args))
         choose_languages(config)  # unknown or unusable languages are usage errors
     except ValueError as exc:
         raise UsageError(str(exc)) from None

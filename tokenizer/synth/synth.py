@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datastore import storage
+from datastore.settings import setting
 from tokenizer import languages
 from tokenizer.languages import Language
 from tokenizer.synth import espeak, layouts, pool, render, udhr
@@ -80,13 +81,15 @@ class SynthConfig:
     (tests swap in one that crashes).
     """
 
-    out: str
-    langs: tuple[str, ...] = ()
-    all: bool = False
-    per_lang: int | None = None
-    voices: int = 1
-    seed: int = 0
-    workers: int | None = None
+    out: str = setting(help="output folder")
+    langs: tuple[str, ...] = setting(
+        (), help="comma-separated FLEURS-style short codes, e.g. fr,de,sw"
+    )
+    all: bool = setting(False, help="every usable language (>= 80)")
+    per_lang: int | None = setting(None, help="sentences per language (default: all)")
+    voices: int = setting(1, help="recordings per sentence")
+    seed: int = setting(0, help="seed of the voices and of the split assignment")
+    workers: int | None = setting(None, help="synthesis processes (default: CPU count)")
     text: str = "auto"
     udhr_dir: str | None = None
     test_fraction: float = 0.3
