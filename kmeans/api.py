@@ -89,3 +89,40 @@ def fit(x: Any, k: int, *, seed: int = 0, backend: str = "torch", **opts: Any) -
         timings=timings,
         **extra,
     )
+
+
+def fit_frame_sample(
+    sample,
+    k: int,
+    *,
+    identity: dict,
+    downsample: int = 1,
+    max_frames_per_utt: int | None = None,
+    seed: int = 0,
+    backend: str = "torch",
+    device: str | None = None,
+) -> Codebook | None:
+    """A codebook for the frames of a :class:`~kmeans.sampling.FrameSample`,
+    with the metadata that ties it to its features: the encoder ``identity``
+    (``encoder``, ``layer``, ``mode``, ``frame_rate``), the frame averaging
+    and what the sample saw per language. None when the sample holds fewer
+    than ``k`` frames (nothing to fit)."""
+    from kmeans.postprocess import PostprocessConfig
+
+    if int(sample.frames.shape[0]) < k:
+        return None
+    opts = {"device": device} if backend == "torch" and device and device != "cpu" else {}
+    codebook = fit(sample.frames, k, seed=seed, backend=backend, **opts)
+    post = PostprocessConfig(downsample=downsample)
+    return codebook.with_metadata(
+        encoder=identity["encoder"],
+        layer=identity["layer"],
+        mode=identity["mode"],
+        frame_rate=identity["frame_rate"] / downsample,
+        encoder_frame_rate=identity["frame_rate"],
+        sample_per_lang=sample.per_lang,
+        seen_frames=sample.seen_frames,
+        seen_utterances=sample.seen_utts,
+        max_frames_per_utt=max_frames_per_utt,
+        **post.to_metadata(),
+    )

@@ -16,6 +16,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import apache_beam as beam
 
@@ -83,9 +84,8 @@ class SampleFrames(beam.CombineFn):
 
         return StratifiedReservoir(self.sampler_config)
 
-    def add_input(self, acc, item):
-        lang, utt_id, frames = item
-        return acc.add(lang, utt_id, frames)
+    def add_input(self, acc, item: UtteranceFrames):
+        return acc.add(item.lang, item.id, item.frames)
 
     def merge_accumulators(self, accumulators):
         from kmeans.sampling import StratifiedReservoir
@@ -96,10 +96,17 @@ class SampleFrames(beam.CombineFn):
         return acc.extract()
 
 
-def frames_for_sampling(clip) -> tuple[str, str, object]:
-    """An :class:`~pipelines.speech.EncodedClip` with (downsampled) frames ->
-    ``(lang, id, frames)`` for the sampler."""
-    return clip.example.lang, clip.example.id, clip.output
+class UtteranceFrames(NamedTuple):
+    """What the sampler takes from one utterance."""
+
+    lang: str
+    id: str
+    frames: object  # float32 [n_frames, dim]
+
+
+def frames_for_sampling(clip) -> UtteranceFrames:
+    """An :class:`~pipelines.speech.EncodedClip` with (downsampled) frames -> sampler input."""
+    return UtteranceFrames(clip.example.lang, clip.example.id, clip.output)
 
 
 SAMPLE_DIR = "sample"
@@ -116,31 +123,24 @@ def save_sample(sample, directory: str) -> None:
 
 def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     """Fit k-means on the sample and write the codebook folder; returns its summary."""
-    import kmeans
-    from kmeans.postprocess import PostprocessConfig
+    from kmeans.api import fit_frame_sample
 
     n_frames = int(sample.frames.shape[0])
     common.counter("sampled_frames").inc(n_frames)
-    if n_frames < config.k:
+    codebook = fit_frame_sample(
+        sample,
+        config.k,
+        identity=identity,
+        downsample=config.downsample,
+        max_frames_per_utt=config.max_frames_per_utt,
+        seed=config.seed,
+        backend=config.backend,
+        device=config.encoder.device,
+    )
+    if codebook is None:
         # Nothing to fit (e.g. every input rejected): no codebook, but the job
         # still writes its rejects and index, and the launcher says why.
         return {"id": None, "k": config.k, "sampled_frames": n_frames}
-    device = config.encoder.device if config.backend == "torch" else None
-    opts = {"device": device} if device and device != "cpu" else {}
-    codebook = kmeans.fit(sample.frames, config.k, seed=config.seed, backend=config.backend, **opts)
-    post = PostprocessConfig(downsample=config.downsample)
-    codebook = codebook.with_metadata(
-        encoder=identity["encoder"],
-        layer=identity["layer"],
-        mode=identity["mode"],
-        frame_rate=identity["frame_rate"] / config.downsample,
-        encoder_frame_rate=identity["frame_rate"],
-        sample_per_lang=sample.per_lang,
-        seen_frames=sample.seen_frames,
-        seen_utterances=sample.seen_utts,
-        max_frames_per_utt=config.max_frames_per_utt,
-        **post.to_metadata(),
-    )
     codebook.save(config.out)
     if config.save_sample:
         save_sample(sample, storage.join(config.out, SAMPLE_DIR))

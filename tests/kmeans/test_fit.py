@@ -210,3 +210,24 @@ def test_sklearn_presets_follow_fairseq():
     default = SklearnKMeansConfig()
     assert (default.reassignment_ratio, default.max_iter, default.n_init) == (0.5, 150, 20)
     assert HUBERT_SETTINGS == {"max_iter": 100, "reassignment_ratio": 0.0}
+
+
+def test_fit_frame_sample_ties_the_codebook_to_its_features():
+    from kmeans.api import fit_frame_sample
+    from kmeans.sampling import FrameSample
+
+    frames = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    sample = FrameSample(
+        frames=frames,
+        langs=np.asarray(["fr"] * 64),
+        per_lang={"fr": 64},
+        seen_frames={"fr": 100},
+        seen_utts={"fr": 5},
+    )
+    identity = {"encoder": "mfcc", "layer": 0, "mode": None, "frame_rate": 100.0}
+    cb = fit_frame_sample(sample, 4, identity=identity, downsample=2, max_frames_per_utt=50)
+    meta = cb.metadata
+    assert (meta["encoder"], meta["layer"], meta["frame_rate"]) == ("mfcc", 0, 50.0)
+    assert meta["encoder_frame_rate"] == 100.0 and meta["seen_utterances"] == {"fr": 5}
+    assert cb.k == 4 and cb.dim == 8
+    assert fit_frame_sample(sample, 65, identity=identity) is None  # fewer frames than k

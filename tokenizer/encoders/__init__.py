@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from tokenizer.encoders.base import Encoder, EncoderConfig
@@ -85,8 +84,12 @@ def build_encoder(spec: str, **config_overrides) -> Encoder:
     """Build an encoder from its spec and optional config fields (``layer``,
     ``device``, ``dtype``, ``max_batch_seconds``, ``mode``, ``threads``). ``None`` values
     mean "the default", so CLI flags can be passed through unchanged."""
-    key, extra = _lookup(spec)
-    config = _config(spec, config_overrides)
+    return build_from_config(_config(spec, config_overrides))
+
+
+def build_from_config(config: EncoderConfig) -> Encoder:
+    """The encoder a whole :class:`EncoderConfig` names."""
+    key, extra = _lookup(config.name)
     encoder = _REGISTRY[key](config, **extra)
     if config.threads is not None and encoder.uses_torch:
         import torch
@@ -100,25 +103,15 @@ def describe_encoder(spec: str, **config_overrides) -> dict:
     without loading weights where the encoder knows how (every built-in one
     does), so a job's launcher checks a codebook in a second instead of
     loading the model it will not run."""
-    key, extra = _lookup(spec)
-    config = _config(spec, config_overrides)
-    describe = _DESCRIBERS.get(key)
-    identity = describe(config, **extra) if describe else None
-    if identity is None:
-        return build_encoder(spec, **config_overrides).identity()
-    return identity
+    return describe_config(_config(spec, config_overrides))
 
 
 def describe_config(config: EncoderConfig) -> dict:
     """:func:`describe_encoder` for a whole :class:`EncoderConfig`."""
-    fields = dataclasses.asdict(config)
-    return describe_encoder(fields.pop("name"), **fields)
-
-
-def build_from_config(config: EncoderConfig) -> Encoder:
-    """:func:`build_encoder` for a whole :class:`EncoderConfig`."""
-    fields = dataclasses.asdict(config)
-    return build_encoder(fields.pop("name"), **fields)
+    key, extra = _lookup(config.name)
+    describe = _DESCRIBERS.get(key)
+    identity = describe(config, **extra) if describe else None
+    return build_from_config(config).identity() if identity is None else identity
 
 
 def check_identity(encoder: Encoder, expected: dict) -> None:
