@@ -23,19 +23,16 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from datastore import outfolder, schema, shards
+from datastore import schema, shards
 from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
-from tokenizer.assign import check_codebook_fits_int16, token_row
+from tokenizer.assign import token_row
 from tokenizer.audio import AudioConfig
 from tokenizer.encoders import EncoderConfig
-from tokenizer.manifests import ManifestConfig, list_sources
-
-
-class CodebookMismatch(ValueError):
-    """The codebook was fitted on other features, or the folder holds another codebook."""
+from tokenizer.launch import TokenPlan, plan_tokens
+from tokenizer.manifests import ManifestConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,55 +55,15 @@ class TokenizeJobConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What the launcher works out before the pipeline is built."""
-
-    codebook: object
-    identity: dict
-    sources: list[str]
-    skip_ids: frozenset[str]
-    first_index: dict[str, int]
-    previous: shards.Index | None
-
-
-def check_identity(codebook_meta: dict, identity: dict) -> None:
-    """Refuse a codebook fitted on different features (encoder, layer, mode)."""
-    for key in ("encoder", "layer", "mode"):
-        if codebook_meta.get(key) != identity.get(key):
-            raise CodebookMismatch(
-                f"codebook was fitted with {key}={codebook_meta.get(key)!r} but the encoder gives "
-                f"{key}={identity.get(key)!r}; fit a codebook for these features"
-            )
-
-
-def plan(config: TokenizeJobConfig) -> Plan:
-    from kmeans import Codebook
-    from tokenizer.encoders import describe_config
-    from tokenizer.speech_model import check_codebook_dim
-
-    codebook = Codebook.load(config.codebook)
-    check_codebook_fits_int16(codebook.k)
-    identity = describe_config(config.encoder)
-    check_identity(codebook.metadata, identity)
-    check_codebook_dim(codebook.dim, identity["dim"], config.codebook)
-    previous = shards.Index.read(config.out)
-    if previous is not None and previous.extra.get("codebook") not in (None, codebook.id):
-        raise CodebookMismatch(
-            f"{config.out} holds tokens of codebook {previous.extra['codebook']}, not {codebook.id}: "
-            "a codebook change needs a new output folder"
-        )
-    skip_ids: frozenset[str] = frozenset()
-    first_index: dict[str, int] = {}
-    kinds = (schema.TOKENS_DIR, schema.REJECTS_DIR)
-    if config.skip_existing and previous is not None:
-        point = outfolder.start_append(config.out, previous, kinds, id_kind=schema.TOKENS_DIR)
-        skip_ids, first_index = point.skip_ids, point.first_index
-    else:
-        previous = None
-        outfolder.start_fresh(config.out, kinds)
-    sources = list_sources(config.manifest)
-    return Plan(codebook, identity, sources, skip_ids, first_index, previous)
+def plan(config: TokenizeJobConfig) -> TokenPlan:
+    """The launcher's checks and the output folder readied (:func:`plan_tokens`)."""
+    return plan_tokens(
+        codebook_dir=config.codebook,
+        encoder=config.encoder,
+        manifest=config.manifest,
+        out=config.out,
+        append=config.skip_existing,
+    )
 
 
 def row_of(clip, codebook_id: str, sample_rate: int) -> dict:
@@ -116,7 +73,7 @@ def row_of(clip, codebook_id: str, sample_rate: int) -> dict:
     )
 
 
-def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) -> None:
+def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPlan) -> None:
     from tokenizer.speech_model import ModelSpec, TokenTask
 
     cb = the_plan.codebook
@@ -159,7 +116,7 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) ->
 def run(
     config: TokenizeJobConfig,
     beam_args: list[str] = (),
-    the_plan: Plan | None = None,
+    the_plan: TokenPlan | None = None,
     *,
     started: float | None = None,
 ) -> shards.Index:
