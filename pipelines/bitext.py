@@ -18,33 +18,18 @@ Run it as ``speechtok bitext ...`` or ``python -m pipelines.bitext ...``.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 import apache_beam as beam
 
 from datastore import card, outfolder, schema, shards, storage
 from datastore.outlock import locks_output
-from datastore.settings import setting
 from pipelines import common, outcome
+from pipelines.job_configs import BitextJobConfig, bitext_config
 from pipelines.summary import finish_run
-from tokenizer.bitext import BitextConfig, filter_language_pair, parse_pair, select_files
-
-
-@dataclass(frozen=True, kw_only=True)
-class BitextJobConfig:
-    input: str = setting(help="glob of WikiMatrix.*.tsv.gz (local or gs://)")
-    out: str = setting(help="output folder")
-    filters: BitextConfig
-    write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
-
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["filters"]["langs"] = sorted(self.filters.langs) if self.filters.langs else None
-        return d
+from tokenizer.bitext import filter_language_pair, parse_pair, select_files
 
 
 def language_pairs(files: list[str]) -> list[list[str]]:
@@ -131,32 +116,12 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
     return finish_run("bitext", config.out, common.counters(result), started=started)
 
 
-def add_flags(parser) -> None:
-    """``speechtok bitext``'s flags, from the configs' user fields."""
-    from datastore.settings import add_flags as add
-
-    added: set[str] = set()
-    add(parser, BitextJobConfig, required=("input", "out"), added=added)
-    add(parser, BitextConfig, required=("min_score",), added=added)
-    add(parser, shards.WriteConfig, added=added)
-
-
-def config_from_args(args) -> BitextJobConfig:
-    from datastore.settings import values
-
-    return BitextJobConfig(
-        **values(BitextJobConfig, args),
-        filters=BitextConfig(**values(BitextConfig, args)),
-        write=shards.WriteConfig(**values(shards.WriteConfig, args)),
-    )
-
-
 @locks_output("bitext")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from datastore.errors import UsageError
 
     try:
-        index = run(config_from_args(args), beam_args)
+        index = run(bitext_config(args), beam_args)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     outcome.check(index, args)

@@ -42,7 +42,6 @@ COMMANDS = {
 }
 BEAM_JOBS = {"fit-codebook", "tokenize", "bitext"}
 
-FORMATS = ("fleurs", "covost", "jsonl")
 BEAM_EPILOG = (
     "Any other --flag is passed to Beam as a pipeline option, e.g. "
     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
@@ -70,54 +69,6 @@ def _add_outcome_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", required=True, choices=FORMATS, help="manifest format of --input")
-    p.add_argument(
-        "--input",
-        required=True,
-        help="fleurs: data dir ({lang}/{split}.tsv); covost: covost_v2.{src}_{tgt}.tsv; "
-        "jsonl: manifest file (local path or gs://)",
-    )
-    p.add_argument(
-        "--audio-root",
-        help="covost: Common Voice language root holding validated.tsv and clips/",
-    )
-    p.add_argument("--langs", help="comma-separated language codes to keep (default: all)")
-    p.add_argument("--splits", help="comma-separated splits to read (default: all)")
-    p.add_argument("--encoder", required=True, help="mfcc | whisper-base | hf:<dir or hub id>")
-    p.add_argument("--layer", type=int, help="encoder layer (default: the encoder's own)")
-    p.add_argument(
-        "--mode",
-        choices=("padded", "unpadded"),
-        help="Whisper only: 30 s padded windows or clip-length (default: unpadded)",
-    )
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        help="encoder compute dtype (bfloat16 on CPU uses AMX where present; float16: CUDA only)",
-    )
-    p.add_argument("--max-batch-seconds", type=float, help="audio seconds per encoder batch")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads per worker process (1 when several workers share the cores)",
-    )
-    p.add_argument(
-        "--decode-threads",
-        type=int,
-        help="audio decoding threads per worker process, running ahead of the model "
-        "(default: one per core)",
-    )
-    p.add_argument("--max-seconds", type=float, help="reject audio longer than this (default 30)")
-    p.add_argument(
-        "--split-long",
-        action="store_true",
-        help="cut audio longer than --max-seconds into windows (ids <id>#w000, ...) "
-        "instead of rejecting it as too_long",
-    )
-
-
 def _add_lock_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--break-lock",
@@ -126,46 +77,19 @@ def _add_lock_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
-
-
 def speech_configs(args: argparse.Namespace):
     """(ManifestConfig, AudioConfig, EncoderConfig) from the shared speech-job flags."""
-    from tokenizer.audio import AudioConfig
-    from tokenizer.encoders import EncoderConfig
-    from tokenizer.manifests import ManifestConfig
+    from pipelines.job_configs import source_configs
 
     try:
-        manifest = ManifestConfig(
-            format=args.format,
-            input=args.input,
-            audio_root=args.audio_root,
-            langs=_csv(args.langs),
-            splits=_csv(args.splits),
-        )
-        audio = AudioConfig(
-            **({"max_seconds": args.max_seconds} if args.max_seconds else {}),
-            split_long=args.split_long,
-        )
-        overrides = {
-            "layer": args.layer,
-            "mode": args.mode,
-            "device": args.device,
-            "dtype": args.dtype,
-            "max_batch_seconds": args.max_batch_seconds,
-            "threads": args.threads,
-        }
-        encoder = EncoderConfig(
-            name=args.encoder, **{k: v for k, v in overrides.items() if v is not None}
-        )
+        return source_configs(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return manifest, audio, encoder
 
 
 def build_parser() -> argparse.ArgumentParser:
     from datastore.settings import add_flags
+    from pipelines.job_configs import add_bitext_flags, add_fit_codebook_flags, add_tokenize_flags
     from tokenizer.synth.synth import SynthConfig
     from trainer.embed import EmbedConfig
     from trainer.evaluate import EvalConfig
@@ -204,26 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "codebook.json.",
         epilog=BEAM_EPILOG,
     )
-    _add_source_args(fit)
-    fit.add_argument("--k", type=int, required=True, help="number of centroids (paper: 1024)")
-    fit.add_argument("--out", required=True, help="codebook folder to write")
-    fit.add_argument("--sample-frames", type=int, help="frames to sample in total")
-    fit.add_argument("--max-frames-per-utt", type=int, help="cap of sampled frames per utterance")
-    fit.add_argument(
-        "--downsample",
-        type=int,
-        default=1,
-        help="average N consecutive frames before fitting (2: Whisper 50 Hz -> 25 Hz, as the "
-        "paper's 25 Hz tokens); tokenize applies the codebook the same way",
-    )
-    fit.add_argument("--backend", default="torch", choices=("torch", "sklearn", "faiss"))
-    fit.add_argument(
-        "--save-sample",
-        action="store_true",
-        help="also write the sampled frames (CB_DIR/sample/frames.npy, langs.npy): refit "
-        "with other k or backends, or benchmark k-means, without encoding again",
-    )
-    fit.add_argument("--seed", type=int, default=0)
+    add_fit_codebook_flags(fit)
     _add_outcome_args(fit)
     _add_lock_arg(fit)
 
@@ -235,17 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/_index.json.",
         epilog=BEAM_EPILOG,
     )
-    _add_source_args(tok)
-    tok.add_argument("--codebook", required=True, help="codebook folder (fit-codebook --out)")
-    tok.add_argument("--out", required=True, help="output folder")
-    tok.add_argument(
-        "--dedup",
-        action="store_true",
-        help="run-length deduplicate tokens (durations column keeps the run lengths)",
-    )
-    tok.add_argument("--skip-existing", action="store_true", help="only ids not yet in --out")
-    tok.add_argument("--rows-per-shard", type=int, help="target rows per shard")
-    tok.add_argument("--compression", default="zstd", help="Parquet compression")
+    add_tokenize_flags(tok)
     _add_outcome_args(tok)
     _add_lock_arg(tok)
 
@@ -257,8 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
         "tgt_lang=B/part-*.parquet with rejects.",
         epilog=BEAM_EPILOG,
     )
-    from pipelines.bitext import add_flags as add_bitext_flags
-
     add_bitext_flags(bt)
     _add_outcome_args(bt)
     _add_lock_arg(bt)

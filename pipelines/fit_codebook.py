@@ -12,10 +12,8 @@ Run it as ``speechtok fit-codebook ...`` or ``python -m pipelines.fit_codebook``
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -23,46 +21,13 @@ import apache_beam as beam
 from datastore import outfolder, schema, shards, storage
 from datastore.outlock import locks_output
 from pipelines import common, outcome
+from pipelines.job_configs import (
+    FitCodebookJobConfig,
+    fit_codebook_config,
+)
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
-from tokenizer.audio import AudioConfig
-from tokenizer.encoders import EncoderConfig
-from tokenizer.manifests import ManifestConfig, list_sources
-
-
-@dataclass(frozen=True, kw_only=True)
-class FitCodebookJobConfig:
-    """``sample_frames``: frames k-means sees (split evenly over languages);
-    ``max_frames_per_utt``: so one long file cannot dominate; ``save_sample``:
-    also write that sample (``OUT/sample/frames.npy`` float32 [n, dim] and
-    ``langs.npy``), to refit with other k or backends without re-encoding."""
-
-    manifest: ManifestConfig
-    encoder: EncoderConfig
-    k: int
-    out: str
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    sample_frames: int = 200_000
-    max_frames_per_utt: int | None = 500
-    downsample: int = 1
-    backend: str = "torch"
-    save_sample: bool = False
-    seed: int = 0
-    decode_threads: int | None = None
-    write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
-
-    def __post_init__(self) -> None:
-        if self.k < 2:
-            raise ValueError(f"k must be >= 2, got {self.k}")
-        if self.sample_frames < self.k:
-            raise ValueError(f"sample_frames ({self.sample_frames}) must be >= k ({self.k})")
-        if self.downsample < 1:
-            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
-        if self.decode_threads is not None and self.decode_threads < 1:
-            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from tokenizer.manifests import list_sources
 
 
 class NoCodebook(outcome.JobFailed):
@@ -243,32 +208,10 @@ def run(
 @locks_output("fit-codebook")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from datastore.errors import UsageError
-    from pipelines.cli import speech_configs
 
     started = time.monotonic()
-    manifest, audio, encoder = speech_configs(args)
     try:
-        optional = {
-            k: v
-            for k, v in {
-                "sample_frames": args.sample_frames,
-                "max_frames_per_utt": args.max_frames_per_utt,
-                "save_sample": args.save_sample or None,
-            }.items()
-            if v is not None
-        }
-        config = FitCodebookJobConfig(
-            manifest=manifest,
-            encoder=encoder,
-            audio=audio,
-            k=args.k,
-            out=args.out,
-            downsample=args.downsample,
-            backend=args.backend,
-            seed=args.seed,
-            decode_threads=args.decode_threads,
-            **optional,
-        )
+        config = fit_codebook_config(args)
         planned = plan(config)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None

@@ -16,43 +16,19 @@ from configs (no weights are loaded before the workers start). Run it as
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
 
 import apache_beam as beam
 
 from datastore import schema, shards
 from datastore.outlock import locks_output
 from pipelines import common, outcome
+from pipelines.job_configs import TokenizeJobConfig, tokenize_config
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
 from tokenizer.assign import token_row
-from tokenizer.audio import AudioConfig
-from tokenizer.encoders import EncoderConfig
 from tokenizer.launch import TokenPlan, plan_tokens
-from tokenizer.manifests import ManifestConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenizeJobConfig:
-    manifest: ManifestConfig
-    encoder: EncoderConfig
-    codebook: str
-    out: str
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    dedup: bool = False
-    skip_existing: bool = False
-    decode_threads: int | None = None
-    write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
-
-    def __post_init__(self) -> None:
-        if self.decode_threads is not None and self.decode_threads < 1:
-            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def plan(config: TokenizeJobConfig) -> TokenPlan:
@@ -139,26 +115,10 @@ def run(
 @locks_output("tokenize")  # before anything in --out is deleted
 def run_cli(args, beam_args) -> int:
     from datastore.errors import UsageError
-    from pipelines.cli import speech_configs
 
     started = time.monotonic()
-    manifest, audio, encoder = speech_configs(args)
     try:
-        write = shards.WriteConfig(
-            rows_per_shard=args.rows_per_shard or shards.WriteConfig.rows_per_shard,
-            compression=args.compression,
-        )
-        config = TokenizeJobConfig(
-            manifest=manifest,
-            encoder=encoder,
-            audio=audio,
-            codebook=args.codebook,
-            out=args.out,
-            dedup=args.dedup,
-            skip_existing=args.skip_existing,
-            decode_threads=args.decode_threads,
-            write=write,
-        )
+        config = tokenize_config(args)
         the_plan = plan(config)
     except (FileNotFoundError, ValueError) as exc:  # CodebookMismatch is a ValueError
         raise UsageError(str(exc)) from None

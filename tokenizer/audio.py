@@ -20,6 +20,7 @@ import numpy as np
 
 from datastore import storage
 from datastore.records import AudioExample, Reason, Reject
+from datastore.settings import setting
 
 TARGET_SAMPLE_RATE = 16000
 
@@ -47,8 +48,12 @@ class AudioConfig:
 
     sample_rate: int = TARGET_SAMPLE_RATE
     min_seconds: float = 0.1
-    max_seconds: float = 30.0
-    split_long: bool = False
+    max_seconds: float = setting(30.0, help="reject audio longer than this")
+    split_long: bool = setting(
+        False,
+        help="cut audio longer than --max-seconds into windows (ids <id>#w000, ...) "
+        "instead of rejecting it as too_long",
+    )
     silence_peak: float = 1e-4
     max_bytes: int = 256 * 1024 * 1024
 

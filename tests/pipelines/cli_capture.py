@@ -19,7 +19,10 @@ RECEIVERS = {
     "embed": ("trainer.embed", "embed"),
     "search": ("trainer.search", "search"),
     "corpus": ("tokenizer.synth.cli", "synthesize_corpus"),
+    "tokenize": ("pipelines.tokenize", "plan"),
+    "fit-codebook": ("pipelines.fit_codebook", "plan"),
 }
+SPEECH = ["--format", "jsonl", "--input", "M.jsonl", "--encoder", "mfcc"]
 
 CASES = {
     "train": ["train", "--shards", "S", "--out", "O"],
@@ -42,7 +45,20 @@ CASES = {
     "search": ["search", "--run", "R", "--index", "I", "--query-text", "q", "--lang", "fr"],
     "corpus": ["corpus", "synth", "--out", "O", "--langs", "fr,de"],
     "corpus-all": ["corpus", "synth", "--out", "O", "--all"],
-}
+    "tokenize": ["tokenize", *SPEECH, "--codebook", "C", "--out", "O"],
+    "tokenize-options": [
+        "tokenize", "--format", "fleurs", "--input", "F", "--encoder", "whisper-base",
+        "--layer", "3", "--dtype", "bfloat16", "--max-seconds", "20", "--split-long",
+        "--langs", "fr,de", "--splits", "train", "--codebook", "C", "--out", "O", "--dedup",
+        "--skip-existing", "--rows-per-shard", "100", "--decode-threads", "1",
+    ],
+    "fit-codebook": ["fit-codebook", *SPEECH, "--k", "16", "--out", "O"],
+    "fit-codebook-options": [
+        "fit-codebook", *SPEECH, "--k", "64", "--out", "O", "--sample-frames", "1000",
+        "--max-frames-per-utt", "20", "--downsample", "2", "--backend", "sklearn",
+        "--save-sample", "--seed", "3", "--device", "cpu", "--threads", "1",
+    ],
+}  # fmt: skip
 
 
 class _Captured(BaseException):  # not an Exception: the CLI reports those

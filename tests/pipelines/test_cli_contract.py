@@ -56,8 +56,11 @@ def test_every_command_builds_the_recorded_config(case):
 def _configs(command: str) -> list:
     """The config classes whose user fields make ``command``'s flags."""
     from datastore.shards import WriteConfig
-    from pipelines.bitext import BitextJobConfig
+    from pipelines.job_configs import BitextJobConfig, FitCodebookJobConfig, TokenizeJobConfig
+    from tokenizer.audio import AudioConfig
     from tokenizer.bitext import BitextConfig
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
@@ -65,7 +68,10 @@ def _configs(command: str) -> list:
     from trainer.evaluate import EvalConfig
     from trainer.search import SearchConfig
 
+    speech = [ManifestConfig, AudioConfig, EncoderConfig]
     return {
+        "tokenize": [*speech, TokenizeJobConfig, WriteConfig],
+        "fit-codebook": [*speech, FitCodebookJobConfig],
         "train": [DataConfig, TrainConfig, DualEncoderConfig, LossConfig],
         "bitext": [BitextJobConfig, BitextConfig, WriteConfig],
         "eval": [EvalConfig],
@@ -75,7 +81,10 @@ def _configs(command: str) -> list:
     }[command]
 
 
-@pytest.mark.parametrize("command", ["train", "bitext", "eval", "embed", "search", "corpus synth"])
+@pytest.mark.parametrize(
+    "command",
+    ["tokenize", "fit-codebook", "train", "bitext", "eval", "embed", "search", "corpus synth"],
+)
 def test_every_user_setting_is_a_flag(command):
     parser = cli.command_parser(cli.build_parser(), command)
     flags = {s for a in parser._actions for s in a.option_strings}
@@ -88,7 +97,7 @@ def test_defaults_live_once_in_the_configs():
     """The config a command line without optional flags builds equals the one
     the Python API builds from the same required values."""
     from datastore.shards import WriteConfig
-    from pipelines.bitext import BitextJobConfig
+    from pipelines.job_configs import BitextJobConfig
     from tokenizer.bitext import BitextConfig
     from trainer.cli import build_train_config
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
@@ -113,6 +122,16 @@ def test_defaults_live_once_in_the_configs():
     assert built_config(CASES["embed-shards"]) == dataclasses.asdict(embed)
     search = SearchConfig(run="R", index="I", query_text="q", lang="fr")
     assert built_config(CASES["search"]) == dataclasses.asdict(search)
+    from pipelines.job_configs import FitCodebookJobConfig, TokenizeJobConfig
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+
+    manifest = ManifestConfig(format="jsonl", input="M.jsonl")
+    encoder = EncoderConfig(name="mfcc")
+    tokenize = TokenizeJobConfig(manifest=manifest, encoder=encoder, codebook="C", out="O")
+    assert built_config(CASES["tokenize"]) == dataclasses.asdict(tokenize)
+    fit = FitCodebookJobConfig(manifest=manifest, encoder=encoder, k=16, out="O")
+    assert built_config(CASES["fit-codebook"]) == dataclasses.asdict(fit)
 
 
 def test_the_python_api_and_the_cli_agree_on_the_bitext_ratio():

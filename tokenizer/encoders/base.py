@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datastore.settings import setting
 from tokenizer.heap import release_free_memory
 
 SAMPLE_RATE = 16000
@@ -59,13 +60,25 @@ class EncoderConfig:
     two 2-thread processes on 2 busy cores ran ~5x slower than 1-thread ones.
     """
 
-    name: str
-    layer: int | None = None
-    device: str = "cpu"
-    dtype: str = "float32"
-    max_batch_seconds: float | None = None
-    mode: str | None = None
-    threads: int | None = None
+    name: str = setting(flag="--encoder", help="mfcc | whisper-base | hf:<dir or hub id>")
+    layer: int | None = setting(None, help="encoder layer (default: the encoder's own)")
+    device: str = setting("cpu", help="cpu | cuda | cuda:N")
+    dtype: str = setting(
+        "float32",
+        choices=DTYPES,
+        help="encoder compute dtype (bfloat16 on CPU uses AMX where present; float16: CUDA only)",
+    )
+    max_batch_seconds: float | None = setting(
+        None, help="audio seconds per encoder batch (default: 40 on CPU, 1200 on CUDA)"
+    )
+    mode: str | None = setting(
+        None,
+        choices=("padded", "unpadded"),
+        help="Whisper only: 30 s padded windows or clip-length (default: unpadded)",
+    )
+    threads: int | None = setting(
+        None, help="torch threads per worker process (1 when several workers share the cores)"
+    )
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():

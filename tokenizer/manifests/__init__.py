@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from datastore.records import AudioExample, Reason, Reject
+from datastore.settings import setting
 
 Item = AudioExample | Reject
 
@@ -42,11 +43,20 @@ class ManifestConfig:
     (plus CoVoST's per-row split); JSONL selects line by line.
     """
 
-    format: str
-    input: str
-    audio_root: str | None = None
-    langs: tuple[str, ...] | None = None
-    splits: tuple[str, ...] | None = None
+    format: str = setting(help="manifest format of --input", choices=lambda: available_formats())
+    input: str = setting(
+        help="fleurs: data dir ({lang}/{split}.tsv); covost: covost_v2.{src}_{tgt}.tsv; "
+        "jsonl: manifest file (local path or gs://)"
+    )
+    audio_root: str | None = setting(
+        None, help="covost: Common Voice language root holding validated.tsv and clips/"
+    )
+    langs: tuple[str, ...] | None = setting(
+        None, help="comma-separated language codes to keep (default: all)"
+    )
+    splits: tuple[str, ...] | None = setting(
+        None, help="comma-separated splits to read (default: all)"
+    )
     max_line_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
