@@ -43,8 +43,18 @@ from benchmarks._machine import machine
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS = BENCH_DIR / "results"
-# demo_sweep: a tool, minutes per variant; padding: needs a demo's token shards (--shards).
-NOT_BENCHMARKS = {"__init__", "run_all", "demo_sweep", "padding"}
+# demo_sweep: a tool, minutes per variant; padding: needs a demo's token shards (--shards);
+# tokenize_* and kmeans_rows: parts of the tokenize and kmeans benchmarks, run by them.
+NOT_BENCHMARKS = {
+    "__init__",
+    "run_all",
+    "demo_sweep",
+    "padding",
+    "tokenize_rows",
+    "tokenize_shards",
+    "tokenize_speech",
+    "kmeans_rows",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
