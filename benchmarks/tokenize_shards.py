@@ -16,18 +16,19 @@ from benchmarks._harness import MB, target
 
 TARGETS = {"write_vs_pyarrow": 0.8}  # shard writing >= 0.8 x raw pyarrow
 K = 1024  # token values drawn from a codebook of this size
+PARTITION = "tokens/corpus=fleurs/split=train/lang=fr"  # the rows' (shards hold one partition)
 
 
 def token_rows(n: int, seed: int = 0) -> list[dict]:
-    """Row dicts shaped like the job's (int16 token arrays of 2-20 s at 50 Hz, k=1024)."""
+    """Row dicts shaped like the job's (int16 token arrays of 2-20 s at 50 Hz, k=1024),
+    all of one partition (``PARTITION``): a shard holds one partition's rows."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    langs = ("fr", "de", "sw")
+    lang = "fr"
     rows = []
     for i in range(n):
         n_frames = int(rng.integers(100, 1000))
-        lang = langs[i % len(langs)]
         rows.append(
             {
                 "id": f"{lang}/{i:08d}",
@@ -66,7 +67,6 @@ def bench_shards(args, work: Path) -> tuple[list[dict], list[dict]]:
     out = work / "shards"
     out.mkdir(parents=True, exist_ok=True)
     writer = WriteShards(str(out), schema.TOKENS_DIR, config, metadata)
-    partition = "tokens/corpus=fleurs/split=train/lang=xx"
 
     def raw_table() -> None:
         pq.write_table(table, out / "raw.parquet", compression=config.compression)
@@ -79,7 +79,7 @@ def bench_shards(args, work: Path) -> tuple[list[dict], list[dict]]:
         pq.write_table(t, out / "raw-rows.parquet", compression=config.compression)
 
     def job_path() -> None:
-        writer._write_bucket(((partition, 0), rows))  # the job's own per-bucket writer
+        writer._write_bucket(((PARTITION, 0), rows))  # the job's own per-bucket writer
 
     peers = {
         "pyarrow.write_table": raw_table,
