@@ -10,6 +10,9 @@ worker prints one JSON line last on stdout (its result). Example::
 
     result = run_row("benchmarks.standin", {"row": "job", ...})
     # {"row": "job", ..., "process_wall_s": 12.3, "peak_rss_mb": 845.0} or {..., "error": "..."}
+
+A benchmark that runs a command as a user runs it (``python -m pipelines.cli
+...``) uses ``run_logged`` instead: output to a log file, the same sampler.
 """
 
 from __future__ import annotations
@@ -28,31 +31,50 @@ MB = 2**20
 
 
 class TreePeak:
-    """Samples the summed RSS of a process and its descendants until it exits."""
+    """Samples the summed RSS of a process and its descendants until it exits
+    (or until ``stop``): ``peak`` (the tree's sum), ``peak_single`` (its
+    largest process) and ``max_procs``. ``pid`` None: this process. As a
+    context manager it stops on exit and takes one last sample.
 
-    def __init__(self, pid: int, interval: float = 0.02):
+    Cost: listing the descendants reads every process's ``/proc`` entry
+    (milliseconds of CPU per sample); ``children=False`` samples the process
+    alone (microseconds), for a sampler inside a timed process.
+    """
+
+    def __init__(self, pid: int | None = None, interval: float = 0.02, children: bool = True):
         import psutil
 
         self._proc = psutil.Process(pid)
         self._interval = interval
-        self.peak = 0
+        self._children = children
+        self.peak = self.peak_single = self.max_procs = 0
         self._stop = threading.Event()
+        self._sample()  # a baseline before the first interval
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _sample(self) -> bool:
+        """One sample; False once the root process is gone."""
         import psutil
 
-        while not self._stop.is_set():
-            try:
-                procs = [self._proc, *self._proc.children(recursive=True)]
-            except psutil.Error:
-                return
-            total = 0
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
+        try:
+            procs = [self._proc]
+            if self._children:
+                procs += self._proc.children(recursive=True)
+        except psutil.Error:
+            return False
+        sizes = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                sizes.append(p.memory_info().rss)
+        if sizes:
+            self.peak = max(self.peak, sum(sizes))
+            self.peak_single = max(self.peak_single, max(sizes))
+            self.max_procs = max(self.max_procs, len(sizes))
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self._sample():
             time.sleep(self._interval)
 
     def stop(self) -> int:
@@ -60,26 +82,53 @@ class TreePeak:
         self._thread.join()
         return self.peak
 
+    def __enter__(self) -> TreePeak:
+        return self
 
-def run_row(module: str, spec: dict, env: dict | None = None) -> dict:
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._sample()
+
+
+def _env(extra: dict | None) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **(extra or {})}
+
+
+def run_row(module: str, spec: dict, env: dict | None = None, tree_rss: bool = True) -> dict:
     """Run one row in a fresh ``python -m module --worker SPEC``; its result plus
-    the tree's peak RSS, or ``{**spec, "error": ...}``."""
+    the tree's peak RSS (``peak_rss_mb``; left out with ``tree_rss`` False: no
+    sampler in this process while the row runs), or ``{**spec, "error": ...}``."""
     cmd = [sys.executable, "-m", module, "--worker", json.dumps(spec)]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = _env({"PYTHONPATH": str(ROOT), **(env or {})})
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    sampler = TreePeak(proc.pid)
+    sampler = TreePeak(proc.pid) if tree_rss else None
     out, err = proc.communicate()
-    peak = sampler.stop()
+    peak = sampler.stop() if sampler else None
     if proc.returncode != 0:
         tail = (err or out).strip().splitlines()[-6:]
         return {**spec, "error": " | ".join(tail)}
     result = json.loads(out.strip().splitlines()[-1])
     result["process_wall_s"] = time.perf_counter() - start
-    result["peak_rss_mb"] = peak / MB
+    if peak is not None:
+        result["peak_rss_mb"] = peak / MB
     return result
+
+
+def run_logged(
+    cmd: list[str], log: str | Path, env: dict | None = None, interval: float = 0.1
+) -> tuple[int, float, TreePeak]:
+    """Run ``cmd`` from the repository root, its stdout and stderr into ``log``,
+    sampling its process tree; (exit status, wall seconds, the sampler)."""
+    with open(log, "w") as sink:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=_env(env), cwd=ROOT)
+        with TreePeak(proc.pid, interval) as tree:
+            status = proc.wait()
+        wall = time.perf_counter() - start
+    return status, wall, tree
 
 
 def worker_main(workers: dict, spec_json: str, preimport: tuple[str, ...] = ()) -> int:
@@ -114,6 +163,22 @@ def best_of(rows: list[str], repeats: int, run) -> dict[str, dict]:
             if kept is None or "error" in kept or result["wall_s"] < kept["wall_s"]:
                 best[name] = result
     return best
+
+
+def target(
+    name: str, value: float | None, limit: float, more_is_better: bool = True, note: str = ""
+) -> dict:
+    """One target's check for a benchmark's JSON ``checks``; with a ``note`` it
+    is informational (``ok`` None, never a miss)."""
+    ok = value is not None and (value >= limit if more_is_better else value <= limit)
+    return {
+        "target": name,
+        "value": value,
+        "limit": limit,
+        "more_is_better": more_is_better,
+        "ok": None if note else ok,
+        "note": note or None,
+    }
 
 
 def write_json(path: str | Path, report: dict) -> None:

@@ -27,18 +27,14 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._harness import MB, ROOT, run_logged, write_json
 from benchmarks._machine import machine
-from benchmarks.load import TreeRss
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "bitext_memory.json"
 CYCLE = 500  # distinct lines per cycle: one gzip window, so the file stays small
 MIN_SCORE = "1.04"
@@ -78,19 +74,13 @@ def run_job(glob: str, out: Path) -> dict[str, Any]:
         sys.executable, "-m", "pipelines.cli", "bitext", "--input", glob,
         "--min-score", MIN_SCORE, "--out", str(out),
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     log = out.parent / f"{out.name}.log"
-    with open(log, "w") as sink:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        with TreeRss(proc.pid) as rss:
-            status = proc.wait()
-        wall = time.perf_counter() - start
+    status, wall, rss = run_logged(cmd, log)
     if status != 0:
         raise RuntimeError(f"bitext exited {status}; see {log}")
     return {
         "wall_s": wall,
-        "peak_rss_tree_mb": rss.peak_total / 2**20,
+        "peak_rss_tree_mb": rss.peak / MB,
         "processes": rss.max_procs,
     }
 
@@ -179,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "checks": checks,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2))
-    print(f"\nJSON: {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -31,18 +31,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._harness import ROOT, write_json
 from benchmarks._machine import machine
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "encoders.json"
 BASELINE = "padded-1by1"
 
@@ -220,10 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": BASELINE,
         "rows": rows,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_json(args.json, result)
     return 0
 
 

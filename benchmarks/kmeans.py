@@ -27,37 +27,20 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._harness import ROOT, run_row, worker_main, write_json
 from benchmarks._machine import machine
-from kmeans.sklearn_backend import HUBERT_SETTINGS
+from benchmarks.kmeans_rows import BACKEND_ROWS
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "kmeans.json"
 
-HUBERT = HUBERT_SETTINGS  # fairseq HuBERT simple_kmeans
-# name -> (kmeans backend, options)
-BACKEND_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "torch": ("torch", {}),
-    "faiss": ("faiss", {}),
-    "sklearn-n3": (
-        "sklearn",
-        {**HUBERT, "n_init": 3},
-    ),  # HuBERT's settings with the usual n_init shortcut
-    "sklearn-hubert": ("sklearn", HUBERT),  # n_init 20: HuBERT's simple_kmeans exactly
-    "sklearn-s2u-n3": ("sklearn", {"n_init": 3}),  # speech2unit (reassignment 0.5), n_init 3
-}
 SLOW_ROWS = {"sklearn-hubert"}
 # --quick is a smoke test: MiniBatchKMeans takes 25 s (quiet) to minutes (busy)
 # even on the small data, so it runs only when named with --backends.
@@ -132,186 +115,10 @@ def gaussian_mixture(n: int, d: int, components: int, seed: int) -> np.ndarray:
     return x
 
 
-# -- worker (one fit per process) ---------------------------------------------
-class PeakRss:
-    """Polls this process's resident memory in a thread; ``peak`` after ``stop``."""
-
-    def __init__(self, interval: float = 0.01):
-        import psutil
-
-        self._proc = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self._interval)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def kernel_rates(x: np.ndarray, codebook, chunk: int, device: str) -> dict[str, float]:
-    """GFLOP/s (counting the 2 n d k of the distance matmul) of one Lloyd
-    iteration, of ``Codebook.assign``, and of bare fp32 matmuls of the same
-    shapes ([n, d] x [d, k], whole and in chunks), plus a 4096^3 matmul.
-
-    The kinds are measured in turns, best of three each, so that a burst of
-    load from other processes does not favour one of them.
-    """
-    import torch
-
-    from kmeans.codebook import rows_as_tensor
-    from kmeans.torch_backend import fit_torch
-
-    k = codebook.k
-    rows = rows_as_tensor(x)
-    if device != "cpu":
-        rows = rows.to(device)
-    c = torch.tensor(codebook.centroids, device=device)
-    square = torch.randn(4096, 4096, device=device)
-
-    def sync() -> None:
-        if device != "cpu":
-            torch.cuda.synchronize()
-
-    def chunked() -> None:
-        for start in range(0, rows.shape[0], chunk):
-            torch.mm(rows[start : start + chunk], c.T)
-        sync()
-
-    def whole() -> None:
-        torch.mm(rows, c.T)
-        sync()
-
-    def big() -> None:
-        torch.mm(square, square)
-        sync()
-
-    lloyd_pass = {}
-
-    def lloyd() -> None:
-        # From the fitted centroids: one update + two passes (one accumulating).
-        res = fit_torch(
-            x,
-            k,
-            seed=0,
-            init=codebook.centroids,
-            max_iter=1,
-            tol=0.0,
-            chunk_size=chunk,
-            device=device,
-        )
-        lloyd_pass["s"] = min(lloyd_pass.get("s", float("inf")), res.timings["pass_s"])
-
-    def assign() -> None:
-        codebook.assign(x, device=device)
-
-    workers = torch.get_num_threads()
-
-    def assign_threads() -> None:  # opt-in for bulk calls: one worker per torch thread
-        codebook.assign(x, device=device, workers=workers)
-
-    kinds = {
-        "mm_chunked": chunked,
-        "mm_whole": whole,
-        "mm_4096": big,
-        "assign": assign,
-        "assign_workers": assign_threads,
-    }
-    best = dict.fromkeys(kinds, float("inf"))
-    for fn in kinds.values():
-        fn()  # warm-up
-    for _ in range(3):
-        lloyd()
-        for name, fn in kinds.items():
-            best[name] = min(best[name], _best_of(fn, 1))
-    flops = 2.0 * x.shape[0] * x.shape[1] * k
-    return {
-        "mm_chunked_gflops": flops / best["mm_chunked"] / 1e9,
-        "mm_whole_gflops": flops / best["mm_whole"] / 1e9,
-        "mm_4096_gflops": 2.0 * 4096**3 / best["mm_4096"] / 1e9,
-        "assign_s": round(best["assign"], 4),
-        "assign_gflops": flops / best["assign"] / 1e9,
-        "assign_workers_gflops": flops / best["assign_workers"] / 1e9,
-        "lloyd_pass_s": round(lloyd_pass["s"], 4),
-        "lloyd_gflops": flops / lloyd_pass["s"] / 1e9,
-    }
-
-
-def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    import kmeans
-
-    backend, opts = BACKEND_ROWS[spec["row"]]
-    opts = dict(opts)
-    if backend == "torch" and spec.get("device", "cpu") != "cpu":
-        opts["device"] = spec["device"]
-    # Warm-up on tiny data: library start-up (thread pools, BLAS buffers) is not the fit.
-    warm = np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32)
-    warm_opts = {**opts, "n_init": 1} if backend == "sklearn" else opts
-    kmeans.fit(warm, 8, seed=0, backend=backend, **warm_opts)
-    x = np.load(spec["data"], allow_pickle=False)
-    data_mb = x.nbytes / 2**20
-    with PeakRss() as rss:
-        baseline = rss.peak
-        start = time.perf_counter()
-        cb = kmeans.fit(x, spec["k"], seed=spec["seed"], backend=backend, **opts)
-        fit_wall = time.perf_counter() - start
-    meta = cb.metadata
-    timings = meta["timings"]
-    out: dict[str, Any] = {
-        "dataset": spec["dataset"],
-        "k": spec["k"],
-        "row": spec["row"],
-        "backend": backend,
-        "options": opts,
-        "n": int(x.shape[0]),
-        "dim": int(x.shape[1]),
-        "wall_s": timings["train_s"],
-        "fit_s": round(fit_wall, 4),
-        "init_s": timings.get("init_s"),
-        "n_iter": meta["n_iter"],
-        "inertia": meta["inertia"],
-        "data_mb": round(data_mb, 1),
-        "peak_over_data_mb": round((rss.peak - baseline) / 2**20, 1),
-        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    if backend == "torch":
-        chunk = meta["backend_config"]["chunk_size"]
-        out["pass_s_in_fit"] = timings["pass_s"]
-        out["cpu_workers"] = meta["backend_config"]["cpu_workers"]
-        out["convergence"] = meta["convergence"]["inertia"]
-        out["convergence_s"] = meta["convergence"]["seconds"]
-        out.update(kernel_rates(x, cb, chunk, spec.get("device", "cpu")))
-    return out
-
-
 # -- driver -------------------------------------------------------------------
 def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.kmeans", "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        return {**spec, "error": " | ".join(tail)}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # No tree sampler here: its /proc scans would share the cores with the fit.
+    return run_row("benchmarks.kmeans", spec, tree_rss=False)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -460,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
-        print(json.dumps(run_worker(json.loads(args.worker))))
-        return 0
+        from benchmarks.kmeans_rows import WORKERS
+
+        return worker_main(WORKERS, args.worker)
     ks = [int(v) for v in args.ks.split(",")] if args.ks else ([256] if args.quick else [1024, 256])
     default_rows = QUICK_ROWS if args.quick else list(BACKEND_ROWS)
     rows_wanted = args.backends.split(",") if args.backends else default_rows
@@ -508,10 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": results,
         "checks": checks,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_json(args.json, report)
     return 0
 
 

@@ -28,22 +28,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._harness import MB, ROOT, run_logged, write_json
 from benchmarks._machine import machine
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "load.json"
 SR = 16000
 LANGS = ("fr", "de", "sw", "en")
@@ -139,44 +135,6 @@ def bare_loop(files: list[str], codebook_dir: str) -> float:
         torch.set_num_threads(threads)
 
 
-class TreeRss:
-    """Samples the summed RSS of a process and all its descendants."""
-
-    def __init__(self, pid: int, every_s: float = 0.1):
-        import psutil
-
-        self.root, self.every_s = psutil.Process(pid), every_s
-        self.peak_total = self.peak_single = self.max_procs = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            sizes = []
-            for p in procs:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    sizes.append(p.memory_info().rss)
-            if sizes:
-                self.peak_total = max(self.peak_total, sum(sizes))
-                self.peak_single = max(self.peak_single, max(sizes))
-                self.max_procs = max(self.max_procs, len(sizes))
-            time.sleep(self.every_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def run_job(
     corpus: dict, codebook: str, out: Path, workers: int, omp_threads: int | None
 ) -> dict[str, Any]:
@@ -186,22 +144,17 @@ def run_job(
         "--out", str(out), "--direct_running_mode=multi_processing",
         f"--direct_num_workers={workers}",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {}
     if omp_threads:  # caps torch's threads in every worker (the nearest-centroid step)
         env["OMP_NUM_THREADS"] = str(omp_threads)
     log = out.parent / f"{out.name}.log"
-    with open(log, "w") as sink:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        with TreeRss(proc.pid) as rss:
-            status = proc.wait()
-        wall = time.perf_counter() - start
+    status, wall, rss = run_logged(cmd, log, env)
     if status != 0:
         raise RuntimeError(f"tokenize exited {status}; see {log}")
     return {
         "wall_s": wall,
-        "peak_rss_tree_mb": rss.peak_total / 2**20,
-        "peak_rss_single_mb": rss.peak_single / 2**20,
+        "peak_rss_tree_mb": rss.peak / MB,
+        "peak_rss_single_mb": rss.peak_single / MB,
         "processes": rss.max_procs,
         "log": str(log),
     }
@@ -302,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "(one torch thread, best of 2)",
         "rows": rows,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_json(args.json, result)
     return 0 if all(r["as_planted"] for r in rows) else 1
 
 
