@@ -22,7 +22,7 @@ FLOPs do not count that recompute (as MFU never counts activation
 recomputation), and it has no bare peer (the full batch may not fit).
 
     python -m benchmarks.trainer --quick                     # Gemma truncated to 1 layer
-    python -m benchmarks.trainer --layers 4 --batch-size 16  # the prototype's setting
+    python -m benchmarks.trainer --layers 4 --batch-size 16  # the demo's model depth
     python -m benchmarks.trainer --device cuda --llm hf:DIR --layers 18 \\
         --batch-sizes 32,128,512 --layout varlen --param-dtype bf16 --compile --pad-multiple 64
     python -m benchmarks.trainer --device cuda --llm hf:DIR --layers 18 \\
@@ -297,7 +297,7 @@ def measure(args, batch_size: int, shards: str, tmp: str) -> dict:
         for kind, flops in (("real", flops_real), ("processed", flops_processed)):
             result[f"tflops_per_s_{kind}"] = round(flops / step / 1e12, 2)
             result[f"mfu_{kind}"] = round(flops / step / (peak * 1e12), 4) if peak else None
-        result["mfu"] = result["mfu_real"]  # the figure the issue's target is counted on
+        result["mfu"] = result["mfu_real"]  # MFU counts the real (unpadded) tokens' FLOPs
     if args.check:
         result["check"] = _check(trainer, batch)
     trainer.close()

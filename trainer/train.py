@@ -1,8 +1,8 @@
 """The training loop: config, optimiser, schedule, DDP, checkpoints, resume, logs.
 
 AdamW with two learning rates (backbone 1e-4; new parameters, i.e. audio
-rows, projection and logit scale, 3e-3: what worked at once in the
-prototype), linear warmup then cosine, gradient clipping, gradient
+rows, projection and logit scale, 3e-3: the new rows start random and must
+move faster than the pretrained ones), linear warmup then cosine, gradient clipping, gradient
 accumulation, bf16 autocast (the fast path on CUDA and on AMX CPUs), optional
 ``torch.compile``, DDP under ``torchrun`` (gloo on CPU, NCCL on GPUs).
 
