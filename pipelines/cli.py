@@ -38,7 +38,7 @@ COMMANDS = {
 }
 BEAM_JOBS = {"fit-codebook", "tokenize", "bitext"}
 
-FORMATS = ("fleurs", "covost", "jsonl")
+FORMATS = ("fleurs", "covost", "jsonl", "nemo", "lhotse", "hf-parquet", "kaldi")
 BEAM_EPILOG = (
     "Any other --flag is passed to Beam as a pipeline option, e.g. "
     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
@@ -76,14 +76,45 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         "--input",
         required=True,
         help="fleurs: data dir ({lang}/{split}.tsv); covost: covost_v2.{src}_{tgt}.tsv; "
-        "jsonl: manifest file (local path or gs://)",
+        "jsonl, nemo: manifest file; lhotse: cuts.jsonl(.gz) or a *supervisions*.jsonl(.gz) "
+        "beside its *recordings* file; hf-parquet: Parquet file, glob or folder; kaldi: data "
+        "dir (wav.scp, text); local paths or gs:// (see README: Manifest formats)",
     )
     p.add_argument(
         "--audio-root",
-        help="covost: Common Voice language root holding validated.tsv and clips/",
+        help="covost: Common Voice language root holding validated.tsv and clips/; other "
+        "formats: the folder relative audio paths resolve against (default: the manifest's)",
     )
     p.add_argument("--langs", help="comma-separated language codes to keep (default: all)")
     p.add_argument("--splits", help="comma-separated splits to read (default: all)")
+    p.add_argument(
+        "--lang",
+        help="language code of records whose format or line names none (nemo, lhotse, "
+        "hf-parquet, kaldi)",
+    )
+    p.add_argument(
+        "--split",
+        help="split of formats that name none (nemo, lhotse, hf-parquet, kaldi; default: train; "
+        "hf-parquet otherwise reads it from hub file names)",
+    )
+    p.add_argument(
+        "--confine-audio-to",
+        metavar="ROOT",
+        help="refuse (path_escape) any audio that does not resolve under ROOT: absolute paths, "
+        "URIs and symlinks leading elsewhere included",
+    )
+    p.add_argument(
+        "--allow-commands",
+        action="store_true",
+        help="run the shell commands a Kaldi wav.scp ('cmd |') or a lhotse recording names as "
+        "audio (default: each is a shell_command reject)",
+    )
+    p.add_argument(
+        "--columns",
+        metavar="KEY=COL,...",
+        help="hf-parquet column names when not the hub's FLEURS/Common Voice ones; keys: "
+        "audio, text, lang, id, speaker, sentence_id",
+    )
     p.add_argument("--encoder", required=True, help="mfcc | whisper-base | hf:<dir or hub id>")
     p.add_argument("--layer", type=int, help="encoder layer (default: the encoder's own)")
     p.add_argument(
@@ -130,6 +161,16 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
 
 
+def _pairs(value: str | None) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in _csv(value) or ():
+        key, sep, column = item.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise UsageError(f"--columns {value!r}: expected KEY=COLUMN,... (e.g. text=sentence)")
+        out.append((key.strip(), column.strip()))
+    return tuple(out)
+
+
 def speech_configs(args: argparse.Namespace):
     """(ManifestConfig, AudioConfig, EncoderConfig) from the shared speech-job flags."""
     from tokenizer.audio import AudioConfig
@@ -143,6 +184,11 @@ def speech_configs(args: argparse.Namespace):
             audio_root=args.audio_root,
             langs=_csv(args.langs),
             splits=_csv(args.splits),
+            lang=args.lang,
+            split=args.split,
+            confine_audio_to=args.confine_audio_to,
+            allow_commands=args.allow_commands,
+            columns=_pairs(args.columns),
         )
         audio = AudioConfig(
             **({"max_seconds": args.max_seconds} if args.max_seconds else {}),
@@ -413,8 +459,13 @@ def check_input(key: str, args: argparse.Namespace) -> None:
 
     if key == "bitext":
         return  # a glob: the job refuses one that matches nothing before it starts
-    wanted = [("--input", args.input, args.format == "fleurs")]
-    if args.format == "covost" and args.audio_root:
+    if args.format == "hf-parquet" and any(c in args.input for c in "*?["):
+        return  # a glob: no match is "no input", said by the job
+    folder = args.format in ("fleurs", "kaldi")
+    if args.format == "hf-parquet" and io.is_local(args.input):
+        folder = os.path.isdir(io.local_path(args.input))  # a folder of Parquet files, or one
+    wanted = [("--input", args.input, folder)]
+    if args.audio_root:
         wanted.append(("--audio-root", args.audio_root, True))
     for flag, uri, is_folder in wanted:
         if is_folder and not io.is_local(uri):

@@ -5,7 +5,9 @@ downsampled the way the codebook was fitted and run-length deduplicated when
 the job asks; this module only lays the row out. The row follows
 :data:`tokenizer.schema.TOKEN_SCHEMA`; ``n_frames`` counts frames after
 downsampling, so ``len(tokens) == n_frames`` without dedup and
-``sum(durations) == n_frames`` with it.
+``sum(durations) == n_frames`` with it. A segment's row describes the
+segment: ``audio`` names its recording, ``offset_s`` where it starts, and
+``duration_s``/``n_frames`` its own length.
 
 Example::
 
@@ -50,6 +52,7 @@ def token_row(
         "source_lang": example.source_lang,
         "modality": "speech",
         "audio": example.uri,
+        "offset_s": example.offset_s,
         "duration_s": float(n_samples) / sample_rate,
         "n_frames": int(n_frames),
         "tokens": np.asarray(ids).astype(np.int16),

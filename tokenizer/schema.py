@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+# 2: ``offset_s`` (where a segment starts in its recording; null for a whole file).
+SCHEMA_VERSION = "2"
 
 TOKEN_SCHEMA = pa.schema(
     [
@@ -24,6 +25,7 @@ TOKEN_SCHEMA = pa.schema(
         pa.field("source_lang", pa.string()),
         pa.field("modality", pa.string(), nullable=False),
         pa.field("audio", pa.string(), nullable=False),
+        pa.field("offset_s", pa.float32()),
         pa.field("duration_s", pa.float32(), nullable=False),
         pa.field("n_frames", pa.int32(), nullable=False),
         pa.field("tokens", pa.list_(pa.int16()), nullable=False),

@@ -1,4 +1,5 @@
-"""Manifest readers: FLEURS, CoVoST 2 (+ Common Voice) and JSONL -> AudioExample.
+"""Manifest readers: FLEURS, CoVoST 2 (+ Common Voice), JSONL, NeMo, lhotse,
+Hugging Face Parquet and Kaldi -> AudioExample.
 
 A reader is registered by name with :func:`register_reader` and splits its
 input into *sources* (e.g. one FLEURS ``{lang}/{split}.tsv`` each) so a Beam
@@ -31,8 +32,23 @@ class ManifestConfig:
 
     ``langs`` accepts short codes (``fr``) or corpus codes (``fr_fr``,
     ``zh-CN``). ``audio_root``: CoVoST's Common Voice language folder
-    (required there); for JSONL the root relative audio paths resolve against
-    and must stay under (default: the manifest's folder).
+    (required there); for JSONL, NeMo, lhotse, Kaldi and Parquet the root
+    relative audio paths resolve against (default: the manifest's folder, a
+    Kaldi data dir).
+
+    Every reader resolves audio paths with :meth:`resolve_audio`, the one path
+    policy (:func:`tokenizer.io.resolve_under`): relative paths stay under
+    their root, absolute paths and URIs are taken as written, symlinks are
+    followed; ``confine_audio_to`` refuses whatever does not resolve under it.
+
+    ``lang``: the language of records whose format or line has none (NeMo,
+    lhotse, Kaldi, Parquet). ``split``: the split of formats without one
+    (default ``train``; Parquet files named like the hub's, ``train-*`` or
+    ``.../validation/...``, name their own). ``allow_commands``: run the shell
+    commands a Kaldi ``wav.scp`` or a lhotse recording may name as audio
+    (refused by default: a manifest should not run code). ``columns``: Parquet
+    column names, ``(("text", "sentence"), ...)``, for layouts other than the
+    hub's FLEURS and Common Voice.
 
     ``langs`` and ``splits`` choose which part of a corpus is the job's
     input, as choosing files would: a record outside them is not an input
@@ -47,6 +63,11 @@ class ManifestConfig:
     audio_root: str | None = None
     langs: tuple[str, ...] | None = None
     splits: tuple[str, ...] | None = None
+    lang: str | None = None
+    split: str | None = None
+    confine_audio_to: str | None = None
+    allow_commands: bool = False
+    columns: tuple[tuple[str, str], ...] = ()
     max_line_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
@@ -56,6 +77,31 @@ class ManifestConfig:
             raise ValueError("input must be a path or URI")
         if self.max_line_bytes < 1024:
             raise ValueError("max_line_bytes must be at least 1024")
+        for flag, value in (("--lang", self.lang), ("--split", self.split)):
+            if value is not None and (not value.strip() or any(c in value for c in "/= \t")):
+                raise ValueError(f"{flag} {value!r}: must be a plain code (it names a folder)")
+        if self.split is not None and self.format in OWN_SPLITS:
+            raise ValueError(
+                f"--split: {self.format} records carry their own split (--splits selects)"
+            )
+        if self.allow_commands and self.confine_audio_to:
+            raise ValueError("--allow-commands cannot be confined: a command reads what it likes")
+        if self.columns and self.format != "hf-parquet":
+            raise ValueError("--columns applies to --format hf-parquet only")
+        unknown = sorted({k for k, _ in self.columns} - set(COLUMN_KEYS))
+        if unknown:
+            raise ValueError(f"--columns: unknown keys {unknown}; known: {', '.join(COLUMN_KEYS)}")
+
+    def resolve_audio(self, root: str, path: str) -> str:
+        """The path or URI a manifest's audio ``path`` names, as it will be opened
+        (raises :class:`tokenizer.io.PathEscapeError`); see the class docstring."""
+        from tokenizer import io
+
+        return io.resolve_under(root, path, confine=self.confine_audio_to)
+
+    @property
+    def default_split(self) -> str:
+        return self.split or "train"
 
     def wants_lang(self, *codes: str | None) -> bool:
         """Whether a record in a language known by ``codes`` (its short and/or
@@ -68,6 +114,12 @@ class ManifestConfig:
 
     def wants_split(self, split: str) -> bool:
         return self.splits is None or split in self.splits
+
+
+# Formats whose records name their split (``--split`` does not apply).
+OWN_SPLITS = ("fleurs", "covost", "jsonl")
+# What ``columns`` may map (hf-parquet).
+COLUMN_KEYS = ("audio", "text", "lang", "id", "speaker", "sentence_id")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -150,4 +202,12 @@ def duplicate_reject(example: AudioExample) -> Reject:
 
 
 # Register the built-in readers (imported for their decorators).
-from tokenizer.manifests import covost, fleurs, jsonl  # noqa: E402,F401
+from tokenizer.manifests import (  # noqa: E402,F401
+    covost,
+    fleurs,
+    hf_parquet,
+    jsonl,
+    kaldi,
+    lhotse,
+    nemo,
+)
