@@ -126,8 +126,8 @@ def _tar_pass(examples, config: AudioConfig):
                 name = _wanted_name(info.name, wanted, done)
                 if name is None:
                     continue
+                payload = _member_bytes(tar, info, archive, config)  # may raise: not done yet
                 done.add(name)
-                payload = _member_bytes(tar, info, archive, config)
                 for e in wanted[name]:
                     yield e, payload
                 if len(done) == len(wanted):
@@ -136,9 +136,10 @@ def _tar_pass(examples, config: AudioConfig):
         failure = AudioError(Reason.MISSING_FILE, f"{archive}: no such archive")
     except io.NotAFileError as exc:
         failure = AudioError(Reason.NOT_A_FILE, str(exc.args[0]))
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except Exception as exc:  # TarError, a truncated stream's EOFError, OSError, zlib.error
         failure = AudioError(
-            Reason.DECODE_ERROR, f"{archive}: unreadable archive: {type(exc).__name__}: {exc}"
+            Reason.DECODE_ERROR,
+            f"{archive}: unreadable archive: {type(exc).__name__}: {exc}"[:500],
         )
     for name, group in wanted.items():
         if name in done:

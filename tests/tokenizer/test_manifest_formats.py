@@ -405,3 +405,23 @@ def test_run_command_output_is_bounded(tmp_path):
         containers.run_command("head -c 5000 /dev/zero", cfg)
     assert exc.value.reason == Reason.TOO_LONG
     assert containers.run_command("printf abc", cfg) == b"abc"
+
+
+def test_a_damaged_archive_costs_its_unread_members(tmp_path):
+    """Members read before the damage are decoded; every later one is one
+    ``decode_error`` (a missing archive: ``missing_file``), none is lost."""
+    built = ff.fleurs_archives(tmp_path)
+    examples, _ = read(config_of(built))
+    archive = tmp_path / "fleurs" / "fr_fr" / "audio" / "test.tar.gz"
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) * 2 // 3])
+    decoded = decode_all(examples)
+    assert len(decoded) == len(examples)
+    assert decoded["fr_fr/1001"] == [20800]  # the first member, before the cut
+    reasons = {k: v.reason for k, v in decoded.items() if isinstance(v, Reject)}
+    assert (
+        reasons["fr_fr/1003"] == Reason.DECODE_ERROR
+        and "unreadable" in decoded["fr_fr/1003"].detail
+    )
+    archive.unlink()
+    assert {v.reason for v in decode_all(examples).values()} == {Reason.MISSING_FILE}
