@@ -390,6 +390,11 @@ def test_json_manifest_line_shapes_are_checked(tmp_path):
         },
         {
             "id": "c",
+            "recording": {"sources": [{"type": "file", "channels": 5, "source": "a.wav"}]},
+            "supervisions": [ff._sup("s", "r", 0, 1, "t", language="fr")],
+        },
+        {
+            "id": "c",
             "recording": {"sources": []},
             "supervisions": [{"id": "s", "start": "0", "duration": 1, "text": "t"}],
         },

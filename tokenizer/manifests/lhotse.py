@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from tokenizer import io
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.fields import json_objects, lang_codes, lang_problem, number
-from tokenizer.manifests.lines import example_reject, line_reject, unwritable_field
+from tokenizer.manifests.lines import example_reject, line_reject, unwritable, unwritable_field
 from tokenizer.records import COMMAND, FILE, AudioExample, Reason
 
 CUT_TYPES = ("MonoCut", "MultiCut")
@@ -77,12 +77,22 @@ class LhotseReader:
                 continue
             try:
                 pairs = _pair(obj, recordings) if recordings is not None else _cut(obj)
+                items = [
+                    item
+                    for sup, recording, offset in pairs
+                    for item in _utterance(config, source, lineno, sup, recording, offset)
+                ]
             except Refused as exc:
-                obj_id = obj.get("id") if isinstance(obj.get("id"), str) else None
-                yield line_reject(source, lineno, exc.reason, exc.detail, id=obj_id)
-                continue
-            for sup, recording, offset in pairs:
-                yield from _utterance(config, source, lineno, sup, recording, offset)
+                items = [line_reject(source, lineno, exc.reason, exc.detail, id=_id(obj))]
+            except (TypeError, AttributeError, ValueError) as exc:  # a value of another shape
+                detail = f"not lhotse's schema: {type(exc).__name__}: {exc}"[:500]
+                items = [line_reject(source, lineno, Reason.MALFORMED_LINE, detail, id=_id(obj))]
+            yield from items
+
+
+def _id(obj: dict) -> str | None:
+    value = obj.get("id")
+    return value if isinstance(value, str) and value and not unwritable(value) else None
 
 
 def _load_recordings(uri: str, max_line_bytes: int) -> dict[str | None, dict | str]:
