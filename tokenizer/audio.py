@@ -2,7 +2,10 @@
 
 Every failure maps to one reject reason code, so a job can route a bad file to
 its rejects instead of dying on it. Decoding uses soundfile (libsndfile: WAV,
-FLAC, OGG/Vorbis, OGG/Opus, MP3) and soxr for resampling.
+FLAC, OGG/Vorbis, OGG/Opus, MP3) and soxr for resampling. A :class:`Segment`
+(an utterance inside a longer recording) is sought and only its frames are
+read, from a file or from bytes already in memory (a tar member, a Parquet
+cell: :func:`prepare_bytes`, no temporary file).
 
 Example::
 
