@@ -55,6 +55,8 @@ EXTRAS_REQUIRE = {
         "ctranslate2>=4.4",  # reference for the Whisper weight conversion test
         "gcp-storage-emulator>=2024.0",  # local gs:// for tests
         "datasets>=3.0",  # shards must load in HF datasets
+        "duckdb>=1.0",  # ... and in DuckDB
+        "polars>=1.0",  # ... and in polars
         "psutil>=5.9",
     ],
 }

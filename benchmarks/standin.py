@@ -21,11 +21,11 @@ pipeline start-up, shards, rejects and index all in):
 Targets (ratios of audio seconds per wall second): ``job-1 / decode-1 >=
 0.8`` and ``job-2 / decode-2 >= 0.7``. Corpus: mini-FLEURS' Common Voice
 style MP3 clips (espeak-ng speech, 22.05 kHz), listed ``--times`` times
-under distinct ids in a JSONL manifest (default ~9.5 h of audio).
+under distinct ids in a JSONL manifest (default ~10 h of audio).
 
 Usage::
 
-    python -m benchmarks.standin                 # ~9.5 h of MP3, best of 2
+    python -m benchmarks.standin                 # ~10 h of MP3, best of 2
     python -m benchmarks.standin --quick         # ~1.4 h, one pass
 """
 
@@ -196,7 +196,7 @@ def ratio(best: dict, a: str, b: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="~1.4 h of audio, one pass")
-    p.add_argument("--times", type=int, help="manifest repetitions (default 7; quick 1)")
+    p.add_argument("--times", type=int, help="manifest repetitions (default 9: ~10 h; quick 1)")
     p.add_argument("--per-lang", type=int, default=60, help="sentences per language")
     p.add_argument("--repeats", type=int, help="passes per row, best kept (default 2; quick 1)")
     p.add_argument("--rows", default="decode-1,decode-2,job-1,job-1-dt1,job-2")
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(WORKERS, args.worker, PREIMPORTS)
-    times = args.times or (1 if args.quick else 7)
+    times = args.times or (1 if args.quick else 9)
     repeats = args.repeats or (1 if args.quick else 2)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

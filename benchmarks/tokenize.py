@@ -168,7 +168,8 @@ def worker_bare(spec: dict) -> dict:
     from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
     from tokenizer.encoders import build_encoder
-    from tokenizer.model_handler import BATCH_OVER_ENCODER_BATCH, clip_weight
+    from tokenizer.model_handler import clip_weight
+    from tokenizer.speech_model import BATCH_OVER_ENCODER_BATCH
 
     start = time.perf_counter()
     codebook = Codebook.load(spec["codebook"])

@@ -28,7 +28,7 @@ import apache_beam as beam
 
 from pipelines import common, outcome
 from pipelines.summary import finish_run
-from tokenizer import io, schema, shards
+from tokenizer import card, io, schema, shards
 from tokenizer.bitext import BitextConfig, filter_language_pair, parse_pair, select_files
 from tokenizer.outlock import locks_output
 
@@ -98,6 +98,7 @@ def write_index(summaries: list[dict], config: BitextJobConfig) -> dict:
         shards=sorted((i for s in summaries for i in s["shards"]), key=lambda i: i["path"]),
     )
     index.write(config.out)
+    card.write_card(config.out, index)  # README.md, from the index: after it
     return counts
 
 

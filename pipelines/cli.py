@@ -34,6 +34,9 @@ COMMANDS = {
     "bitext": "pipelines.bitext:run_cli",
     "train": "trainer.cli:run_train",
     "eval": "trainer.cli:run_eval",
+    "embed": "trainer.cli:run_embed",
+    "search": "trainer.cli:run_search",
+    "export": "trainer.cli:run_export",
     "demo": "pipelines.demo:run_cli",
 }
 BEAM_JOBS = {"fit-codebook", "tokenize", "bitext"}
@@ -390,6 +393,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the run's config.json name a Hugging Face hub model to download "
         "(also needs HF_HUB_OFFLINE unset); default: local folders only",
     )
+
+    emb = sub.add_parser(
+        "embed",
+        help="embed token shards or texts with a trained run (Parquet + optional faiss index)",
+        description="Stream token shards (--shards, the files their _index.json lists) or a "
+        "JSONL file of {id, text, lang} (--text) through a trained run, batch by batch; write "
+        "DIR/embeddings/part-*.parquet (id, lang, modality, text, embedding), DIR/rejects/, "
+        "DIR/_index.json, a dataset card and, with --faiss, DIR/index.faiss.",
+    )
+    emb.add_argument("--run", required=True, help="train --out folder")
+    emb_src = emb.add_mutually_exclusive_group(required=True)
+    emb_src.add_argument("--shards", help="tokenize --out folder")
+    emb_src.add_argument("--text", help="JSONL file, one {id, text, lang} per line")
+    emb.add_argument("--out", required=True, help="embedding folder to write")
+    emb.add_argument("--split", help="--shards: only this split (default: all)")
+    emb.add_argument("--langs", help="--shards: comma-separated languages (default: all)")
+    emb.add_argument(
+        "--modality",
+        default="speech",
+        choices=("speech", "text"),
+        help="--shards: embed the recordings (speech) or their transcripts (text)",
+    )
+    emb.add_argument("--faiss", action="store_true", help="also write an inner-product index")
+    emb.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
+    emb.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="fp32 (default; matches `speechtok export` to 1e-4) or bf16 autocast",
+    )
+    emb.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
+
+    se = sub.add_parser(
+        "search",
+        help="top hits of a text or audio query in an embedding folder",
+        description="Embed one query with the run that made --index (a text behind "
+        "[lang] [text], or an audio file tokenized with the run's encoder and codebook) and "
+        "print the best hits by dot product.",
+    )
+    se.add_argument("--run", required=True, help="train --out folder")
+    se.add_argument("--index", required=True, help="embed --out folder")
+    query = se.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query-text", help="a sentence (with --lang)")
+    query.add_argument("--query-audio", help="an audio file (local path or gs://)")
+    se.add_argument(
+        "--lang", help="language of the query (audio: default the run's one training language)"
+    )
+    se.add_argument("--top-k", type=int, default=5, help="hits to print")
+    se.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
+
+    ex = sub.add_parser(
+        "export",
+        help="a trained run as a standalone Hugging Face model folder",
+        description="Write the backbone with the audio rows merged into its embedding table, "
+        "the tokenizer with <a0>... audio tokens, the projection and pooling settings and a "
+        "transformers-only snippet (encode.py, README.md) that gives speechtok embed's vectors.",
+    )
+    ex.add_argument("--run", required=True, help="train --out folder")
+    ex.add_argument("--out", required=True, help="model folder to write")
 
     demo = sub.add_parser(
         "demo",

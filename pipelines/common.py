@@ -4,7 +4,8 @@ The jobs differ in what they compute; they end the same way: rows are
 written as hive-partitioned, hash-bucketed, id-sorted shards (atomic,
 deterministic names), rejects likewise, and ``_index.json`` is written last
 from side inputs, so it exists only once every shard does and it fails the
-job if ``input != accepted + rejected``.
+job if ``input != accepted + rejected``; the dataset card (``README.md``,
+:mod:`tokenizer.card`) follows the index.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from tokenizer import io, schema, shards
+from tokenizer import card, shards
 from tokenizer.records import Reject
 
 NAMESPACE = "speechtok"
@@ -152,14 +153,17 @@ class WriteShards(beam.PTransform):
         start = time.perf_counter()
         (pdir, bucket), rows = key_rows
         rows = sorted(rows, key=lambda r: r["id"])
-        rel = f"{pdir}/{schema.shard_name(self.first_index.get(pdir, 0) + bucket)}"
-        table = shards.table_from_rows(rows, self.kind)
-        nbytes, digest = shards.write_table(
-            table, io.join(self.out_dir, rel), self.config, self.metadata
+        info = shards.write_shard(
+            rows,
+            out_dir=self.out_dir,
+            kind=self.kind,
+            index=self.first_index.get(pdir, 0) + bucket,
+            config=self.config,
+            metadata=self.metadata,
         )
         counter(f"written.{self.kind}").inc(len(rows))
         counter("time.write_ms").inc(int((time.perf_counter() - start) * 1000))
-        return shards.ShardInfo(path=rel, rows=len(rows), bytes=nbytes, sha256=digest)
+        return info
 
 
 class WriteIndex(beam.PTransform):
@@ -235,6 +239,7 @@ class WriteIndex(beam.PTransform):
             extra=extra,
         )
         index.write(self.out_dir)  # raises (fails the job) when counts do not reconcile
+        card.write_card(self.out_dir, index)  # README.md, from the index: after it
         return counts
 
 

@@ -164,16 +164,13 @@ def build(
     pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: dict, sources: list[str]
 ) -> None:
     from kmeans.sampling import SamplerConfig
-    from tokenizer.model_handler import SpeechModelHandler
-    from tokenizer.speech_model import FrameTask
+    from tokenizer.speech_model import FrameTask, ModelSpec
 
-    handler = SpeechModelHandler(
-        config.encoder, FrameTask(downsample=config.downsample), identity=identity
+    spec = ModelSpec(
+        encoder=config.encoder, task=FrameTask(downsample=config.downsample), identity=identity
     )
     read = pipeline | "Read" >> ReadExamples(config.manifest, sources)
-    encoded = read["ok"] | "Encode" >> SpeechModelStage(
-        config.audio, handler, config.decode_threads
-    )
+    encoded = read["ok"] | "Encode" >> SpeechModelStage(config.audio, spec, config.decode_threads)
     sampler = SamplerConfig(
         sample_frames=config.sample_frames,
         max_frames_per_utt=config.max_frames_per_utt,

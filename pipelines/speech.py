@@ -118,7 +118,7 @@ class EncodeClips(beam.DoFn):
     DecodeAhead`), so neither waits for the other; decoded audio never crosses
     a process boundary. The model (encoder + codebook, one per worker
     process, shared by its threads through Beam's ``Shared``) is called with
-    ``handler.batch_seconds`` of audio at a time; a batch is never held
+    ``spec.batch_seconds`` of audio at a time; a batch is never held
     across bundles (``finish_bundle`` flushes), so the job's batches and
     rows do not depend on bundle boundaries beyond batch composition.
 
@@ -128,18 +128,18 @@ class EncodeClips(beam.DoFn):
     decoding), ``time.model_ms``; ``audio.accepted_ms`` counts encoded audio.
     """
 
-    def __init__(self, audio_config: audio.AudioConfig, handler, decode_threads: int | None = None):
+    def __init__(self, audio_config: audio.AudioConfig, spec, decode_threads: int | None = None):
         from apache_beam.utils.shared import Shared
 
-        self.audio_config, self.handler, self.decode_threads = audio_config, handler, decode_threads
+        self.audio_config, self.spec, self.decode_threads = audio_config, spec, decode_threads
         self._shared = Shared()
 
     def setup(self):
         from tokenizer.prefetch import DecodeAhead, default_threads
 
         threads = self.decode_threads or default_threads()
-        self._model = self._shared.acquire(self.handler.load_model, tag=repr(self.handler.config))
-        self._target = int(self.handler.batch_seconds * self.audio_config.sample_rate)
+        self._model = self._shared.acquire(self.spec.load, tag=repr(self.spec))
+        self._target = int(self.spec.batch_seconds * self.audio_config.sample_rate)
         self._ahead = DecodeAhead(
             _prepare(self.audio_config), threads=threads, max_pending=threads * 4
         )
@@ -203,13 +203,13 @@ class EncodeClips(beam.DoFn):
             return
         start = time.perf_counter()
         try:
-            predictions = self.handler.run_inference(batch, self._model)
+            outputs = self._model.run([wave for _, wave in batch], on_retry=_count_retry)
         except Exception as exc:  # a lone clip the model fails on (batches are retried)
             if len(batch) != 1:
                 raise
-            predictions = [(batch[0][0], _failure(exc))]
+            outputs = [_failure(exc)]
         common.counter("time.model_ms").inc(int((time.perf_counter() - start) * 1000))
-        for (example, output), (_, wave) in zip(predictions, batch, strict=True):
+        for output, (example, wave) in zip(outputs, batch, strict=True):
             if _is_failure(output):
                 common.counter(f"rejected.{Reason.ENCODE_ERROR}").inc()
                 progress.tick(done=1)
@@ -246,6 +246,10 @@ def _prepare(config: audio.AudioConfig):
             )
 
     return prepare
+
+
+def _count_retry() -> None:
+    common.counter("encode.retried_batches").inc()
 
 
 def _failure(exc: BaseException):
@@ -287,9 +291,9 @@ class SpeechModelStage(beam.PTransform):
     jobs add to their ``input`` count so ``input = accepted + rejected`` holds.
     """
 
-    def __init__(self, audio_config: audio.AudioConfig, handler, decode_threads: int | None = None):
+    def __init__(self, audio_config: audio.AudioConfig, spec, decode_threads: int | None = None):
         super().__init__()
-        self.audio_config, self.handler, self.decode_threads = audio_config, handler, decode_threads
+        self.audio_config, self.spec, self.decode_threads = audio_config, spec, decode_threads
 
     def expand(self, examples):
         keyed = examples | "ByContainer" >> beam.ParDo(_KeyContainer()).with_outputs(
@@ -300,13 +304,15 @@ class SpeechModelStage(beam.PTransform):
             | "GroupMembers" >> beam.GroupByKey()
             | "MemberGroups" >> beam.MapTuple(containers.make_group)
         )
+        # No Reshuffle after: ReadExamples' id grouping has just spread the files
+        # over workers by key, and GroupMembers spreads the member groups;
+        # another shuffle would only pickle every example once more.
         out = (
             (keyed.files, groups)
             | "FilesAndGroups" >> beam.Flatten()
-            | "Spread" >> beam.Reshuffle()  # decode + model work spreads over workers
             | "DecodeAndRun"
             >> beam.ParDo(
-                EncodeClips(self.audio_config, self.handler, self.decode_threads)
+                EncodeClips(self.audio_config, self.spec, self.decode_threads)
             ).with_outputs("rejects", "extra_windows", main="ok")
         )
         return {"ok": out.ok, "rejects": out.rejects, "extra_windows": out.extra_windows}

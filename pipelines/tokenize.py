@@ -151,19 +151,16 @@ def row_of(clip, codebook_id: str, sample_rate: int) -> dict:
 
 
 def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: Plan) -> None:
-    from tokenizer.model_handler import SpeechModelHandler
-    from tokenizer.speech_model import TokenTask
+    from tokenizer.speech_model import ModelSpec, TokenTask
 
     cb = the_plan.codebook
-    handler = SpeechModelHandler(
-        config.encoder,
-        TokenTask(codebook=config.codebook, dedup=config.dedup),
+    spec = ModelSpec(
+        encoder=config.encoder,
+        task=TokenTask(codebook=config.codebook, dedup=config.dedup),
         identity=the_plan.identity,
     )
     read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.sources, the_plan.skip_ids)
-    encoded = read["ok"] | "Encode" >> SpeechModelStage(
-        config.audio, handler, config.decode_threads
-    )
+    encoded = read["ok"] | "Encode" >> SpeechModelStage(config.audio, spec, config.decode_threads)
     rows = encoded["ok"] | "TokenRows" >> beam.Map(row_of, cb.id, config.audio.sample_rate)
     metadata = {
         schema.META_ENCODER: the_plan.identity["encoder"],

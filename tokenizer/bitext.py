@@ -306,6 +306,7 @@ class ShardWriter:
 
     def __init__(self, out_dir: str, kind: str, rel_dir: str, name, config: shards.WriteConfig):
         self.out_dir, self.rel_dir, self.name, self.config = out_dir, rel_dir, name, config
+        self.kind = kind
         self.table_schema, _ = shards.KINDS[kind]
         self.infos: list[shards.ShardInfo] = []
         self.rows = 0
@@ -338,10 +339,13 @@ class ShardWriter:
         if not self._batches:
             return
         table = pa.Table.from_batches(self._batches, schema=self.table_schema)
-        self._batches, n, self._pending = [], self._pending, 0
+        self._batches, self._pending = [], 0
         rel = f"{self.rel_dir}/{self.name(len(self.infos))}"
-        nbytes, digest = shards.write_table(table, io.join(self.out_dir, rel), self.config)
-        self.infos.append(shards.ShardInfo(path=rel, rows=n, bytes=nbytes, sha256=digest))
+        self.infos.append(
+            shards.write_rows(
+                table, out_dir=self.out_dir, kind=self.kind, rel=rel, config=self.config
+            )
+        )
 
 
 def filter_language_pair(

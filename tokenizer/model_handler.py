@@ -13,10 +13,11 @@ the model failed on even alone.
 
 Two ways to run it:
 
-- our jobs call ``load_model`` / ``run_inference`` from
-  :class:`pipelines.speech.EncodeClips`, which decodes clips on a thread pool
-  ahead of the model (RunInference would decode in the thread that runs the
-  model, one clip after another);
+- our jobs use the same :class:`~tokenizer.speech_model.ModelSpec` directly
+  from :class:`pipelines.speech.EncodeClips`, which decodes clips on a thread
+  pool ahead of the model (RunInference would decode in the thread that runs
+  the model, one clip after another; and importing Beam's ML package alone
+  took seconds of a job's start-up);
 - anyone may use it with ``RunInference(handler).with_exception_handling()``:
   batches are sized by audio seconds (``element_size_fn`` weighs each clip in
   centiseconds; Beam 2.77's ``BatchElements`` has no weight cap of its own),
@@ -44,14 +45,11 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from tokenizer.encoders import EncoderConfig
 from tokenizer.encoders.base import SAMPLE_RATE, check_waveform
-from tokenizer.speech_model import EncodeFailure, FrameTask, SpeechModel, TokenTask
+from tokenizer.speech_model import EncodeFailure, FrameTask, ModelSpec, SpeechModel, TokenTask
 
 __all__ = ["EncodeFailure", "SpeechModelHandler", "check_element", "clip_weight"]
 
 CENTISECOND = SAMPLE_RATE // 100
-# A model call spans several encoder batches, so the encoder can sort a wider
-# pool by length (less padding) while each forward pass stays bounded.
-BATCH_OVER_ENCODER_BATCH = 4
 
 Element = tuple[Any, np.ndarray]
 
@@ -89,25 +87,26 @@ class SpeechModelHandler(ModelHandler[Element, Element, SpeechModel]):
         batch_seconds: float | None = None,
         identity: dict | None = None,
     ):
-        if batch_seconds is None:
-            batch_seconds = BATCH_OVER_ENCODER_BATCH * config.max_batch_seconds
-        if not batch_seconds > 0:
-            raise ValueError(f"batch_seconds must be positive, got {batch_seconds!r}")
-        target = max(1, round(batch_seconds * 100))
+        self.spec = ModelSpec(
+            encoder=config, task=task, identity=identity, batch_seconds=batch_seconds
+        )
+        target = max(1, round(self.spec.batch_seconds * 100))
         super().__init__(min_batch_size=target, max_batch_size=target, element_size_fn=clip_weight)
-        self._config, self._task, self._identity = config, task, identity
-        self.batch_seconds = float(batch_seconds)
 
     @property
     def config(self) -> EncoderConfig:
-        return self._config
+        return self.spec.encoder
 
     @property
     def task(self) -> TokenTask | FrameTask | None:
-        return self._task
+        return self.spec.task
+
+    @property
+    def batch_seconds(self) -> float:
+        return self.spec.batch_seconds
 
     def load_model(self) -> SpeechModel:
-        return SpeechModel.load(self._config, self._task, identity=self._identity)
+        return self.spec.load()
 
     def run_inference(
         self,

@@ -2,7 +2,8 @@
 
 libsndfile (mpg123) trusts an MP3's header for its length, which without a
 Xing/Info/VBRI header is only an estimate (see :class:`_LengthHiddenMp3`):
-this module decodes block by block and measures. Used by
+this module decodes block by block and measures, except where such a header
+gives the exact count (then one read). Used by
 :func:`tokenizer.audio.decode` for every MP3.
 """
 
@@ -107,6 +108,17 @@ def decode_mp3(
         sr, channels, declared = f.samplerate, f.channels, f.frames if counted else 0
         cap = None if max_seconds is None else (start_s + max_seconds) * sr
         stop = None if stop_s is None else round(stop_s * sr)
+        if counted:
+            # The header's count is exact: refuse, or read what is needed in one
+            # call (reading block by block past the end makes mpg123 print
+            # "part2_3_length too large" for every clip).
+            if cap is not None and stop is None and declared > cap:
+                raise AudioError(
+                    Reason.TOO_LONG,
+                    f"{name}: {declared / sr - start_s:.1f} s > max {max_seconds} s",
+                )
+            want = declared if stop is None else min(stop, declared)
+            return f.read(want, dtype="float32", always_2d=True), sr, declared
         blocks, n = [], 0
         while stop is None or n < stop:
             block = f.read(_MP3_BLOCK, dtype="float32", always_2d=True)

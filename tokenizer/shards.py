@@ -1,16 +1,24 @@
-"""Writing and indexing Parquet shards, without Beam.
+"""Writing, indexing and reading Parquet shards, without Beam.
 
 Jobs group rows per partition and hand them here: rows are sorted by id and
 cut into shards with deterministic, zero-padded names, each written
 atomically (temp then rename, via :mod:`tokenizer.io`) and described by a
-:class:`ShardInfo` (rows, bytes, sha256). ``_index.json`` gathers the shard
+:class:`ShardInfo` (rows, bytes, sha256). Partition keys go into the folder
+names only (see :mod:`tokenizer.schema`). ``_index.json`` gathers the shard
 infos, the record counts (``input = accepted + rejected``) and the job's
 config; it is written last, so its presence means the job completed.
+
+Readers in this repo (trainer, eval, embed) go through :func:`iter_shards` /
+:func:`read_table`: they read the files the index lists, and only those, so a
+stale file of an earlier run in the same folder is never read, and they read
+through :mod:`tokenizer.io`, so ``gs://`` works like a local path.
 
 Example::
 
     infos = write_partition(rows, out_dir="out", kind="tokens",
                             partition={"corpus": "fleurs", "split": "test", "lang": "fr"})
+    table = read_table("out", "tokens", columns=["id", "lang", "tokens"],
+                       where={"split": ["test"]})
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import io as _stdio
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
@@ -28,11 +37,15 @@ import pyarrow.parquet as pq
 
 from tokenizer import io, schema
 
+# kind -> (row schema, partition keys); the file schema is the row schema minus the keys.
 KINDS = {
     schema.TOKENS_DIR: (schema.TOKEN_SCHEMA, schema.TOKEN_PARTITIONS),
     schema.BITEXT_DIR: (schema.BITEXT_SCHEMA, schema.BITEXT_PARTITIONS),
     schema.REJECTS_DIR: (schema.REJECT_SCHEMA, ()),
+    schema.EMBEDDINGS_DIR: (schema.EMBEDDING_SCHEMA, ()),
 }
+# Nullable columns a file of an older schema version lacks; read as nulls.
+ADDED_COLUMNS = {schema.TOKENS_DIR: frozenset({"offset_s"})}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,11 +76,37 @@ class ShardInfo:
     sha256: str
 
 
-def table_from_rows(rows: Sequence[dict], kind: str) -> pa.Table:
-    table_schema, _ = KINDS[kind]
-    table = pa.Table.from_pylist(list(rows), schema=table_schema)
-    schema.validate(table, table_schema)
-    return table
+def file_schema(kind: str) -> pa.Schema:
+    """The columns stored in a shard file of ``kind`` (the row schema minus partition keys)."""
+    row_schema, keys = KINDS[kind]
+    return pa.schema([f for f in row_schema if f.name not in keys])
+
+
+def table_from_rows(rows: Sequence[dict] | pa.Table, kind: str) -> pa.Table:
+    """Rows of one partition -> the table stored in its file (partition keys dropped).
+
+    Rows (dicts, or a table of the row schema) are validated against the full
+    row schema first; rows of different partitions cannot share a file.
+    """
+    row_schema, keys = KINDS[kind]
+    if isinstance(rows, pa.Table):
+        table = rows
+    else:
+        table = pa.Table.from_pylist(list(rows), schema=row_schema)
+    schema.validate(table, row_schema)
+    for key in keys:
+        values = table.column(key).unique()
+        if len(values) > 1:
+            raise ValueError(f"rows of one shard have several {key} values: {values.to_pylist()}")
+    return table.select(file_schema(kind).names)
+
+
+def partition_of(rows: Sequence[dict] | pa.Table, kind: str) -> dict[str, str]:
+    """The partition values of rows of one partition (``{}`` for unpartitioned kinds)."""
+    _, keys = KINDS[kind]
+    if isinstance(rows, pa.Table):
+        return {k: str(rows.column(k)[0].as_py()) for k in keys} if rows.num_rows else {}
+    return {k: str(rows[0][k]) for k in keys} if rows else {}
 
 
 def encode_table(table: pa.Table, config: WriteConfig, metadata: dict | None = None) -> bytes:
@@ -104,6 +143,45 @@ def partition_dir(kind: str, partition: dict[str, str] | None) -> str:
     return kind if not keys else f"{kind}/{schema.partition_path(partition or {}, keys)}"
 
 
+def write_shard(
+    rows: Sequence[dict] | pa.Table,
+    *,
+    out_dir: str,
+    kind: str,
+    index: int,
+    config: WriteConfig,
+    metadata: dict | None = None,
+) -> ShardInfo:
+    """Write rows of one partition (already in their final order) as shard ``index``.
+
+    The one shard writer: the Beam jobs' ``WriteShards`` and :func:`write_partition`
+    both end here. The file's metadata names its partition.
+    """
+    partition = partition_of(rows, kind)
+    rel = f"{partition_dir(kind, partition)}/{schema.shard_name(index)}"
+    return write_rows(rows, out_dir=out_dir, kind=kind, rel=rel, config=config, metadata=metadata)
+
+
+def write_rows(
+    rows: Sequence[dict] | pa.Table,
+    *,
+    out_dir: str,
+    kind: str,
+    rel: str,
+    config: WriteConfig,
+    metadata: dict | None = None,
+) -> ShardInfo:
+    """Write rows of one partition as the file ``rel`` (relative to ``out_dir``):
+    partition keys dropped from the columns and named in the file's metadata.
+    For writers that name their files themselves (the bitext job's rejects)."""
+    partition = partition_of(rows, kind)
+    meta = dict(metadata or {})
+    if partition:
+        meta[schema.META_PARTITION] = partition_dir(kind, partition).split("/", 1)[1]
+    nbytes, digest = write_table(table_from_rows(rows, kind), io.join(out_dir, rel), config, meta)
+    return ShardInfo(path=rel, rows=len(rows), bytes=nbytes, sha256=digest)
+
+
 def write_partition(
     rows: Iterable[dict],
     *,
@@ -120,16 +198,21 @@ def write_partition(
     files whatever order a runner delivered them in.
     """
     ordered = sorted(rows, key=lambda r: r["id"])
-    rel_dir = partition_dir(kind, partition)
-    infos = []
-    for n, start in enumerate(range(0, len(ordered), config.rows_per_shard)):
-        chunk = ordered[start : start + config.rows_per_shard]
-        rel = f"{rel_dir}/{schema.shard_name(first_index + n)}"
-        nbytes, digest = write_table(
-            table_from_rows(chunk, kind), io.join(out_dir, rel), config, metadata
+    _, keys = KINDS[kind]
+    for row in ordered:
+        if any(str(row[k]) != str((partition or {})[k]) for k in keys):
+            raise ValueError(f"row {row['id']!r} is not in partition {partition}")
+    return [
+        write_shard(
+            ordered[start : start + config.rows_per_shard],
+            out_dir=out_dir,
+            kind=kind,
+            index=first_index + n,
+            config=config,
+            metadata=metadata,
         )
-        infos.append(ShardInfo(path=rel, rows=len(chunk), bytes=nbytes, sha256=digest))
-    return infos
+        for n, start in enumerate(range(0, len(ordered), config.rows_per_shard))
+    ]
 
 
 def existing_shards(out_dir: str, kind: str, partition: dict[str, str] | None = None) -> list[str]:
@@ -186,3 +269,128 @@ class Index:
 
 def shard_dicts(infos: Iterable[ShardInfo]) -> list[dict]:
     return sorted((asdict(i) for i in infos), key=lambda d: d["path"])
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One shard the index lists: path (relative to the folder), partition, rows."""
+
+    path: str
+    partition: dict[str, str]
+    rows: int
+
+
+def parse_partition(rel_path: str, kind: str) -> dict[str, str]:
+    """``tokens/corpus=c/split=s/lang=l/part-0.parquet`` -> ``{"corpus": "c", ...}``.
+
+    Values are URI-decoded, as ``pyarrow.dataset``'s hive partitioning does.
+    """
+    _, keys = KINDS[kind]
+    segments = rel_path.split("/")[1:-1]
+    values = {}
+    for seg in segments:
+        key, sep, value = seg.partition("=")
+        if sep:
+            values[key] = urllib.parse.unquote(value)
+    if set(values) != set(keys):
+        raise ValueError(f"{rel_path}: partition keys {sorted(values)}, expected {list(keys)}")
+    return {k: values[k] for k in keys}
+
+
+def listed_shards(
+    out_dir: str, kind: str, *, where: Mapping[str, Collection[str] | None] | None = None
+) -> list[ShardFile]:
+    """The shard files of ``kind`` that ``out_dir/_index.json`` lists, filtered by partition.
+
+    ``where`` maps partition keys to allowed values (``None``: any). Raises
+    ``FileNotFoundError`` without an index: a folder without one is not a
+    finished job's output, and its files cannot be trusted to belong together.
+    """
+    _, keys = KINDS[kind]
+    unknown = set(where or {}) - set(keys)
+    if unknown:
+        raise ValueError(f"{kind} shards are partitioned by {list(keys)}, not {sorted(unknown)}")
+    index = Index.read(out_dir)
+    if index is None:
+        raise FileNotFoundError(
+            f"{io.join(out_dir, schema.INDEX_FILE)} does not exist: not the output of a "
+            "finished speechtok job"
+        )
+    wanted = {k: {str(v) for v in vals} for k, vals in (where or {}).items() if vals is not None}
+    out = []
+    for s in sorted(index.shards, key=lambda d: d["path"]):
+        if not s["path"].startswith(kind + "/"):
+            continue
+        partition = parse_partition(s["path"], kind) if keys else {}
+        if all(partition[k] in vals for k, vals in wanted.items()):
+            out.append(ShardFile(path=s["path"], partition=partition, rows=int(s["rows"])))
+    return out
+
+
+def read_shard(
+    out_dir: str, shard: ShardFile, kind: str, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """One listed shard as rows of the kind's row schema (partition keys from the path).
+
+    ``columns`` selects and orders the columns (default: the whole row schema).
+    The table keeps the file's key-value metadata (codebook sha256...).
+    """
+    row_schema, keys = KINDS[kind]
+    names = list(columns) if columns is not None else row_schema.names
+    unknown = [c for c in names if c not in row_schema.names]
+    if unknown:
+        raise ValueError(f"{kind} shards have no column(s) {unknown}")
+    with io.open_read(io.join(out_dir, shard.path)) as f:
+        parquet = pq.ParquetFile(f)
+        stored = parquet.schema_arrow.names
+        added = ADDED_COLUMNS.get(kind, frozenset())
+        missing = [c for c in names if c not in stored and c not in keys and c not in added]
+        if missing:
+            raise ValueError(f"{shard.path}: not {kind} shards (missing columns {missing})")
+        table = parquet.read(columns=[c for c in names if c in stored])
+        metadata = parquet.schema_arrow.metadata
+    n = table.num_rows
+    arrays = []
+    for name in names:
+        if name in table.column_names:  # schema 1 files also store the keys
+            arrays.append(table.column(name))
+        elif name not in keys:  # a column schema 1 files lack (ADDED_COLUMNS)
+            arrays.append(pa.nulls(n, row_schema.field(name).type))
+        else:
+            arrays.append(pa.array([shard.partition[name]] * n, pa.string()))
+    fields = [row_schema.field(c) for c in names]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
+
+
+def iter_shards(
+    out_dir: str,
+    kind: str,
+    *,
+    columns: Sequence[str] | None = None,
+    where: Mapping[str, Collection[str] | None] | None = None,
+) -> Iterator[tuple[ShardFile, pa.Table]]:
+    """``(shard, table)`` for every listed shard in path order, one file in memory at a time."""
+    for shard in listed_shards(out_dir, kind, where=where):
+        yield shard, read_shard(out_dir, shard, kind, columns)
+
+
+def read_table(
+    out_dir: str,
+    kind: str,
+    *,
+    columns: Sequence[str] | None = None,
+    where: Mapping[str, Collection[str] | None] | None = None,
+) -> pa.Table:
+    """Every listed shard of ``kind`` (filtered by ``where``) as one table, in path order."""
+    row_schema, _ = KINDS[kind]
+    names = list(columns) if columns is not None else row_schema.names
+    tables = [
+        t.replace_schema_metadata(None)
+        for _, t in iter_shards(out_dir, kind, columns=names, where=where)
+    ]
+    if not tables:
+        return pa.schema([row_schema.field(c) for c in names]).empty_table()
+    return pa.concat_tables(tables)

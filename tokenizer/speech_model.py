@@ -66,6 +66,35 @@ class EncodeFailure:
     error: str
 
 
+# A model call spans several encoder batches, so the encoder can sort a wider
+# pool by length (less padding) while each forward pass stays bounded.
+BATCH_OVER_ENCODER_BATCH = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Everything a worker needs to build its :class:`SpeechModel`: picklable,
+    Beam-free (the speech jobs' DoFn holds one; the RunInference handler wraps
+    one). ``identity``: the encoder identity the launcher planned
+    (``describe_encoder``), checked when the model loads. ``batch_seconds``:
+    audio per model call (default: 4 x the encoder's ``max_batch_seconds``)."""
+
+    encoder: EncoderConfig
+    task: TokenTask | FrameTask | None = None
+    identity: dict | None = None
+    batch_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_seconds is None:
+            default = BATCH_OVER_ENCODER_BATCH * self.encoder.max_batch_seconds
+            object.__setattr__(self, "batch_seconds", float(default))
+        if not self.batch_seconds > 0:
+            raise ValueError(f"batch_seconds must be positive, got {self.batch_seconds!r}")
+
+    def load(self) -> SpeechModel:
+        return SpeechModel.load(self.encoder, self.task, identity=self.identity)
+
+
 class CodebookDoesNotFit(ValueError):
     """The codebook's centroids do not have the encoder's feature dimension."""
 
@@ -129,11 +158,17 @@ class SpeechModel:
         return [f.cpu().numpy() if self.on_device else f for f in feats]
 
     def _tokens(self, feats: list) -> list:
+        from kmeans.kernels import single_threaded_ops
         from kmeans.postprocess import frames_to_tokens, tensors_to_tokens
 
         if self.on_device:
             return tensors_to_tokens(self.codebook, feats, dedup=self.task.dedup)
-        return [frames_to_tokens(self.codebook, f, dedup=self.task.dedup) for f in feats]
+        # One utterance is a small matmul: torch's OpenMP threads would only wait
+        # at barriers for cores the decode threads hold (the stand-in benchmark
+        # spent most of its model time there). Same tokens: no GEMM here splits
+        # the reduction across threads.
+        with single_threaded_ops():
+            return [frames_to_tokens(self.codebook, f, dedup=self.task.dedup) for f in feats]
 
     def _frames(self, feats: list) -> list[np.ndarray]:
         from kmeans.postprocess import downsample_frames, downsample_tensor

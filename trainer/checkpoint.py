@@ -1,5 +1,7 @@
 """Run folders: ``model.safetensors`` + ``config.json`` (+ optimizer and trainer state).
 
+``RUN_DIR/codebook/`` is a copy of the codebook folder the shards were
+tokenized with (``config.json`` ``tokens``: how audio becomes tokens).
 ``RUN_DIR/model.safetensors`` holds every tensor training changed: backbone
 layers, audio rows, projection, logit scale. Tensors left frozen (the LLM's
 own text rows, by default: 168M of Gemma's 268M parameters) are not copied
@@ -79,8 +81,15 @@ def model_tensors(model: DualEncoder) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
-def run_config(model: DualEncoder, *, codebook: dict, step: int, train: dict | None) -> dict:
-    """The ``config.json`` of a run: enough to rebuild the model and check its inputs."""
+def run_config(
+    model: DualEncoder, *, codebook: dict, step: int, train: dict | None, tokens: dict | None = None
+) -> dict:
+    """The ``config.json`` of a run: enough to rebuild the model and check its inputs.
+
+    ``tokens`` (:func:`trainer.provenance.token_provenance`): how the training
+    tokens were made (encoder, codebook folder copy, downsampling, dedup), so
+    new audio can be tokenized the same way.
+    """
     from dataclasses import asdict
 
     from trainer.backbones import local_reference
@@ -106,6 +115,7 @@ def run_config(model: DualEncoder, *, codebook: dict, step: int, train: dict | N
         "model": {**asdict(model.config), "llm": local_reference(model.config.llm)},
         "frozen_from_llm": sorted(model.frozen_parameter_names()),
         "train": train,
+        "tokens": tokens,
     }
 
 

@@ -1,5 +1,7 @@
 """``speechtok train``: a thin layer from flags to :class:`trainer.train.TrainConfig`.
 
+Also ``speechtok embed``, ``search`` and ``export`` (a run used outside training).
+
 Example::
 
     speechtok train --shards out/ --llm gemma-3-270m --layers 4 --out runs/a --steps 150
@@ -120,4 +122,77 @@ def run_eval(args, extra) -> int:
         raise _usage_error(str(exc)) from exc
     print(markdown(report), end="")
     print(f"report: {args.out}/report.json, report.md, r_at_1.png")
+    return 0
+
+
+def run_embed(args, extra) -> int:
+    """Entry point of ``speechtok embed``: embedding shards (+ faiss index) of a run."""
+    from trainer.checkpoint import CheckpointError
+    from trainer.data import ShardError
+    from trainer.embed import EmbedConfig, embed
+
+    try:
+        config = EmbedConfig(
+            run=args.run,
+            out=args.out,
+            shards=args.shards,
+            text=args.text,
+            split=args.split,
+            langs=_csv(args.langs),
+            modality=args.modality,
+            faiss=args.faiss,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+        )
+        index = embed(config)
+    except (CheckpointError, ShardError, FileNotFoundError, ValueError) as exc:
+        raise _usage_error(str(exc)) from exc
+    c = index.counts
+    print(
+        f"embed -> {args.out}: {c['accepted']} embeddings of dim {index.extra['dim']}"
+        f" ({c['rejected']} rejected of {c['input']})"
+        + (f", faiss index {args.out}/{index.extra['faiss']}" if index.extra.get("faiss") else "")
+    )
+    return 0
+
+
+def run_search(args, extra) -> int:
+    """Entry point of ``speechtok search``: prints the top hits of one query."""
+    from tokenizer.audio import AudioError
+    from trainer.checkpoint import CheckpointError
+    from trainer.provenance import ProvenanceError
+    from trainer.search import SearchConfig, format_hits, search
+
+    try:
+        config = SearchConfig(
+            run=args.run,
+            index=args.index,
+            query_text=args.query_text,
+            query_audio=args.query_audio,
+            lang=args.lang,
+            top_k=args.top_k,
+            device=args.device,
+        )
+        hits = search(config)
+    except (CheckpointError, ProvenanceError, AudioError, FileNotFoundError, ValueError) as exc:
+        raise _usage_error(str(exc)) from exc
+    print(format_hits(hits))
+    return 0
+
+
+def run_export(args, extra) -> int:
+    """Entry point of ``speechtok export``: a standalone Hugging Face model folder."""
+    from trainer.checkpoint import CheckpointError
+    from trainer.export import export
+
+    try:
+        meta = export(args.run, args.out)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise _usage_error(str(exc)) from exc
+    print(
+        f"export -> {args.out}: {meta['llm']['name']} + {meta['audio_rows']} audio rows "
+        f"(<a0> = id {meta['audio_token_offset']}), embeddings of dim {meta['embedding_dim']}; "
+        f"usage: {args.out}/README.md"
+    )
     return 0

@@ -1,10 +1,12 @@
 """Training data from token shards (+ bitext shards): reading, batching, position.
 
 Rows come from ``DIR/tokens/corpus=C/split=S/lang=L/part-*.parquet`` through
-``pyarrow.dataset`` with hive partitioning, so a split/language/corpus filter
-prunes whole files. The selected columns are held in memory column-wise
-(tokens as one int16 buffer + offsets: ~2 bytes per token), which fits
-CoVoST 2 or FLEURS comfortably.
+the shard reader (:func:`tokenizer.shards.iter_shards`): only files listed in
+``DIR/_index.json`` are read (a stale shard of an earlier run in the folder
+is not), a split/language/corpus filter prunes whole files by their folder
+names, and every read goes through :mod:`tokenizer.io`. The selected columns
+are held in memory column-wise (tokens as one int16 buffer + offsets: ~2
+bytes per token), which fits CoVoST 2 or FLEURS comfortably.
 
 Batches follow a plan that is a pure function of ``(seed, epoch)``:
 
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tokenizer import io, schema
+from tokenizer import shards as shard_io
 
 # {encoder}-L{layer}-k{k}-{sha8}
 CODEBOOK_ID = re.compile(r"^(?P<encoder>.+)-L(?P<layer>\d+)-k(?P<k>\d+)-(?P<sha8>[0-9a-f]{8})$")
@@ -103,24 +106,6 @@ class DataConfig:
             raise ValueError("bitext_ratio > 0 needs bitext shards")
 
 
-def _dataset(root: str):
-    import pyarrow.dataset as ds
-
-    if io.is_local(root):
-        return ds.dataset(io.local_path(root), format="parquet", partitioning="hive")
-    from pyarrow import fs
-
-    filesystem, path = fs.FileSystem.from_uri(root)
-    return ds.dataset(path, format="parquet", partitioning="hive", filesystem=filesystem)
-
-
-def _isin(name: str, values):
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    return ds.field(name).isin(pa.array(list(values), pa.string()))
-
-
 def text_group(text: str) -> int:
     """A stable 63-bit id of a text: pairs with the same text are not negatives of each other."""
     digest = hashlib.blake2b(" ".join(text.split()).casefold().encode(), digest_size=8).digest()
@@ -159,26 +144,25 @@ class TokenRows:
         corpora=None,
     ) -> TokenRows:
         """Read ``shards/tokens`` filtered by split (+ languages, corpora) from the hive keys."""
+        import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.dataset as ds
 
         root = io.join(shards, schema.TOKENS_DIR)
-        if not io.exists(root):
+        if not io.exists(io.join(shards, schema.INDEX_FILE)) and not io.exists(root):
             raise FileNotFoundError(f"no token shards: {root} does not exist")
-        dataset = _dataset(root)
-        missing = set([*TOKEN_COLUMNS, "split"]) - set(dataset.schema.names)
-        if missing:
-            raise ShardError(f"{root}: not token shards (missing columns {sorted(missing)})")
-        flt = ds.field("split") == split
-        if langs:
-            flt = flt & _isin("lang", langs)
-        if corpora:
-            flt = flt & _isin("corpus", corpora)
-        fragments = list(dataset.get_fragments(filter=flt))
-        table = dataset.to_table(columns=TOKEN_COLUMNS, filter=flt)
+        where = {"split": [split], "lang": langs, "corpus": corpora}
+        try:
+            parts = list(
+                shard_io.iter_shards(shards, schema.TOKENS_DIR, columns=TOKEN_COLUMNS, where=where)
+            )
+        except ValueError as exc:  # a listed file without the token columns
+            raise ShardError(str(exc)) from None
+        if not parts:
+            raise ShardError(f"{root}: no rows for split={split} langs={langs} corpora={corpora}")
+        table = pa.concat_tables([t.replace_schema_metadata(None) for _, t in parts])
         if table.num_rows == 0:
             raise ShardError(f"{root}: no rows for split={split} langs={langs} corpora={corpora}")
-        codebook = _codebook_of(table, fragments)
+        codebook = _codebook_of(table, [t.schema.metadata for _, t in parts])
         tokens = table.column("tokens").combine_chunks()
         values = tokens.values.to_numpy(zero_copy_only=False).astype(np.int16, copy=False)
         offsets = tokens.offsets.to_numpy().astype(np.int64)
@@ -201,17 +185,16 @@ class TokenRows:
         )
 
 
-def _codebook_of(table, fragments) -> CodebookInfo:
-    """The one codebook of the rows (id column + sha256 from the file metadata)."""
+def _codebook_of(table, metadatas) -> CodebookInfo:
+    """The one codebook of the rows (id column + sha256 from the files' metadata)."""
     import pyarrow.compute as pc
 
     ids = pc.unique(table.column("codebook")).to_pylist()
     if len(ids) != 1:
         raise ShardError(f"shards mix codebooks {sorted(ids)}: train on one codebook at a time")
     shas = set()
-    for frag in fragments:
-        meta = frag.physical_schema.metadata or {}
-        if schema.META_CODEBOOK_SHA256 in meta:
+    for meta in metadatas:
+        if meta and schema.META_CODEBOOK_SHA256 in meta:
             shas.add(meta[schema.META_CODEBOOK_SHA256].decode())
     if len(shas) > 1:
         raise ShardError(f"shards of codebook {ids[0]} carry different sha256s: {sorted(shas)}")
@@ -233,13 +216,19 @@ class BitextRows:
     @classmethod
     def read(cls, bitext: str, *, langs=None) -> BitextRows:
         """Read pairs; with ``langs``, keep those with either side in ``langs``."""
+        import pyarrow as pa
+
         root = io.join(bitext, schema.BITEXT_DIR)
-        if not io.exists(root):
+        if not io.exists(io.join(bitext, schema.INDEX_FILE)) and not io.exists(root):
             raise FileNotFoundError(f"no bitext shards: {root} does not exist")
-        dataset = _dataset(root)
-        flt = (_isin("src_lang", langs) | _isin("tgt_lang", langs)) if langs else None
-        table = dataset.to_table(columns=BITEXT_COLUMNS, filter=flt)
-        if table.num_rows == 0:
+        wanted = set(langs or ())
+        tables = [
+            t.replace_schema_metadata(None)
+            for shard, t in shard_io.iter_shards(bitext, schema.BITEXT_DIR, columns=BITEXT_COLUMNS)
+            if not wanted or wanted & set(shard.partition.values())
+        ]
+        table = pa.concat_tables(tables) if tables else None
+        if table is None or table.num_rows == 0:
             raise ShardError(f"{root}: no bitext pairs for langs={langs}")
         cols = {c: [str(v) for v in table.column(c).to_pylist()] for c in BITEXT_COLUMNS}
         return cls(

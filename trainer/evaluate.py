@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from tokenizer import io, schema
 from trainer import report as report_lib
@@ -78,26 +79,23 @@ class Split:
 
 
 def read_split(shards: str, split: str, langs=None) -> Split:
-    import pyarrow.dataset as ds
+    """The rows of one split (optionally some languages), sorted by id: the shard
+    reader's files, i.e. those ``_index.json`` lists."""
+    from tokenizer import shards as shard_io
 
     root = io.join(shards, schema.TOKENS_DIR)
-    if not io.exists(root):
+    if not io.exists(io.join(shards, schema.INDEX_FILE)) and not io.exists(root):
         raise FileNotFoundError(f"no token shards under {root}")
-    dataset = ds.dataset(
-        io.local_path(root) if io.is_local(root) else root, format="parquet", partitioning="hive"
-    )
-    flt = ds.field("split") == split
-    if langs:
-        flt = flt & ds.field("lang").isin(list(langs))
-    table = dataset.to_table(columns=COLUMNS, filter=flt).sort_by("id")
-    if table.num_rows == 0:
-        raise ValueError(f"no rows of split {split!r} in {root}")
-    shas = set()
-    for fragment in dataset.get_fragments(filter=flt):
-        meta = fragment.physical_schema.metadata or {}
-        if schema.META_CODEBOOK_SHA256 in meta:
+    tables, shas = [], set()
+    where = {"split": [split], "lang": langs}
+    for _, table in shard_io.iter_shards(shards, schema.TOKENS_DIR, columns=COLUMNS, where=where):
+        meta = table.schema.metadata or {}
+        if schema.META_CODEBOOK_SHA256 in meta:  # the file's own record of its codebook
             shas.add(meta[schema.META_CODEBOOK_SHA256].decode())
-    cols = table.to_pydict()
+        tables.append(table.replace_schema_metadata(None))
+    if not tables or sum(t.num_rows for t in tables) == 0:
+        raise ValueError(f"no rows of split {split!r} in {root}")
+    cols = pa.concat_tables(tables).sort_by("id").to_pydict()
     # Rows without a sentence id are their own sentence (keyed by text).
     sentence_ids = [
         s if s is not None else f"text:{t}"

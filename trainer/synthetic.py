@@ -8,9 +8,10 @@ sequence, each code lasting 1-3 frames, with some codes replaced by noise,
 as a k-means tokenizer over real frames would roughly give. A model can thus
 learn to match speech tokens to transcripts, and translations to each other.
 
-Shards follow the real contracts exactly (``tokenizer.schema`` schemas, hive
-layout, codebook id ``synthetic-L0-k{k}-{sha8}`` with its sha256 in the file
-metadata), so the trainer reads them like the tokenize job's output.
+Shards follow the real contracts exactly (written by the one shard writer,
+:mod:`tokenizer.shards`: hive layout, ``_index.json``, codebook id
+``synthetic-L0-k{k}-{sha8}`` with its sha256 in the file metadata), so the
+trainer reads them like the tokenize job's output.
 
 Example::
 
@@ -24,7 +25,7 @@ import hashlib
 
 import numpy as np
 
-from tokenizer import io, schema
+from tokenizer import schema, shards
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 
@@ -76,9 +77,6 @@ def write_synthetic_shards(
     Sentences have ``words[0]`` to ``words[1] - 1`` words. Returns
     ``{"codebook": id, "codebook_sha256": sha, "rows": {split: n}}``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rng = np.random.default_rng(seed)
     codebook_sha = hashlib.sha256(f"synthetic-{k}-{seed}".encode()).hexdigest()
     codebook_id = f"synthetic-L0-k{k}-{codebook_sha[:8]}"
@@ -98,6 +96,7 @@ def write_synthetic_shards(
         schema.META_VERSION: schema.SCHEMA_VERSION.encode(),
     }
     counts: dict[str, int] = {}
+    infos: list[shards.ShardInfo] = []
     for lang in langs:
         for split, sl in (("train", slice(0, per_lang)), ("test", slice(per_lang, n_total))):
             rows = []
@@ -128,24 +127,30 @@ def write_synthetic_shards(
                 )
             if not rows:
                 continue
-            tbl = pa.Table.from_pylist(rows, schema=schema.TOKEN_SCHEMA)
-            schema.validate(tbl, schema.TOKEN_SCHEMA)
-            part = schema.partition_path(
-                {"corpus": "synthetic", "split": split, "lang": lang}, schema.TOKEN_PARTITIONS
+            infos += shards.write_partition(
+                rows,
+                out_dir=out,
+                kind=schema.TOKENS_DIR,
+                partition={"corpus": "synthetic", "split": split, "lang": lang},
+                metadata=meta,
             )
-            path = io.join(out, schema.TOKENS_DIR, part, schema.shard_name(0))
-            with io.open_write(path) as f:
-                pq.write_table(tbl.replace_schema_metadata(meta), f)
             counts[split] = counts.get(split, 0) + len(rows)
     if bitext_pairs:
-        _write_bitext(out, langs, lexicon, concepts, bitext_pairs, rng)
+        infos += _write_bitext(out, langs, lexicon, concepts, bitext_pairs, rng)
+    n = sum(i.rows for i in infos)
+    # The index lists the shards: readers (trainer.data) read only listed files.
+    shards.Index(
+        job="synthetic",
+        config={"langs": list(langs), "per_lang": per_lang, "k": k, "seed": seed},
+        counts={"input": n, "accepted": n, "rejected": 0},
+        shards=shards.shard_dicts(infos),
+        extra={"codebook": codebook_id, "codebook_sha256": codebook_sha},
+    ).write(out)
     return {"codebook": codebook_id, "codebook_sha256": codebook_sha, "rows": counts}
 
 
-def _write_bitext(out, langs, lexicon, concepts, n_pairs, rng) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _write_bitext(out, langs, lexicon, concepts, n_pairs, rng) -> list[shards.ShardInfo]:
+    infos = []
     for lang in langs:
         rows = []
         for j in range(n_pairs):
@@ -161,7 +166,10 @@ def _write_bitext(out, langs, lexicon, concepts, n_pairs, rng) -> None:
                     "source": "synthetic",
                 }
             )
-        tbl = pa.Table.from_pylist(rows, schema=schema.BITEXT_SCHEMA)
-        part = schema.partition_path({"src_lang": lang, "tgt_lang": "en"}, schema.BITEXT_PARTITIONS)
-        with io.open_write(io.join(out, schema.BITEXT_DIR, part, schema.shard_name(0))) as f:
-            pq.write_table(tbl, f)
+        infos += shards.write_partition(
+            rows,
+            out_dir=out,
+            kind=schema.BITEXT_DIR,
+            partition={"src_lang": lang, "tgt_lang": "en"},
+        )
+    return infos

@@ -42,6 +42,7 @@ from trainer.audio_init import AUDIO_INITS, AlignedInitConfig, init_aligned_audi
 from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group
 from trainer.loss import LossConfig, dual_encoder_loss, gather_no_grad, gather_with_grad
 from trainer.model import DualEncoder, DualEncoderConfig, build_model
+from trainer.provenance import copy_codebook, token_provenance
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ class Trainer:
             "k": self.rows.codebook.k,
             "sha256": self.rows.codebook.sha256,
         }
+        self.tokens = token_provenance(data.shards, self.codebook)
         if saved is not None and saved["codebook"] != self.codebook:
             raise ckpt.CheckpointError(
                 f"shards use codebook {self.codebook}, the run {saved['codebook']}"
@@ -463,8 +465,13 @@ class Trainer:
             }
             io.write_text(io.join(out, ckpt.STATE_FILE), json.dumps(state, indent=2))
             self._flush_metrics()
+            self.tokens = copy_codebook(self.tokens, out)  # once: a self-contained run folder
             config = ckpt.run_config(
-                self.model, codebook=self.codebook, step=self.step, train=self.config.to_dict()
+                self.model,
+                codebook=self.codebook,
+                step=self.step,
+                train=self.config.to_dict(),
+                tokens=self.tokens,
             )
             ckpt.write_config(out, config)
         if self.dist.world_size > 1:

@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cli import main
 from tests.pipelines.test_runners import free_port
 from tests.reliability.helpers import read_rows
-from tokenizer import io
+from tokenizer import io, shards
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +84,13 @@ def test_tokenize_and_bitext_on_gcs(gcs, mini_corpus, mfcc_codebook):
     assert main(args) == 0
     index = json.loads(io.read_text("gs://bkt/tok/_index.json"))
     assert index["counts"]["rejected"] == 0 and index["counts"]["accepted"] > 0
-    with io.open_read("gs://bkt/tok/" + index["shards"][0]["path"]) as f:
-        rows = pq.read_table(f).to_pylist()
-    assert rows and all(
-        r["lang"] == "fr" and r["audio"].startswith("gs://bkt/corpus/fleurs/fr_fr/audio/")
-        for r in rows
+    rows = shards.read_table("gs://bkt/tok", "tokens").to_pylist()  # the listed shards
+    assert len(rows) == index["counts"]["accepted"]
+    assert all(
+        r["audio"].startswith(f"gs://bkt/corpus/fleurs/{r['source_lang']}/audio/") for r in rows
     )
+    assert {r["lang"] for r in rows} >= {"fr"}
+    assert "configs:" in io.read_text("gs://bkt/tok/README.md")  # the card, written on gs://
     assert (
         main(
             [

@@ -108,13 +108,10 @@ def test_shards_load_in_hf_datasets(mini_corpus, mfcc_codebook, tmp_path, refere
     import datasets
 
     assert main([*tokenize_args(mini_corpus, mfcc_codebook, tmp_path), "--dedup"]) == 0
-    dset = datasets.load_dataset(
-        "parquet",
-        data_files=str(tmp_path / "tokens/**/*.parquet"),
-        split="train",
-        cache_dir=str(tmp_path / "hf"),
-    )
-    assert dset.num_rows == len(reference)
-    assert {"id", "tokens", "durations", "text", "lang", "split"} <= set(dset.column_names)
+    # The folder's dataset card (README.md) names the splits.
+    dsets = datasets.load_dataset(str(tmp_path), cache_dir=str(tmp_path / "hf"))
+    assert sum(d.num_rows for d in dsets.values()) == len(reference)
+    dset = dsets["train"]
+    assert {"id", "tokens", "durations", "text"} <= set(dset.column_names)
     first = dset[0]
     assert sum(first["durations"]) == first["n_frames"]

@@ -13,7 +13,7 @@ import pytest
 from kmeans import Codebook
 from pipelines import tokenize as job
 from pipelines.cli import main
-from tokenizer import schema
+from tokenizer import schema, shards
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig
 
@@ -72,10 +72,15 @@ def test_tokenize_end_to_end(mini_corpus, mfcc_codebook, tmp_path):
     # Counts reconcile and every TSV row became exactly one shard row.
     assert index.counts == {"input": len(expected), "accepted": len(expected), "rejected": 0}
     assert table.num_rows == len(expected)
-    # Schema column by column: the file schema is exactly TOKEN_SCHEMA.
+    # Schema column by column: the file holds TOKEN_SCHEMA minus the partition keys
+    # (those are its folder names), and the readers give back TOKEN_SCHEMA.
     one = pq.ParquetFile(tmp_path / "out" / index.shards[0]["path"])
-    assert one.schema_arrow.remove_metadata().equals(schema.TOKEN_SCHEMA)
+    assert one.schema_arrow.remove_metadata().equals(shards.file_schema("tokens"))
+    assert [(f.name, f.type) for f in table.schema] == [
+        (f.name, f.type) for f in schema.TOKEN_SCHEMA
+    ]
     meta = one.schema_arrow.metadata
+    assert meta[schema.META_PARTITION].decode() in index.shards[0]["path"]
     assert (
         meta[schema.META_ENCODER] == b"mfcc"
         and meta[schema.META_CODEBOOK_SHA256] == Codebook.load(str(mfcc_codebook)).sha256.encode()

@@ -75,6 +75,13 @@ def test_bad_rows_are_refused(tmp_path):
             [row],
             out_dir=str(tmp_path),
             kind="tokens",
+            partition={"corpus": "fleurs", "split": "test", "lang": "fr"},
+        )
+    with pytest.raises(ValueError, match="not in partition"):  # a row of another partition
+        shards.write_partition(
+            [token_row(1)],
+            out_dir=str(tmp_path),
+            kind="tokens",
             partition={"corpus": "c", "split": "s", "lang": "l"},
         )
     assert not list(tmp_path.rglob("*.parquet"))
@@ -94,3 +101,87 @@ def test_index_reconciles_and_sweep(tmp_path):
     (tmp_path / "tokens" / ".tmp-123-part-00000.parquet").write_bytes(b"partial")
     assert shards.sweep_temp_files(str(tmp_path)) == 1
     assert not list((tmp_path / "tokens").iterdir())
+
+
+def _write_folder(out, parts, rows_per_part=3):
+    """Token shards for each (split, lang) in ``parts`` plus an index listing them."""
+    infos = []
+    for split, lang in parts:
+        rows = [
+            {**token_row(i, lang), "split": split, "id": f"{lang}/{split}/{i}"}
+            for i in range(rows_per_part)
+        ]
+        infos += shards.write_partition(
+            rows,
+            out_dir=str(out),
+            kind="tokens",
+            partition={"corpus": "fleurs", "split": split, "lang": lang},
+        )
+    n = sum(i.rows for i in infos)
+    index = shards.Index(
+        job="tokenize",
+        config={},
+        counts={"input": n, "accepted": n, "rejected": 0},
+        shards=shards.shard_dicts(infos),
+    )
+    index.write(str(out))
+    return index
+
+
+def test_reader_reads_listed_files_and_puts_keys_back(tmp_path):
+    _write_folder(tmp_path, [("train", "fr"), ("train", "de"), ("test", "fr")])
+    stale = tmp_path / "tokens/corpus=fleurs/split=train/lang=fr/part-00009.parquet"
+    stale.write_bytes(
+        (tmp_path / "tokens/corpus=fleurs/split=train/lang=fr/part-00000.parquet").read_bytes()
+    )
+    table = shards.read_table(str(tmp_path), "tokens")
+    assert table.schema.equals(schema.TOKEN_SCHEMA) and table.num_rows == 9
+    fr_train = shards.read_table(
+        str(tmp_path), "tokens", columns=["lang", "id"], where={"split": ["train"], "lang": ["fr"]}
+    )
+    assert fr_train.column_names == ["lang", "id"]
+    assert fr_train.column("id").to_pylist() == [f"fr/train/{i}" for i in range(3)]
+    assert set(fr_train.column("lang").to_pylist()) == {"fr"}
+    (shard, first), *_ = shards.iter_shards(str(tmp_path), "tokens", where={"lang": ["de"]})
+    assert shard.partition == {"corpus": "fleurs", "split": "train", "lang": "de"}
+    assert first.schema.metadata[schema.META_PARTITION] == b"corpus=fleurs/split=train/lang=de"
+    with pytest.raises(ValueError, match="partitioned by"):
+        shards.listed_shards(str(tmp_path), "tokens", where={"speaker": ["x"]})
+
+
+def test_reader_reads_schema_1_files(tmp_path):
+    """Files of schema version 1 stored the keys too and had no ``offset_s``: read
+    as they are, ``offset_s`` null."""
+    import pyarrow as pa
+
+    rows = [token_row(i) for i in range(4)]
+    rel = "tokens/corpus=fleurs/split=test/lang=fr/part-00000.parquet"
+    (tmp_path / rel).parent.mkdir(parents=True)
+    v2 = pa.Table.from_pylist(rows, schema=schema.TOKEN_SCHEMA)
+    v1 = v2.drop_columns(["offset_s"])
+    pq.write_table(v1, tmp_path / rel)
+    shards.Index(
+        job="tokenize",
+        config={},
+        counts={"input": 4, "accepted": 4, "rejected": 0},
+        shards=[{"path": rel, "rows": 4, "bytes": 0, "sha256": ""}],
+    ).write(str(tmp_path))
+    table = shards.read_table(str(tmp_path), "tokens")
+    assert table.to_pylist() == v2.to_pylist()
+    assert table.column("offset_s").null_count == 4
+
+
+def test_card_configs_follow_the_listed_partitions(tmp_path):
+    from tokenizer import card
+
+    index = _write_folder(tmp_path, [("train", "fr"), ("dev", "fr"), ("test", "de"), ("x-y", "de")])
+    index.shards.append({"path": "rejects/part-00000.parquet", "rows": 2, "bytes": 1, "sha256": ""})
+    configs = {c["config_name"]: c["data_files"] for c in card.configs(index)}
+    assert list(configs) == ["default", "de", "fr", "rejects"]
+    assert [f["split"] for f in configs["default"]] == ["train", "dev", "test"]  # x-y: not a name
+    assert configs["de"] == [
+        {"split": "test", "path": "tokens/corpus=*/split=test/lang=de/part-*.parquet"}
+    ]
+    assert configs["rejects"] == [{"split": "train", "path": "rejects/part-*.parquet"}]
+    text = card.render(str(tmp_path), index)
+    assert text.startswith("---\nconfigs:\n") and "| dev | 0 | 3 | 3 |" in text

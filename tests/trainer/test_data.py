@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tokenizer import schema
+from tokenizer import schema, shards
 from trainer.data import (
     BitextRows,
     CodebookInfo,
@@ -20,13 +20,17 @@ def test_synthetic_shards_follow_the_contract(synthetic_shards):
     out, info = synthetic_shards
     files = sorted((__import__("pathlib").Path(out) / "tokens").rglob("*.parquet"))
     assert len(files) == 8  # 4 languages x (train, test)
+    index = shards.Index.read(out)
+    assert sorted(s["path"] for s in index.shards if s["path"].startswith("tokens/")) == [
+        str(f.relative_to(out)) for f in files
+    ]
     for path in files:
-        table = pq.read_table(path)
-        schema.validate(table, schema.TOKEN_SCHEMA)
+        table = pq.read_table(path)  # one file: the stored columns, keys in the path
+        schema.validate(table, shards.file_schema("tokens"))
         meta = pq.read_metadata(path).metadata
         assert meta[schema.META_CODEBOOK_SHA256].decode() == info["codebook_sha256"]
+        assert meta[schema.META_PARTITION].decode() in str(path)
         for row in table.to_pylist():
-            assert f"split={row['split']}" in str(path) and f"lang={row['lang']}" in str(path)
             assert sum(row["durations"]) == row["n_frames"]
             assert row["codebook"] == info["codebook"]
     assert info["rows"] == {"train": 96, "test": 32}
@@ -52,12 +56,23 @@ def test_token_rows_filter_split_and_langs(synthetic_shards):
         TokenRows.read(out + "/nowhere")
 
 
+def _move_shard(src_out, rel, dst_out):
+    """Move one listed shard (and its index entry) from one folder to another."""
+    src_index, dst_index = shards.Index.read(str(src_out)), shards.Index.read(str(dst_out))
+    (dst_out / rel).parent.mkdir(parents=True, exist_ok=True)
+    (src_out / rel).rename(dst_out / rel)
+    entry = next(s for s in src_index.shards if s["path"] == rel)
+    dst_index.shards.append(entry)
+    dst_index.write(str(dst_out))
+
+
 def test_mixed_codebooks_and_out_of_range_tokens_are_refused(tmp_path):
     write_synthetic_shards(str(tmp_path / "a"), langs=("fr",), per_lang=4, k=64, seed=0)
     write_synthetic_shards(str(tmp_path / "b"), langs=("de",), per_lang=4, k=64, seed=1)
-    (tmp_path / "a/tokens/corpus=synthetic/split=train/lang=de").mkdir(parents=True)
-    (tmp_path / "b/tokens/corpus=synthetic/split=train/lang=de/part-00000.parquet").rename(
-        tmp_path / "a/tokens/corpus=synthetic/split=train/lang=de/part-00000.parquet"
+    _move_shard(
+        tmp_path / "b",
+        "tokens/corpus=synthetic/split=train/lang=de/part-00000.parquet",
+        tmp_path / "a",
     )
     with pytest.raises(ShardError, match="mix codebooks"):
         TokenRows.read(str(tmp_path / "a"))
@@ -70,9 +85,47 @@ def test_mixed_codebooks_and_out_of_range_tokens_are_refused(tmp_path):
     table = table.set_column(
         table.schema.get_field_index("codebook"), "codebook", pa.array([bad_id] * len(table))
     )
-    pq.write_table(table.cast(schema.TOKEN_SCHEMA), path)
+    pq.write_table(table.cast(shards.file_schema("tokens")), path)
     with pytest.raises(ShardError, match="outside codebook"):
         TokenRows.read(str(tmp_path / "b"), split="test")
+
+
+def test_only_shards_listed_in_the_index_are_read(tmp_path):
+    """A complete but unlisted shard (an earlier run's, say) in the folder is not read."""
+    out = tmp_path / "s"
+    write_synthetic_shards(str(out), langs=("fr",), per_lang=6, test_per_lang=2, k=64)
+    listed = out / "tokens/corpus=synthetic/split=train/lang=fr/part-00000.parquet"
+    stale = listed.with_name("part-00007.parquet")
+    table = pq.read_table(listed)
+    ids = [f"stale-{i}" for i in range(table.num_rows)]
+    pq.write_table(table.set_column(0, "id", pa_strings(ids)), stale)
+    other_lang = out / "tokens/corpus=synthetic/split=train/lang=de/part-00000.parquet"
+    other_lang.parent.mkdir(parents=True)
+    pq.write_table(table, other_lang)
+    rows = TokenRows.read(str(out))
+    assert len(rows) == 6 and not any(i.startswith("stale-") for i in rows.ids)
+    assert set(rows.langs.tolist()) == {"fr"}
+    # The same folder through pyarrow.dataset (every file) would see 18 rows.
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(str(out / "tokens"), partitioning="hive").count_rows() == 6 + 2 + 6 + 6
+    from trainer.evaluate import read_split
+
+    assert sorted(read_split(str(out), "train").ids) == sorted(rows.ids)
+
+
+def test_a_folder_without_index_is_refused(tmp_path):
+    out = tmp_path / "s"
+    write_synthetic_shards(str(out), langs=("fr",), per_lang=4, k=64)
+    (out / "_index.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"_index\.json"):
+        TokenRows.read(str(out))
+
+
+def pa_strings(values):
+    import pyarrow as pa
+
+    return pa.array(values, pa.string())
 
 
 def test_codebook_id_parsing():
