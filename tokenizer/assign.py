@@ -37,9 +37,10 @@ def check_codebook_fits_int16(k: int) -> None:
 def absolute_uri(uri: str) -> str:
     """A URI with a scheme (``gs://``, ``file://``...) as written; a local path made absolute.
 
-    Relative local paths are resolved against the current directory, which is
-    where the manifest readers resolved them (symlinks are kept, not followed:
-    the path names the file the way the corpus does).
+    Relative local paths are resolved against the current directory; symlinks
+    are not resolved here. The manifest readers already hand over the path
+    that is opened (:func:`tokenizer.io.resolve_under`: symlinks followed, so
+    a git-annex clip's row names its annex object), and this keeps it.
     """
     uri = str(uri)
     return uri if io.scheme(uri) else os.path.abspath(uri)
