@@ -17,8 +17,8 @@ re-read an archive from its start for each (quadratic); a Parquet row group
 is the unit a reader decodes. The speech jobs therefore group examples by
 :func:`group_key` and :func:`iter_group` reads each archive in one sequential
 pass (each row group once), handing out members' encoded bytes in order;
-memory holds one member (or one row group's audio column) at a time plus
-what the caller keeps. Every example of a group comes back exactly once,
+memory holds one member (or a few rows of a row group's audio column) at a
+time plus what the caller keeps. Every example of a group comes back exactly once,
 with its bytes or a reject (``missing_file`` for a member the archive lacks).
 
 Example::
@@ -166,40 +166,61 @@ def _member_bytes(tar, info, archive: str, config: AudioConfig) -> bytes | Audio
     return tar.extractfile(info).read()
 
 
+# Rows per batch when reading a row group's audio column, and the read buffer:
+# memory holds a few clips' bytes, not the row group's (hub row groups are 100
+# rows: 25-100 MB of audio for clips of 8-30 s, far more for long recordings).
+PARQUET_BATCH_ROWS = 8
+PARQUET_BUFFER_BYTES = 1 << 20
+
+
 def _parquet_rows(examples, config: AudioConfig):
-    """One row group's audio column, read once; each example's cell."""
+    """One row group's audio column, read once, a few rows at a time
+    (``PARQUET_BATCH_ROWS``, through a ``PARQUET_BUFFER_BYTES`` buffer, so the
+    column chunk is never held whole); each example's cell."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     file, first = parse_ref(examples[0].uri)
     row_group, column = int(first["row_group"]), first["column"]
+    wanted: dict[int, list[AudioExample]] = {}
+    for e in examples:
+        wanted.setdefault(int(parse_ref(e.uri)[1]["row"]), []).append(e)
+    failure: AudioError | None = None
     try:
         with io.open_regular(file) as f:
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(f, buffer_size=PARQUET_BUFFER_BYTES)
             is_struct = pa.types.is_struct(pf.schema_arrow.field(column).type)
             read = f"{column}.bytes" if is_struct else column
-            cells = pf.read_row_group(row_group, columns=[read]).column(0).combine_chunks()
+            batches = pf.iter_batches(
+                batch_size=PARQUET_BATCH_ROWS, row_groups=[row_group], columns=[read]
+            )
+            start = 0
+            for batch in batches:
+                cells = batch.column(0)
+                if is_struct:
+                    cells = cells.field("bytes")
+                for i in range(len(cells)):
+                    for e in wanted.pop(start + i, ()):
+                        yield e, _cell(e, cells[i].as_py(), config)
+                start += len(cells)
+                if not wanted:
+                    break
     except FileNotFoundError:
-        for e in examples:
-            yield e, AudioError(Reason.MISSING_FILE, f"{file}: no such file")
-        return
+        failure = AudioError(Reason.MISSING_FILE, f"{file}: no such file")
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError/KeyError on a bad file
         detail = f"{file}: row group {row_group} unreadable: {type(exc).__name__}: {exc}"
-        for e in examples:
-            yield e, AudioError(Reason.DECODE_ERROR, detail[:500])
-        return
-    if is_struct:
-        cells = cells.field("bytes")
-    for e in examples:
-        row = int(parse_ref(e.uri)[1]["row"])
-        value = cells[row].as_py() if 0 <= row < len(cells) else None
-        if value is None:
-            yield e, AudioError(Reason.MISSING_FILE, f"{e.uri}: no audio bytes in this cell")
-        elif len(value) > config.max_bytes:
-            yield e, AudioError(Reason.TOO_LONG, f"{e.uri}: {len(value)} bytes > max_bytes")
-        else:
-            yield e, value
-    del cells
+        failure = AudioError(Reason.DECODE_ERROR, detail[:500])
+    for group in wanted.values():  # unread: a failed read, or rows past the row group
+        for e in group:
+            yield e, failure or _cell(e, None, config)
+
+
+def _cell(example: AudioExample, value: bytes | None, config: AudioConfig):
+    if value is None:
+        return AudioError(Reason.MISSING_FILE, f"{example.uri}: no audio bytes in this cell")
+    if len(value) > config.max_bytes:
+        return AudioError(Reason.TOO_LONG, f"{example.uri}: {len(value)} bytes > max_bytes")
+    return value
 
 
 def run_command(command: str, config: AudioConfig) -> bytes:

@@ -316,13 +316,13 @@ def test_parquet_row_group_is_read_once(tmp_path, monkeypatch):
     built = ff.hf_fleurs(tmp_path)
     examples, _ = read(config_of(built))
     calls = []
-    real = pq.ParquetFile.read_row_group
+    real = pq.ParquetFile.iter_batches
 
-    def counting(self, i, *args, **kwargs):
-        calls.append(i)
-        return real(self, i, *args, **kwargs)
+    def counting(self, *args, row_groups=None, **kwargs):
+        calls.extend(row_groups)
+        return real(self, *args, row_groups=row_groups, **kwargs)
 
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counting)
     decode_all(examples)
     assert sorted(calls) == [0, 1, 2]  # one read per row group holding accepted rows
 
