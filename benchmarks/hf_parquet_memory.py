@@ -3,8 +3,8 @@
 What it shows: ``speechtok tokenize --format hf-parquet`` keeps memory
 bounded whatever the file's size: the reader reads text and ids one row group
 at a time, examples carry a ``FILE#row_group=R&row=N`` reference (never the
-bytes) through the job's shuffles, and the decode stage reads one row group's
-audio column per pass. The file is generated in the hub's FLEURS layout
+bytes) through the job's shuffles, and the decode stage reads each row
+group's audio column in one pass, 8 rows at a time. The file is generated in the hub's FLEURS layout
 (``id``, ``num_samples``, ``path``, ``audio`` {bytes, path}, ``transcription``,
 ``raw_transcription``, ``gender``, ``lang_id`` ClassLabel with the
 ``huggingface`` schema metadata, ``language``; row groups of 100 rows, as the
@@ -15,7 +15,11 @@ user runs it (``pipelines.cli`` in a fresh process, the embedded runner, the
 mfcc encoder with a codebook fitted on the synthetic corpus); the summed RSS
 of that process and its children is sampled with psutil
 (``benchmarks._harness.TreePeak``). The peer in the same run is the smallest
-file: a flat peak across sizes is the evidence.
+file: the growth of the peak from it is what the file's size costs.
+``--clips-per-row N`` writes the same bytes as N times fewer, longer rows
+(row groups N times larger), which separates what each row costs (the
+embedded runner holds every element of a shuffle in memory) from what a row
+group's bytes cost.
 
 Target: 2 GB of Parquet tokenized with peak RSS under 1 GB.
 

@@ -23,8 +23,9 @@ name), else ``train``.
 
 Streaming: a file is read one row group at a time and only its text and id
 columns (and the audio struct's ``path``); the bytes stay in the file until
-the decode stage reads them, one row group per pass (the examples carry a
-``FILE#row_group=R&row=N&column=C`` reference, :mod:`tokenizer.containers`).
+the decode stage reads them, one pass per row group, a few rows at a time
+(the examples carry a ``FILE#row_group=R&row=N&column=C`` reference,
+:mod:`tokenizer.containers`).
 Rejects name a row as ``FILE:N`` (N counts rows from 0, as pandas does).
 """
 
