@@ -22,7 +22,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 # 2: partition keys no longer stored in the files (only in the folder names);
-#    every shard file's metadata names its partition (META_PARTITION).
+#    every shard file's metadata names its partition (META_PARTITION); token rows
+#    carry ``offset_s`` (where a segment starts in its recording; null for a whole file).
 SCHEMA_VERSION = "2"
 
 
@@ -43,6 +44,7 @@ TOKEN_FILE_SCHEMA = pa.schema(
         pa.field("source_lang", pa.string()),
         pa.field("modality", pa.string(), nullable=False),
         pa.field("audio", pa.string(), nullable=False),
+        pa.field("offset_s", pa.float32()),
         pa.field("duration_s", pa.float32(), nullable=False),
         pa.field("n_frames", pa.int32(), nullable=False),
         pa.field("tokens", pa.list_(pa.int16()), nullable=False),

@@ -34,6 +34,7 @@ def setting(
     flag: str | None = None,
     metavar: str | None = None,
     default_text: str | None = None,
+    parse: Callable[[str], Any] | None = None,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field a user may set from the command line.
@@ -41,7 +42,9 @@ def setting(
     ``choices``: the allowed values, or a function returning them (a registry
     listing, read when the parser is built); ``flag``: the option name when it
     is not ``--field-name``; ``default_text``: how ``--help`` states a default
-    that is worked out rather than fixed (``None`` fields).
+    that is worked out rather than fixed (``None`` fields); ``parse``: turns the
+    flag's text into the value when the annotation alone cannot say how (the
+    config may take the text and parse it itself, raising ``ValueError``).
     """
     meta = {
         HELP: {
@@ -50,6 +53,7 @@ def setting(
             "flag": flag,
             "metavar": metavar,
             "default_text": default_text,
+            "parse": parse,
         }
     }
     if default_factory is not dataclasses.MISSING:
@@ -126,7 +130,8 @@ def add_flags(
             continue
         if field.name in skip or (added is not None and name in added):
             continue
-        meta, kind = field.metadata[HELP], _kind(cls, field.name)
+        meta = field.metadata[HELP]
+        kind = "parsed" if meta.get("parse") else _kind(cls, field.name)
         kwargs: dict = {"dest": field.name, "default": argparse.SUPPRESS, "help": _help(field)}
         if kind == "bool":
             if default_of(field):
@@ -135,6 +140,7 @@ def add_flags(
                 kwargs["action"] = "store_true"
         else:
             kwargs["type"] = {
+                "parsed": meta.get("parse"),
                 "csv": _csv,
                 "csvset": lambda v: frozenset(_csv(v) or ()),
                 "int": int,

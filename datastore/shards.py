@@ -45,6 +45,8 @@ KINDS = {
     schema.REJECTS_DIR: (schema.REJECT_SCHEMA, ()),
     schema.EMBEDDINGS_DIR: (schema.EMBEDDING_SCHEMA, ()),
 }
+# Nullable columns a file of an older schema version lacks; read as nulls.
+ADDED_COLUMNS = {schema.TOKENS_DIR: frozenset({"offset_s"})}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,7 +350,8 @@ def read_shard(
     with storage.open_read(storage.join(out_dir, shard.path)) as f:
         parquet = pq.ParquetFile(f)
         stored = parquet.schema_arrow.names
-        missing = [c for c in names if c not in stored and c not in keys]
+        added = ADDED_COLUMNS.get(kind, frozenset())
+        missing = [c for c in names if c not in stored and c not in keys and c not in added]
         if missing:
             raise ValueError(f"{shard.path}: not {kind} shards (missing columns {missing})")
         table = parquet.read(columns=[c for c in names if c in stored])
@@ -358,6 +361,8 @@ def read_shard(
     for name in names:
         if name in table.column_names:  # schema 1 files also store the keys
             arrays.append(table.column(name))
+        elif name not in keys:  # a column schema 1 files lack (ADDED_COLUMNS)
+            arrays.append(pa.nulls(n, row_schema.field(name).type))
         else:
             arrays.append(pa.array([shard.partition[name]] * n, pa.string()))
     fields = [row_schema.field(c) for c in names]

@@ -188,46 +188,59 @@ def _read_capped(read, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_bounded(uri: str, max_bytes: int) -> bytes:
-    """The bytes of one regular file, refusing anything else and anything larger.
+def open_regular(uri: str) -> BinaryIO:
+    """Open one regular file for reading (seekable), refusing anything else.
 
     Why: a FIFO blocks its reader forever and a device (``/dev/zero``) never
     ends, while both report a size of 0. A local path is opened with
     ``O_NONBLOCK`` (opening a FIFO cannot wait for a writer) and its type is
     checked with ``fstat`` on the opened descriptor, so the file checked is the
     file read; a ``stat`` before opening spares devices the side effects of an
-    open. Anything but a regular file raises :class:`NotAFileError`. At most
-    ``max_bytes + 1`` bytes are read whatever the file claims to hold; more
-    raises :class:`FileTooLargeError`.
+    open. Anything but a regular file raises :class:`NotAFileError`. Other
+    schemes open through Beam (object stores hold only regular objects).
+    """
+    if not is_local(uri):
+        return open_read(uri)
+    path = local_path(uri)
+    before = os.stat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise NotAFileError(f"{path} is {_kind(before.st_mode)}, not a regular file")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a device without its driver)
+            raise NotAFileError(f"{path} is not a regular file ({exc.strerror})") from None
+        raise
+    f = os.fdopen(fd, "rb", buffering=0)
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise NotAFileError(f"{path} is {_kind(st.st_mode)}, not a regular file")
+    return f
+
+
+def read_bounded(uri: str, max_bytes: int) -> bytes:
+    """The bytes of one regular file (:func:`open_regular`), refusing anything larger.
+
+    At most ``max_bytes + 1`` bytes are read whatever the file claims to hold;
+    more raises :class:`FileTooLargeError`.
     """
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
-    limit = max_bytes + 1
-    if is_local(uri):
-        path = local_path(uri)
-        before = os.stat(path)
-        if not stat.S_ISREG(before.st_mode):
-            raise NotAFileError(f"{path} is {_kind(before.st_mode)}, not a regular file")
-        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # a socket (or a device without its driver)
-                raise NotAFileError(f"{path} is not a regular file ({exc.strerror})") from None
-            raise
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise NotAFileError(f"{path} is {_kind(st.st_mode)}, not a regular file")
-            if st.st_size > max_bytes:
-                raise FileTooLargeError(f"{path}: {st.st_size} bytes > max {max_bytes}")
-            data = _read_capped(f.read, limit)
-    else:
-        with open_read(uri) as f:
-            data = _read_capped(f.read, limit)
+    with open_regular(uri) as f:
+        size = os.fstat(f.fileno()).st_size if is_local(uri) else 0
+        if size > max_bytes:
+            raise FileTooLargeError(f"{local_path(uri)}: {size} bytes > max {max_bytes}")
+        data = read_capped(f, max_bytes + 1)
     if len(data) > max_bytes:
         raise FileTooLargeError(f"{uri}: more than {max_bytes} bytes")
     return data
+
+
+def read_capped(f: BinaryIO, limit: int) -> bytes:
+    """At most ``limit`` bytes from an open stream, read in 1 MB chunks."""
+    return _read_capped(f.read, limit)
 
 
 @contextlib.contextmanager
@@ -392,52 +405,81 @@ def rename(src: str, dst: str) -> None:
     _beam_fs(src).rename([src], [dst])
 
 
-def resolve_under(root: str, relative: str) -> str:
-    """Resolve a manifest path against its corpus root, refusing escapes.
+def resolve_under(root: str, path: str, *, confine: str | None = None) -> str:
+    """Where a manifest's audio path points, under the one path policy of every
+    format; what it returns is exactly what the job opens.
 
-    ``..`` segments, absolute paths outside the root and (for local files)
-    symlinks that lead outside it all raise :class:`PathEscapeError`.
+    - A relative path resolves under ``root`` (the corpus root) and may not
+      climb above it with ``..`` (checked on the path as written).
+    - An absolute path or a URI (``gs://...``, ``file://...``) is taken as
+      written.
+    - Symlinks are followed: a symlinked clips folder or symlinked clips
+      (git-annex, DVC) are read where they point. A local path comes back
+      fully resolved, every symlink and ``..`` in order as the kernel would
+      (``sub/../x.wav`` through a linked ``sub`` is ``<sub's target>/../x.wav``),
+      never a lexically normalised form that would check one file and open
+      another.
+    - ``confine``: an opt-in root; anything whose resolved form is not under
+      it (an absolute path, a URI, a symlink leading out) is refused. The
+      check is made on the returned path, the one opened.
 
-    This is the one place that decides whether a path may be read, and what it
-    returns is what the job opens: for a local path, the fully resolved real
-    path (every symlink and ``..`` resolved in order, as the kernel would),
-    never a lexically normalised one. Normalising ``sub/../x.wav`` to
-    ``x.wav`` after checking the resolved form would check one file and open
-    another when ``sub`` is a symlink.
+    Refusals raise :class:`PathEscapeError`.
     """
-    root, relative = str(root), str(relative)
-    if not relative:
+    root, path = str(root), str(path)
+    if not path:
         raise PathEscapeError("empty path")
-    if "\x00" in relative:
-        raise PathEscapeError(f"NUL byte in path {relative!r}")
-    if is_local(root):
-        base = Path(local_path(root)).resolve()
-        cand = Path(relative) if os.path.isabs(relative) else Path(base, relative)
-        # Resolve symlinks of whatever exists, so a link out of the root is caught.
-        try:
-            real = cand.resolve()
-        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
-            raise PathEscapeError(f"{relative!r} cannot be resolved: {exc}") from None
-        if real != base and base not in real.parents:
-            raise PathEscapeError(f"{relative!r} resolves outside the corpus root {str(base)!r}")
-        return str(real)
-    if scheme(relative):
-        target = relative
+    if "\x00" in path:
+        raise PathEscapeError(f"NUL byte in path {path!r}")
+    if not is_local(path):
+        target = path  # a URI, as written
+    elif os.path.isabs(local_path(path)):
+        target = local_path(path)
     else:
-        parts: list[str] = []
-        for seg in relative.split("/"):
-            if seg in ("", "."):
-                continue
-            if seg == "..":
-                if not parts:
-                    raise PathEscapeError(f"{relative!r} climbs above the corpus root {root!r}")
-                parts.pop()
-            else:
-                parts.append(seg)
-        target = join(root, *parts)
-    if not target.startswith(root.rstrip("/") + "/"):
-        raise PathEscapeError(f"{relative!r} is outside the corpus root {root!r}")
+        parts = relative_parts(path, root)
+        target = os.path.join(local_path(root), path) if is_local(root) else join(root, *parts)
+    if is_local(target):
+        try:  # symlinks and ".." of whatever exists, in order, as the kernel resolves them
+            target = str(Path(target).resolve())
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before 3.13)
+            raise PathEscapeError(f"{path!r} cannot be resolved: {exc}") from None
+    if confine is not None:
+        _check_confined(path, target, confine)
     return target
+
+
+def relative_parts(path: str, root: str) -> list[str]:
+    """The segments of a relative path, ``.``/``..`` applied; refuses climbing above the root."""
+    parts: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not parts:
+                raise PathEscapeError(f"{path!r} climbs above the corpus root {root!r}")
+            parts.pop()
+        else:
+            parts.append(seg)
+    if not parts:
+        raise PathEscapeError(f"{path!r} names the corpus root, not a file")
+    return parts
+
+
+def _check_confined(path: str, target: str, confine: str) -> None:
+    outside = PathEscapeError(f"{path!r} resolves to {target!r}, outside {confine!r}")
+    if is_local(confine):
+        if not is_local(target):
+            raise outside
+        base = Path(local_path(confine)).resolve()
+        real = Path(target)
+        if real != base and base not in real.parents:
+            raise outside
+        return
+    if is_local(target):
+        raise outside
+    if any(seg in (".", "..") for seg in target.split("://", 1)[1].split("/")):
+        raise PathEscapeError(f"{path!r}: a URI with . or .. segments is refused when confined")
+    if not target.startswith(confine.rstrip("/") + "/"):
+        raise outside
 
 
 # -- gs:// credentials ---------------------------------------------------------

@@ -277,9 +277,15 @@ def check_input(key: str, args: argparse.Namespace) -> None:
 
     if key == "bitext":
         return  # a glob: the job refuses one that matches nothing before it starts
-    wanted = [("--input", args.input, args.format == "fleurs")]
-    if args.format == "covost" and args.audio_root:
-        wanted.append(("--audio-root", args.audio_root, True))
+    if args.format == "hf-parquet" and any(c in args.input for c in "*?["):
+        return  # a glob: no match is "no input", said by the job
+    folder = args.format in ("fleurs", "kaldi")
+    if args.format == "hf-parquet" and storage.is_local(args.input):
+        folder = os.path.isdir(storage.local_path(args.input))  # a folder of Parquet files, or one
+    wanted = [("--input", args.input, folder)]
+    audio_root = getattr(args, "audio_root", None)  # generated flags: absent when not given
+    if audio_root:
+        wanted.append(("--audio-root", audio_root, True))
     for flag, uri, is_folder in wanted:
         if is_folder and not storage.is_local(uri):
             continue

@@ -4,8 +4,10 @@
 deduplicated across the whole input. ``EncodeClips``: example -> what the
 speech model makes of it (tokens for tokenize, frames for fit-codebook) as an
 :class:`EncodedClip`, or a reject; clips are decoded on a thread pool ahead of
-the model. Each takes and gives plain records; the logic lives in
-:mod:`tokenizer`.
+the model. Examples whose audio lies inside a tar archive or a Parquet row
+group reach it grouped per archive / row group (:mod:`tokenizer.containers`),
+so each is read once, in one pass. Each takes and gives plain records; the
+logic lives in :mod:`tokenizer`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from datastore.records import AudioExample, Reason, Reject
 from pipelines import common, progress
-from tokenizer import audio
+from tokenizer import audio, containers
 from tokenizer.manifests import ManifestConfig, duplicate_reject, pick_one_per_id, read_source
 
 
@@ -148,8 +150,13 @@ class EncodeClips(beam.DoFn):
         self._batch: list[tuple[AudioExample, Any]] = []
         self._batch_samples = 0
 
-    def process(self, example: AudioExample):
-        for result, seconds in self._ahead.submit(example):
+    def process(self, element: AudioExample | containers.MemberGroup):
+        if isinstance(element, containers.MemberGroup):  # one pass over an archive/row group
+            for member in containers.iter_group(element, self.audio_config):
+                for result, seconds in self._ahead.submit(member):
+                    yield from self._accept(result, seconds)
+            return
+        for result, seconds in self._ahead.submit(element):
             yield from self._accept(result, seconds)
 
     def finish_bundle(self):
@@ -216,8 +223,17 @@ class EncodeClips(beam.DoFn):
 
 
 def _prepare(config: audio.AudioConfig):
-    def prepare(example: AudioExample):
+    """The decode function of the thread pool: an example (read from its file or
+    command), or ``(example, bytes | Reject)`` of a member read in a group pass."""
+
+    def prepare(item):
+        example = item[0] if isinstance(item, tuple) else item
         try:
+            if isinstance(item, tuple):
+                payload = item[1]
+                if isinstance(payload, Reject):
+                    return payload
+                return audio.prepare_bytes(example, payload, config)
             return audio.prepare(example, config)
         except Exception as exc:  # a decoder bug on one file must not end the job
             detail = f"{example.uri}: unexpected {type(exc).__name__}: {exc}"
@@ -255,6 +271,18 @@ def _windowed(out):
     return GlobalWindows.windowed_value(out)
 
 
+class _KeyContainer(beam.DoFn):
+    """Files and commands pass on alone; tar/Parquet members go (key, example) to
+    ``members``, grouped per archive or row group for one read pass each."""
+
+    def process(self, example: AudioExample):
+        key = containers.group_key(example)
+        if key is None:
+            yield example
+        else:
+            yield beam.pvalue.TaggedOutput("members", (key, example))
+
+
 class SpeechModelStage(beam.PTransform):
     """Examples -> ``{"ok": EncodedClip, "rejects": Reject, "extra_windows": id}``.
 
@@ -268,10 +296,23 @@ class SpeechModelStage(beam.PTransform):
         self.audio_config, self.spec, self.decode_threads = audio_config, spec, decode_threads
 
     def expand(self, examples):
-        # No Reshuffle before: ReadExamples' id grouping has just spread the
-        # examples over workers by key; another shuffle would only pickle
-        # every example once more.
-        out = examples | "DecodeAndRun" >> beam.ParDo(
-            EncodeClips(self.audio_config, self.spec, self.decode_threads)
-        ).with_outputs("rejects", "extra_windows", main="ok")
+        keyed = examples | "ByContainer" >> beam.ParDo(_KeyContainer()).with_outputs(
+            "members", main="files"
+        )
+        groups = (
+            keyed.members
+            | "GroupMembers" >> beam.GroupByKey()
+            | "MemberGroups" >> beam.MapTuple(containers.make_group)
+        )
+        # No Reshuffle after: ReadExamples' id grouping has just spread the files
+        # over workers by key, and GroupMembers spreads the member groups;
+        # another shuffle would only pickle every example once more.
+        out = (
+            (keyed.files, groups)
+            | "FilesAndGroups" >> beam.Flatten()
+            | "DecodeAndRun"
+            >> beam.ParDo(
+                EncodeClips(self.audio_config, self.spec, self.decode_threads)
+            ).with_outputs("rejects", "extra_windows", main="ok")
+        )
         return {"ok": out.ok, "rejects": out.rejects, "extra_windows": out.extra_windows}

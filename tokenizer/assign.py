@@ -8,6 +8,8 @@ downsampling, so ``len(tokens) == n_frames`` without dedup and
 ``sum(durations) == n_frames`` with it. The ``audio`` column holds an
 absolute local path or the URI as written (:func:`absolute_uri`), so the
 shards stay usable once they move away from the job's working directory.
+A segment's row describes the segment: ``audio`` names its recording,
+``offset_s`` where it starts, and ``duration_s``/``n_frames`` its own length.
 
 Example::
 
@@ -35,9 +37,10 @@ def check_codebook_fits_int16(k: int) -> None:
 def absolute_uri(uri: str) -> str:
     """A URI with a scheme (``gs://``, ``file://``...) as written; a local path made absolute.
 
-    Relative local paths are resolved against the current directory, which is
-    where the manifest readers resolved them (symlinks are kept, not followed:
-    the path names the file the way the corpus does).
+    Relative local paths are resolved against the current directory; symlinks
+    are not resolved here. The manifest readers already hand over the path
+    that is opened (:func:`datastore.storage.resolve_under`: symlinks followed, so
+    a git-annex clip's row names its annex object), and this keeps it.
     """
     uri = str(uri)
     return uri if storage.scheme(uri) else os.path.abspath(uri)
@@ -66,6 +69,7 @@ def token_row(
         "source_lang": example.source_lang,
         "modality": "speech",
         "audio": absolute_uri(example.uri),
+        "offset_s": example.offset_s,
         "duration_s": float(n_samples) / sample_rate,
         "n_frames": int(n_frames),
         "tokens": np.asarray(ids).astype(np.int16),

@@ -2,7 +2,10 @@
 
 Every failure maps to one reject reason code, so a job can route a bad file to
 its rejects instead of dying on it. Decoding uses soundfile (libsndfile: WAV,
-FLAC, OGG/Vorbis, OGG/Opus, MP3) and soxr for resampling.
+FLAC, OGG/Vorbis, OGG/Opus, MP3) and soxr for resampling. A :class:`Segment`
+(an utterance inside a longer recording) is sought and only its frames are
+read, from a file or from bytes already in memory (a tar member, a Parquet
+cell: :func:`prepare_bytes`, no temporary file).
 
 Example::
 
@@ -12,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 from dataclasses import dataclass
@@ -19,53 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from datastore import storage
-from datastore.records import AudioExample, Reason, Reject
-from datastore.settings import setting
+from datastore.records import FILE, AudioExample, Reason, Reject
 
-TARGET_SAMPLE_RATE = 16000
-
-
-class AudioError(Exception):
-    """A file that cannot become a usable waveform; ``reason`` is a reject code."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True, kw_only=True)
-class AudioConfig:
-    """How audio is decoded and what counts as usable.
-
-    ``max_seconds``: longer files are rejected (``too_long``), or cut into
-    windows of at most that length when ``split_long`` is set.
-    ``silence_peak``: a clip whose absolute peak stays below this is ``silent``.
-    ``max_bytes``: files larger than this are refused (``too_long``): at most
-    ``max_bytes + 1`` bytes are ever read, whatever size a file reports, so one
-    huge file (or a device) cannot exhaust a worker's memory.
-    """
-
-    sample_rate: int = TARGET_SAMPLE_RATE
-    min_seconds: float = 0.1
-    max_seconds: float = setting(30.0, help="reject audio longer than this")
-    split_long: bool = setting(
-        False,
-        help="cut audio longer than --max-seconds into windows (ids <id>#w000, ...) "
-        "instead of rejecting it as too_long",
-    )
-    silence_peak: float = 1e-4
-    max_bytes: int = 256 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
-        if not 0 <= self.min_seconds < self.max_seconds:
-            raise ValueError(
-                f"need 0 <= min_seconds < max_seconds, got {self.min_seconds}, {self.max_seconds}"
-            )
-        if self.silence_peak < 0 or self.max_bytes <= 0:
-            raise ValueError("silence_peak must be >= 0 and max_bytes > 0")
+# The config and the error live in tokenizer.audio_config, which the MP3 and
+# container readers import too (they sit below this module).
+from tokenizer.audio_config import (  # noqa: F401 (re-exported)
+    TARGET_SAMPLE_RATE,
+    AudioConfig,
+    AudioError,
+    decode_reject,
+)
 
 
 def _wav_data_shortfall(data: bytes) -> int:
@@ -87,122 +54,83 @@ def _wav_data_shortfall(data: bytes) -> int:
     return 0
 
 
-class _LengthHiddenMp3:
-    """MP3 bytes as a file whose size libsndfile cannot turn into a frame count.
+@dataclass(frozen=True)
+class Segment:
+    """The part of a recording to decode: from ``offset_s``, ``duration_s`` long
+    (``None``: to the end); ``channel``: one channel (``None``: all, downmixed)."""
 
-    Why: without a Xing/Info header, libsndfile (mpg123) estimates an MP3's
-    length from the file size and the first frame's bitrate, and its reads stop
-    at that estimate: a VBR clip, or a CBR one behind a large ID3 tag, came out
-    cut short or as a 217 s "too_long" for 7.6 s of audio. This view reports a
-    size ``_MP3_SIZE_FACTOR`` times the real one, so any estimate lies far
-    beyond the real end and decoding runs to the end of the data; reads past
-    the data return nothing (end of stream), except in the last ``tail`` bytes
-    of the reported size, which show the real file's last bytes, where mpg123
-    looks for an ID3v1 tag. Used only for MP3s without a Xing/Info/VBRI header
-    (:func:`_has_length_header`): with one, mpg123 counts exactly, and the
-    inflated size would only make it print a warning about the header's byte
-    count.
-    """
+    offset_s: float = 0.0
+    duration_s: float | None = None
+    channel: int | None = None
 
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-        self.size = len(data) * _MP3_SIZE_FACTOR
-        self.tail = min(len(data), 4096)
+    @classmethod
+    def of(cls, example: AudioExample) -> Segment | None:
+        if not example.is_segment and example.channel is None:
+            return None
+        return cls(example.offset_s or 0.0, example.duration_s, example.channel)
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = (0, self.pos, self.size)[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.size - self.pos if n < 0 else n
-        start = self.pos
-        if start >= self.size - self.tail:  # the real file's last bytes
-            start -= self.size - len(self.data)
-        elif start >= len(self.data):  # the hole between: end of stream
-            return b""
-        out = self.data[start : start + n]
-        self.pos += len(out)
-        return out
+    @property
+    def end_s(self) -> float | None:
+        return None if self.duration_s is None else self.offset_s + self.duration_s
 
 
-_MP3_SIZE_FACTOR = 1024  # > 50x the largest frame-size ratio within one MP3 stream
-_MP3_BLOCK = 1 << 16  # frames decoded per read
+# A segment may end this far past its recording (manifests round times): it is
+# cut at the end. Further out, the segment and the audio disagree: bad_segment.
+SEGMENT_SLACK_S = 0.05
 
 
-def _has_length_header(data: bytes) -> bool:
-    """Whether the first MPEG frame (after any ID3v2 tag) is a Xing/Info or VBRI
-    header, which gives mpg123 the exact frame count."""
-    start = 0
-    if data[:3] == b"ID3" and len(data) >= 10:
-        size = int.from_bytes(bytes(b & 0x7F for b in data[6:10]), "big")
-        start = 10 + size + (10 if data[5] & 0x10 else 0)
-    sync = start
-    while True:  # the first frame sync: 11 set bits
-        sync = data.find(b"\xff", sync, start + 65536)
-        if sync < 0 or sync + 1 >= len(data):
-            return False
-        if data[sync + 1] & 0xE0 == 0xE0:
-            break
-        sync += 1
-    mpeg1, mono = (data[sync + 1] >> 3) & 3 == 3, len(data) > sync + 3 and data[sync + 3] >> 6 == 3
-    side_info = (17 if mono else 32) if mpeg1 else (9 if mono else 17)
-    at = sync + 4 + (0 if data[sync + 1] & 1 else 2) + side_info  # + CRC when protected
-    return data[at : at + 4] in (b"Xing", b"Info") or data[sync + 36 : sync + 40] == b"VBRI"
+def _bounds(segment: Segment, sr: int, total: int, name: str) -> tuple[int, int]:
+    """``(start, stop)`` frames of a segment in a recording of ``total`` frames."""
+    start = round(segment.offset_s * sr)
+    if start >= total:
+        raise AudioError(
+            Reason.BAD_SEGMENT,
+            f"{name}: segment starts at {segment.offset_s:.3f} s, the audio ends at "
+            f"{total / sr:.3f} s",
+        )
+    if segment.duration_s is None:
+        return start, total
+    stop = start + max(1, round(segment.duration_s * sr))
+    if stop - total > SEGMENT_SLACK_S * sr:
+        raise AudioError(
+            Reason.BAD_SEGMENT,
+            f"{name}: segment ends at {segment.end_s:.3f} s, the audio ends at {total / sr:.3f} s",
+        )
+    return start, min(stop, total)
 
 
-def _decode_mp3(data: bytes, config: AudioConfig, name: str) -> tuple[np.ndarray, int, int]:
-    """Decode a whole MP3: ``(frames x channels, sample rate, header frame count)``.
-
-    The length is measured from the samples; decoding stops as soon as it
-    passes ``max_seconds`` (unless ``split_long``), so a long file is refused
-    without holding all of it. The frame count is that of a Xing/Info/VBRI
-    header (the encoder's exact count, which a truncated file falls short of),
-    else 0: libsndfile's own figure is then an estimate that decides nothing.
-    """
-    import soundfile as sf
-
-    counted = _has_length_header(data)
-    source = io.BytesIO(data) if counted else _LengthHiddenMp3(data)
-    with sf.SoundFile(source) as f:
-        sr, channels, declared = f.samplerate, f.channels, f.frames if counted else 0
-        cap = None if config.split_long else config.max_seconds * sr
-        if counted:
-            # The header's count is exact: refuse or read the whole file in one
-            # call (reading block by block past the end makes mpg123 print
-            # "part2_3_length too large" for every clip).
-            if cap is not None and declared > cap:
-                raise AudioError(
-                    Reason.TOO_LONG, f"{name}: {declared / sr:.1f} s > max {config.max_seconds} s"
-                )
-            return f.read(dtype="float32", always_2d=True), sr, declared
-        blocks, n = [], 0
-        while True:
-            block = f.read(_MP3_BLOCK, dtype="float32", always_2d=True)
-            if not len(block):
-                break
-            blocks.append(block)
-            n += len(block)
-            if cap is not None and n > cap:
-                raise AudioError(
-                    Reason.TOO_LONG,
-                    f"{name}: over {n / sr:.1f} s decoded > max {config.max_seconds} s",
-                )
-    wave = np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)
-    return wave, sr, declared
+def _read_segment(f, segment: Segment, config: AudioConfig, name: str) -> np.ndarray:
+    """Seek to a segment in an open SoundFile and read only its frames."""
+    sr = f.samplerate
+    start, stop = _bounds(segment, sr, f.frames, name)
+    if (stop - start) / sr > config.max_seconds and not config.split_long:
+        raise AudioError(
+            Reason.TOO_LONG,
+            f"{name}: segment of {(stop - start) / sr:.1f} s > max {config.max_seconds} s",
+        )
+    if start:
+        f.seek(start)
+    wave = f.read(stop - start, dtype="float32", always_2d=True)
+    if len(wave) < 0.98 * (stop - start):
+        raise AudioError(
+            Reason.DECODE_ERROR, f"{name}: truncated ({len(wave)} of {stop - start} frames)"
+        )
+    return wave
 
 
-def decode(data: bytes, config: AudioConfig, name: str = "<bytes>") -> np.ndarray:
-    """Decode encoded audio bytes to mono float32 at ``config.sample_rate``.
+def decode(
+    data: bytes, config: AudioConfig, name: str = "<bytes>", segment: Segment | None = None
+) -> np.ndarray:
+    """Decode encoded audio bytes (or a ``segment`` of them) to mono float32 at
+    ``config.sample_rate``.
 
     Raises :class:`AudioError` (``decode_error``, ``empty_audio``,
-    ``too_long``, ``non_finite``) for unusable input. A WAV/FLAC/OGG header's
-    length is exact and refuses an overlong file before decoding; an MP3's is
-    an estimate unless a Xing/Info header exists, so MP3 durations (too_long
-    included) come from the decoded samples (:func:`_decode_mp3`).
+    ``too_long``, ``non_finite``, ``bad_segment``) for unusable input. A
+    WAV/FLAC/OGG header's length is exact and refuses an overlong file before
+    decoding; an MP3's is an estimate unless a Xing/Info header exists, so MP3
+    durations (too_long included) come from the decoded samples
+    (:func:`tokenizer.mp3.decode_mp3`). A segment of a WAV/FLAC/OGG is sought
+    and only its frames are read.
     """
     import soundfile as sf
 
@@ -210,16 +138,19 @@ def decode(data: bytes, config: AudioConfig, name: str = "<bytes>") -> np.ndarra
         raise AudioError(Reason.EMPTY_AUDIO, f"{name}: 0-byte file")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            sr, declared, mp3 = f.samplerate, f.frames, f.format == "MP3"
-            # Refuse overlong files before decoding them (cheap: header only).
-            too_long = declared > 0 and declared / sr > config.max_seconds
-            if too_long and not (config.split_long or mp3):
-                raise AudioError(
-                    Reason.TOO_LONG, f"{name}: {declared / sr:.1f} s > max {config.max_seconds} s"
-                )
-            wave = None if mp3 else f.read(dtype="float32", always_2d=True)
-        if mp3:
-            wave, sr, declared = _decode_mp3(data, config, name)
+            sr, declared, is_mp3 = f.samplerate, f.frames, f.format == "MP3"
+            if segment is not None and not is_mp3:
+                wave = _read_segment(f, segment, config, name)
+            elif not is_mp3:
+                # Refuse overlong files before decoding them (cheap: header only).
+                if declared > 0 and declared / sr > config.max_seconds and not config.split_long:
+                    raise AudioError(
+                        Reason.TOO_LONG,
+                        f"{name}: {declared / sr:.1f} s > max {config.max_seconds} s",
+                    )
+                wave = f.read(dtype="float32", always_2d=True)
+        if is_mp3:
+            wave, sr, declared = _mp3(data, config, name, segment)
     except AudioError:
         raise
     except Exception as exc:  # libsndfile's errors are plain RuntimeErrors/LibsndfileError
@@ -231,15 +162,74 @@ def decode(data: bytes, config: AudioConfig, name: str = "<bytes>") -> np.ndarra
         )
     # FLAC/OGG truncation fails in libsndfile; WAV is checked above; an MP3 is
     # checked against its Xing/Info/VBRI count only (declared is 0 without one).
-    if declared > 0 and len(wave) < 0.98 * declared:
+    if segment is None and declared > 0 and len(wave) < 0.98 * declared:
         raise AudioError(
             Reason.DECODE_ERROR, f"{name}: truncated ({len(wave)} of {declared} frames)"
         )
+    return _finish(wave, sr, config, name, segment)
+
+
+def _mp3(data: bytes, config: AudioConfig, name: str, segment: Segment | None):
+    """A whole MP3, or the frames of a segment of it (decoded from the start)."""
+    from tokenizer.mp3 import decode_mp3
+
+    cap = None if config.split_long else config.max_seconds
+    if segment is None:
+        return decode_mp3(data, cap, name)
+    if segment.duration_s is not None and cap is not None and segment.duration_s > cap:
+        raise AudioError(
+            Reason.TOO_LONG, f"{name}: segment of {segment.duration_s:.1f} s > max {cap} s"
+        )
+    wave, sr, declared = decode_mp3(data, cap, name, segment.offset_s, segment.end_s)
+    start, stop = _bounds(segment, sr, len(wave), name)
+    return wave[start:stop], sr, declared
+
+
+def decode_file(f, config: AudioConfig, name: str, segment: Segment) -> np.ndarray:
+    """A segment of an open, seekable audio file: only its frames are read, so
+    many segments of one long recording cost what they hold, not the file each.
+    An MP3 (no exact seek) is read whole, at most ``max_bytes``."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(f) as snd:
+            is_mp3 = snd.format == "MP3"
+            if not is_mp3:
+                sr = snd.samplerate
+                wave = _read_segment(snd, segment, config, name)
+    except AudioError:
+        raise
+    except Exception as exc:
+        f.seek(0)
+        if not f.read(1):
+            raise AudioError(Reason.EMPTY_AUDIO, f"{name}: 0-byte file") from None
+        raise AudioError(Reason.DECODE_ERROR, f"{name}: {type(exc).__name__}: {exc}") from None
+    if is_mp3:
+        f.seek(0)
+        data = storage.read_capped(f, config.max_bytes + 1)
+        if len(data) > config.max_bytes:
+            raise AudioError(Reason.TOO_LONG, f"{name}: more than max_bytes {config.max_bytes}")
+        return decode(data, config, name, segment)
+    return _finish(wave, sr, config, name, segment)
+
+
+def _finish(
+    wave: np.ndarray, sr: int, config: AudioConfig, name: str, segment: Segment | None
+) -> np.ndarray:
+    """Decoded frames x channels -> checked mono float32 at the target rate."""
     if wave.size == 0:
         raise AudioError(Reason.EMPTY_AUDIO, f"{name}: no samples")
     if not np.isfinite(wave).all():
         raise AudioError(Reason.NON_FINITE, f"{name}: NaN or inf samples")
-    mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    channel = None if segment is None else segment.channel
+    if channel is not None and channel >= wave.shape[1]:
+        raise AudioError(
+            Reason.BAD_SEGMENT, f"{name}: channel {channel} of a {wave.shape[1]}-channel file"
+        )
+    if channel is not None:
+        mono = wave[:, channel]
+    else:
+        mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     if sr != config.sample_rate:
         import soxr
 
@@ -263,15 +253,11 @@ def validate(wave: np.ndarray, config: AudioConfig, name: str = "<audio>") -> No
         raise AudioError(Reason.SILENT, f"{name}: peak {peak:.2e} below {config.silence_peak:.0e}")
 
 
-def read_audio_bytes(uri: str, config: AudioConfig) -> bytes:
-    """The encoded bytes of one audio file, at most ``max_bytes``; raises :class:`AudioError`.
-
-    Only a regular file is audio: a FIFO, device, socket or directory is
-    ``not_a_file`` at once (a FIFO would block the reader forever, ``/dev/zero``
-    would never end); see :func:`datastore.storage.read_bounded`.
-    """
+@contextlib.contextmanager
+def _read_errors(uri: str, config: AudioConfig):
+    """Reading failures as :class:`AudioError` with their reason codes."""
     try:
-        return storage.read_bounded(uri, config.max_bytes)
+        yield
     except storage.NotAFileError as exc:
         raise AudioError(Reason.NOT_A_FILE, str(exc.args[0])) from None
     except storage.FileTooLargeError:
@@ -282,16 +268,34 @@ def read_audio_bytes(uri: str, config: AudioConfig) -> bytes:
         raise AudioError(Reason.MISSING_FILE, f"{uri}: no such file") from None
     except OSError as exc:
         raise AudioError(Reason.MISSING_FILE, f"{uri}: {exc}") from None
+    except AudioError:
+        raise
     except Exception as exc:  # remote filesystems raise their own "not found" types
         if not storage.exists(uri):
             raise AudioError(Reason.MISSING_FILE, f"{uri}: no such file") from None
         raise AudioError(Reason.MISSING_FILE, f"{uri}: {type(exc).__name__}: {exc}") from None
 
 
-def load_waveform(uri: str, config: AudioConfig) -> np.ndarray:
-    """Read, decode and validate one file; raises :class:`AudioError`."""
-    data = read_audio_bytes(uri, config)
-    wave = decode(data, config, uri)
+def read_audio_bytes(uri: str, config: AudioConfig) -> bytes:
+    """The encoded bytes of one audio file, at most ``max_bytes``; raises :class:`AudioError`.
+
+    Only a regular file is audio: a FIFO, device, socket or directory is
+    ``not_a_file`` at once (a FIFO would block the reader forever, ``/dev/zero``
+    would never end); see :func:`datastore.storage.read_bounded`.
+    """
+    with _read_errors(uri, config):
+        return storage.read_bounded(uri, config.max_bytes)
+
+
+def load_waveform(uri: str, config: AudioConfig, segment: Segment | None = None) -> np.ndarray:
+    """Read, decode and validate one file (or a segment of it); raises :class:`AudioError`."""
+    if segment is None:
+        wave = decode(read_audio_bytes(uri, config), config, uri)
+    else:
+        with _read_errors(uri, config):
+            f = storage.open_regular(uri)
+        with f:
+            wave = decode_file(f, config, uri, segment)
     validate(wave, config, uri)
     return wave
 
@@ -302,26 +306,61 @@ def split_windows(wave: np.ndarray, config: AudioConfig) -> list[np.ndarray]:
     return [wave[i : i + size] for i in range(0, len(wave), size)] or [wave]
 
 
-def prepare(
-    example: AudioExample, config: AudioConfig
-) -> list[tuple[AudioExample, np.ndarray]] | Reject:
+Prepared = list[tuple[AudioExample, np.ndarray]] | Reject
+
+
+def prepare(example: AudioExample, config: AudioConfig) -> Prepared:
     """One manifest example -> its waveform(s), or a reject with a reason code.
 
-    With ``split_long`` a long recording becomes several windows whose ids get
-    a ``#wNNN`` suffix (each keeps the recording's text); otherwise the list
-    holds exactly one item.
+    A file is read from its URI; a tar member, a Parquet cell or a command's
+    output through :mod:`tokenizer.containers` (the speech jobs read tar and
+    Parquet members in one pass per archive or row group instead, and hand the
+    bytes to :func:`prepare_bytes`). See :func:`windows` for the list.
     """
+    segment = Segment.of(example)
     try:
-        wave = load_waveform(example.uri, config)
+        if example.audio_kind == FILE:
+            wave = load_waveform(example.uri, config, segment)
+        else:
+            from tokenizer import containers
+
+            data = containers.read_single(example, config)
+            wave = decode(data, config, example.uri, segment)
+            validate(wave, config, example.uri)
     except AudioError as exc:
-        return Reject(
-            id=example.id, source=example.uri, stage="decode", reason=exc.reason, detail=exc.detail
-        )
-    if len(wave) <= config.max_seconds * config.sample_rate:
+        return decode_reject(example, exc.reason, exc.detail)
+    return windows(example, wave, config)
+
+
+def prepare_bytes(example: AudioExample, data: bytes, config: AudioConfig) -> Prepared:
+    """:func:`prepare` for audio whose encoded bytes are already read (a tar
+    member, a Parquet cell): decoded without a temporary file."""
+    try:
+        wave = decode(data, config, example.uri, Segment.of(example))
+        validate(wave, config, example.uri)
+    except AudioError as exc:
+        return decode_reject(example, exc.reason, exc.detail)
+    return windows(example, wave, config)
+
+
+def windows(
+    example: AudioExample, wave: np.ndarray, config: AudioConfig
+) -> list[tuple[AudioExample, np.ndarray]]:
+    """``[(example, wave)]``, or with ``split_long`` a long recording cut into
+    windows whose ids get a ``#wNNN`` suffix (each keeps the recording's
+    text) and whose ``offset_s``/``duration_s`` say where each lies."""
+    sr = config.sample_rate
+    if len(wave) <= config.max_seconds * sr:
         return [(example, wave)]
-    windows = split_windows(wave, config)
+    base = example.offset_s or 0.0
+    size = int(config.max_seconds * sr)
     return [
-        (example.replace(id=f"{example.id}#w{i:03d}"), w)
-        for i, w in enumerate(windows)
-        if len(w) >= config.min_seconds * config.sample_rate
+        (
+            example.replace(
+                id=f"{example.id}#w{i:03d}", offset_s=base + i * size / sr, duration_s=len(w) / sr
+            ),
+            w,
+        )
+        for i, w in enumerate(split_windows(wave, config))
+        if len(w) >= config.min_seconds * sr
     ]

@@ -150,13 +150,15 @@ def test_reader_reads_listed_files_and_puts_keys_back(tmp_path):
 
 
 def test_reader_reads_schema_1_files(tmp_path):
-    """Files of schema version 1 stored the keys too: read as they are."""
+    """Files of schema version 1 stored the keys too and had no ``offset_s``: read
+    as they are, ``offset_s`` null."""
     import pyarrow as pa
 
     rows = [token_row(i) for i in range(4)]
     rel = "tokens/corpus=fleurs/split=test/lang=fr/part-00000.parquet"
     (tmp_path / rel).parent.mkdir(parents=True)
-    v1 = pa.Table.from_pylist(rows, schema=schema.TOKEN_SCHEMA)
+    v2 = pa.Table.from_pylist(rows, schema=schema.TOKEN_SCHEMA)
+    v1 = v2.drop_columns(["offset_s"])
     pq.write_table(v1, tmp_path / rel)
     shards.Index(
         job="tokenize",
@@ -165,7 +167,8 @@ def test_reader_reads_schema_1_files(tmp_path):
         shards=[{"path": rel, "rows": 4, "bytes": 0, "sha256": ""}],
     ).write(str(tmp_path))
     table = shards.read_table(str(tmp_path), "tokens")
-    assert table.to_pylist() == v1.to_pylist()
+    assert table.to_pylist() == v2.to_pylist()
+    assert table.column("offset_s").null_count == 4
 
 
 def test_card_configs_follow_the_listed_partitions(tmp_path):

@@ -37,29 +37,68 @@ def test_file_scheme_is_local(tmp_path):
     assert storage.exists(uri) and storage.read_bytes(uri) == b"abc" and storage.size(uri) == 3
 
 
-@pytest.mark.parametrize("bad", ["../x.wav", "a/../../x.wav", "/etc/passwd", ""])
-def test_resolve_under_refuses_escapes(tmp_path, bad):
+@pytest.mark.parametrize("bad", ["../x.wav", "a/../../x.wav", "", ".", "a/.."])
+def test_resolve_under_refuses_climbing_out(tmp_path, bad):
     with pytest.raises(storage.PathEscapeError):
         storage.resolve_under(str(tmp_path), bad)
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under("gs://bkt/corpus", bad)
 
 
-def test_resolve_under_refuses_symlink_out_of_root(tmp_path):
+def test_resolve_under_takes_absolute_paths_and_uris_as_written(tmp_path):
+    """The path policy: absolute paths and URIs are accepted as written; with a
+    confinement root, anything resolving elsewhere is refused."""
+    (tmp_path / "c").mkdir()
+    assert storage.resolve_under(str(tmp_path / "c"), "/etc/hostname") == "/etc/hostname"
+    assert storage.resolve_under(str(tmp_path), "gs://other/a.wav") == "gs://other/a.wav"
+    assert storage.resolve_under(str(tmp_path), "file:///etc/hostname") == "/etc/hostname"
+    for outside in ("/etc/hostname", "gs://other/a.wav", "../x.wav", "file:///etc/hostname"):
+        with pytest.raises(storage.PathEscapeError):
+            storage.resolve_under(str(tmp_path / "c"), outside, confine=str(tmp_path / "c"))
+    inside = str(tmp_path / "c" / "a.wav")
+    assert storage.resolve_under("/", inside, confine=str(tmp_path / "c")) == inside
+
+
+def test_resolve_under_follows_symlinks_unless_confined(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     outside = tmp_path / "secret.wav"
     outside.write_bytes(b"x")
     (root / "link.wav").symlink_to(outside)
+    assert storage.resolve_under(str(root), "link.wav") == str(outside)  # git-annex, DVC
+    with pytest.raises(storage.PathEscapeError, match="outside"):
+        storage.resolve_under(str(root), "link.wav", confine=str(root))
+    linked = tmp_path / "shared"
+    linked.mkdir()
+    (linked / "a.wav").write_bytes(b"a")
+    (root / "clips").symlink_to(linked)  # a symlinked clips/ folder
+    assert storage.resolve_under(str(root), "clips/a.wav") == str(linked / "a.wav")
+    assert storage.resolve_under(str(root), "clips/a.wav", confine=str(tmp_path)) == str(
+        linked / "a.wav"
+    )
+
+
+def test_resolve_under_on_object_stores():
+    assert storage.resolve_under("gs://bkt/corpus", "clips/a.mp3") == "gs://bkt/corpus/clips/a.mp3"
+    assert storage.resolve_under("gs://bkt/corpus", "a/./b/../c.wav") == "gs://bkt/corpus/a/c.wav"
     with pytest.raises(storage.PathEscapeError):
-        storage.resolve_under(str(root), "link.wav")
+        storage.resolve_under("gs://bkt/corpus", "clips/../../other/a.mp3")
+    assert (
+        storage.resolve_under("gs://bkt/corpus", "gs://bkt/corpus2/a.mp3")
+        == "gs://bkt/corpus2/a.mp3"
+    )
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under(
+            "gs://bkt/corpus", "gs://bkt/corpus2/a.mp3", confine="gs://bkt/corpus"
+        )
+    with pytest.raises(storage.PathEscapeError, match="segments"):
+        storage.resolve_under("gs://b/c", "gs://b/c/x/../../d/a.wav", confine="gs://b/c")
+    with pytest.raises(storage.PathEscapeError):  # a local file under a gs:// confinement root
+        storage.resolve_under("/data", "a.wav", confine="gs://b/c")
 
 
 def test_resolve_under_accepts_inside_paths(tmp_path):
     assert storage.resolve_under(str(tmp_path), "a/./b/../c.wav") == str(tmp_path / "a/c.wav")
-    assert storage.resolve_under("gs://bkt/corpus", "clips/a.mp3") == "gs://bkt/corpus/clips/a.mp3"
-    with pytest.raises(storage.PathEscapeError):
-        storage.resolve_under("gs://bkt/corpus", "clips/../../other/a.mp3")
-    with pytest.raises(storage.PathEscapeError):
-        storage.resolve_under("gs://bkt/corpus", "gs://bkt/corpus2/a.mp3")
 
 
 def test_join_and_scheme():
@@ -78,11 +117,16 @@ def test_resolve_under_returns_the_path_it_checked(tmp_path):
     outside.write_bytes(b"x")
     (root / "x.wav").symlink_to(outside)
     with pytest.raises(storage.PathEscapeError):
-        storage.resolve_under(str(root), "x.wav")
+        storage.resolve_under(str(root), "x.wav", confine=str(root))
+    assert storage.resolve_under(str(root), "sub/../x.wav", confine=str(root)) == str(
+        root / "deep" / "x.wav"
+    )
     assert storage.resolve_under(str(root), "sub/../x.wav") == str(root / "deep" / "x.wav")
     (root / "deep" / "y.wav").write_bytes(b"y")
     (root / "alias.wav").symlink_to(root / "deep" / "y.wav")  # a link inside: followed
-    assert storage.resolve_under(str(root), "alias.wav") == str(root / "deep" / "y.wav")
+    assert storage.resolve_under(str(root), "alias.wav", confine=str(root)) == str(
+        root / "deep" / "y.wav"
+    )
 
 
 def test_resolve_under_refuses_a_symlink_loop(tmp_path):

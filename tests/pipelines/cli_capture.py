@@ -66,7 +66,8 @@ class _Captured(BaseException):  # not an Exception: the CLI reports those
         self.config = config
 
 
-def _as_dict(config) -> dict:
+def as_plain_dict(config) -> dict:
+    """A config as JSON would give it back (tuples and sets as lists)."""
     d = dataclasses.asdict(config)
 
     def plain(v):
@@ -100,7 +101,7 @@ def built_config(argv: list[str]) -> dict:
         try:
             cli.main(argv)
         except _Captured as got:
-            return _as_dict(got.config)
+            return as_plain_dict(got.config)
     raise AssertionError(f"{argv}: the command did not reach {module}.{name}")
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from datastore import settings
 from pipelines import cli
-from tests.pipelines.cli_capture import CASES, built_config
+from tests.pipelines.cli_capture import CASES, as_plain_dict, built_config
 
 DATA = Path(__file__).parent / "data"
 TRAIN_ARGV = CASES["train"]
@@ -114,14 +114,12 @@ def test_defaults_live_once_in_the_configs():
     bitext = BitextJobConfig(
         input="I/*.tsv.gz", out="O", filters=BitextConfig(min_score=1.04), write=WriteConfig()
     )
-    assert built_config(CASES["bitext"]) == dataclasses.asdict(bitext)
-    assert built_config(CASES["eval"]) == dataclasses.asdict(
-        EvalConfig(run="R", shards="S", out="O")
-    )
+    assert built_config(CASES["bitext"]) == as_plain_dict(bitext)
+    assert built_config(CASES["eval"]) == as_plain_dict(EvalConfig(run="R", shards="S", out="O"))
     embed = EmbedConfig(run="R", out="O", shards="S")
-    assert built_config(CASES["embed-shards"]) == dataclasses.asdict(embed)
+    assert built_config(CASES["embed-shards"]) == as_plain_dict(embed)
     search = SearchConfig(run="R", index="I", query_text="q", lang="fr")
-    assert built_config(CASES["search"]) == dataclasses.asdict(search)
+    assert built_config(CASES["search"]) == as_plain_dict(search)
     from pipelines.job_configs import FitCodebookJobConfig, TokenizeJobConfig
     from tokenizer.encoders import EncoderConfig
     from tokenizer.manifests import ManifestConfig
@@ -129,9 +127,9 @@ def test_defaults_live_once_in_the_configs():
     manifest = ManifestConfig(format="jsonl", input="M.jsonl")
     encoder = EncoderConfig(name="mfcc")
     tokenize = TokenizeJobConfig(manifest=manifest, encoder=encoder, codebook="C", out="O")
-    assert built_config(CASES["tokenize"]) == dataclasses.asdict(tokenize)
+    assert built_config(CASES["tokenize"]) == as_plain_dict(tokenize)
     fit = FitCodebookJobConfig(manifest=manifest, encoder=encoder, k=16, out="O")
-    assert built_config(CASES["fit-codebook"]) == dataclasses.asdict(fit)
+    assert built_config(CASES["fit-codebook"]) == as_plain_dict(fit)
 
 
 def test_the_python_api_and_the_cli_agree_on_the_bitext_ratio():

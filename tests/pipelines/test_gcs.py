@@ -16,6 +16,7 @@ import pytest
 from datastore import shards, storage
 from pipelines.cli import main
 from tests.pipelines.test_runners import free_port
+from tests.reliability.helpers import read_rows
 
 
 @pytest.fixture(scope="module")
@@ -110,4 +111,59 @@ def test_tokenize_and_bitext_on_gcs(gcs, mini_corpus, mfcc_codebook):
     assert (
         bt["counts"]["input"] == bt["counts"]["accepted"] + bt["counts"]["rejected"]
         and bt["counts"]["accepted"] > 0
+    )
+
+
+def test_local_manifest_with_gs_uris_and_absolute_paths(gcs, mini_corpus, mfcc_codebook, tmp_path):
+    """A JSONL manifest kept locally names clips by ``gs://`` URI and by absolute
+    path: both are read as written (neither mangled under the manifest's folder
+    nor refused as an escape)."""
+    clips = sorted((mini_corpus / "fleurs" / "fr_fr" / "audio").rglob("*.wav"))[:2]
+    gcs.blob("uris/clip0.wav").upload_from_filename(str(clips[0]))
+    lines = [
+        {
+            "id": "remote",
+            "audio": "gs://bkt/uris/clip0.wav",
+            "text": "un",
+            "lang": "fr",
+            "split": "train",
+        },
+        {"id": "local", "audio": str(clips[1]), "text": "deux", "lang": "fr", "split": "train"},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    out = tmp_path / "out"
+    args = ["tokenize", "--format", "jsonl", "--input", str(tmp_path / "m.jsonl")]
+    assert (
+        main([*args, "--encoder", "mfcc", "--codebook", str(mfcc_codebook), "--out", str(out)]) == 0
+    )
+    rows = read_rows(out, "tokens")
+    assert {r["id"]: r["audio"] for r in rows} == {
+        "remote": "gs://bkt/uris/clip0.wav",
+        "local": str(clips[1]),
+    }
+    assert all(r["n_frames"] > 0 for r in rows)
+
+
+def test_hf_parquet_on_gcs(gcs, mfcc_codebook, tmp_path):
+    """Hub-layout Parquet on ``gs://`` (a glob): text read by row group, audio bytes
+    decoded from the object, the shard rows naming the object and row."""
+    from tests.tokenizer import format_fixtures as ff
+
+    built = ff.hf_fleurs(tmp_path / "hf")
+    upload_tree(gcs, tmp_path / "hf" / "fr_fr", "hf/fr_fr")
+    out = tmp_path / "out"
+    args = ["tokenize", "--format", "hf-parquet", "--input", "gs://bkt/hf/fr_fr/*/*.parquet"]
+    assert (
+        main([*args, "--encoder", "mfcc", "--codebook", str(mfcc_codebook), "--out", str(out)]) == 0
+    )
+    index = json.loads((out / "_index.json").read_text())
+    assert index["counts"] == {
+        "input": built.n_records,
+        "accepted": len(built.accepted),
+        "rejected": len(built.rejects),
+    }
+    rows = read_rows(out, "tokens")
+    assert sorted(r["id"] for r in rows) == sorted(built.accepted)
+    assert all(
+        r["audio"].startswith("gs://bkt/hf/fr_fr/train/0000.parquet#row_group=") for r in rows
     )

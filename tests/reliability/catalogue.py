@@ -275,12 +275,14 @@ class Layout:
     format: str
     manifest: str
     audio_root: str | None
+    confine: str | None = None  # --confine-audio-to: the symlink out of it is then refused
     accepted: dict[str, AudioCase] = field(default_factory=dict)  # utterance id -> case
     rejected: list[Expected] = field(default_factory=list)
 
     def cli_args(self) -> list[str]:
         args = ["--format", self.format, "--input", self.manifest]
-        return [*args, "--audio-root", self.audio_root] if self.audio_root else args
+        args += ["--audio-root", self.audio_root] if self.audio_root else []
+        return [*args, "--confine-audio-to", self.confine] if self.confine else args
 
     @property
     def n_records(self) -> int:
@@ -323,7 +325,9 @@ def _dotdot_symlink(audio_dir: Path, outside: Path) -> None:
 
 
 def _outside_target(root: Path) -> Path:
-    """A perfectly good file outside every corpus root: a symlink to it must still be refused."""
+    """A perfectly good file outside every corpus root: the layouts run confined
+    (``--confine-audio-to`` their root), so a symlink to it must be refused. (By
+    default symlinks are followed: ``tests/tokenizer/test_path_policy.py``.)"""
     target = root / "outside" / "secret.wav"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(encoded(tone(1.0, SR, (500.0,)), SR, "WAV", "PCM_16"))
@@ -362,7 +366,7 @@ def _jsonl(folder: Path, cases, staged, outside: Path) -> Layout:
     os.symlink(outside, clips / SYMLINK_NAME)
     (clips / "dup_other.wav").write_bytes(staged["good_wav.wav"])
     manifest = folder / "manifest.jsonl"
-    layout = Layout("jsonl", str(manifest), None)
+    layout = Layout("jsonl", str(manifest), None, confine=str(folder))
     lines: list[bytes] = []
 
     def obj(utt_id, audio, text, **kw):
@@ -415,7 +419,7 @@ def _fleurs(data_dir: Path, cases, staged, outside: Path) -> Layout:
     _write_audio(audio_dir, cases, staged)
     os.symlink(outside, audio_dir / SYMLINK_NAME)
     tsv = lang_dir / f"{FLEURS_SPLIT}.tsv"
-    layout = Layout("fleurs", str(data_dir), None)
+    layout = Layout("fleurs", str(data_dir), None, confine=str(data_dir))
     source = str(tsv)  # read-stage rejects name the TSV, not the data dir
     lines: list[bytes] = []
 
@@ -471,7 +475,7 @@ def _covost(root: Path, cases, staged, outside: Path) -> Layout:
     os.symlink(outside, clips / SYMLINK_NAME)
     tsv = root / "covost" / f"covost_v2.{COVOST_SRC}_{COVOST_TGT}.tsv"
     tsv.parent.mkdir(parents=True)
-    layout = Layout("covost", str(tsv), str(cv))
+    layout = Layout("covost", str(tsv), str(cv), confine=str(cv))
     validated = ["\t".join(CV_HEADER)]
     lines: list[bytes] = ["\t".join(COVOST_HEADER).encode()]
 

@@ -125,7 +125,9 @@ def test_long_file_is_windowed_when_configured(catalogue, fitted, tmp_path):
     out = tmp_path / "out"
     index = job.run(
         job.TokenizeJobConfig(
-            manifest=ManifestConfig(format="jsonl", input=layout.manifest),
+            manifest=ManifestConfig(
+                format="jsonl", input=layout.manifest, confine_audio_to=layout.confine
+            ),
             encoder=EncoderConfig(name="mfcc"),
             codebook=str(fitted[1]),
             out=str(out),

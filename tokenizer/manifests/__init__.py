@@ -1,4 +1,5 @@
-"""Manifest readers: FLEURS, CoVoST 2 (+ Common Voice) and JSONL -> AudioExample.
+"""Manifest readers: FLEURS, CoVoST 2 (+ Common Voice), JSONL, NeMo, lhotse,
+Hugging Face Parquet and Kaldi -> AudioExample.
 
 A reader is registered by name with :func:`register_reader` and splits its
 input into *sources* (e.g. one FLEURS ``{lang}/{split}.tsv`` each) so a Beam
@@ -26,14 +27,42 @@ from datastore.settings import setting
 Item = AudioExample | Reject
 
 
+def _column_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """``"text=sentence, lang=locale"`` -> ``(("text", "sentence"), ("lang", "locale"))``."""
+    pairs = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        key, sep, column = item.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise ValueError(f"--columns {text!r}: expected KEY=COLUMN,... (e.g. text=sentence)")
+        pairs.append((key.strip(), column.strip()))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ManifestConfig:
     """Which manifest to read and what to keep.
 
     ``langs`` accepts short codes (``fr``) or corpus codes (``fr_fr``,
     ``zh-CN``). ``audio_root``: CoVoST's Common Voice language folder
-    (required there); for JSONL the root relative audio paths resolve against
-    and must stay under (default: the manifest's folder).
+    (required there); for JSONL, NeMo, lhotse, Kaldi and Parquet the root
+    relative audio paths resolve against (default: the manifest's folder, a
+    Kaldi data dir).
+
+    Every reader resolves audio paths with :meth:`resolve_audio`, the one path
+    policy (:func:`datastore.storage.resolve_under`): relative paths stay under
+    their root, absolute paths and URIs are taken as written, symlinks are
+    followed; ``confine_audio_to`` refuses whatever does not resolve under it.
+
+    ``lang``: the language of records whose format or line has none (NeMo,
+    lhotse, Kaldi, Parquet). ``split``: the split of formats without one
+    (default ``train``; Parquet files named like the hub's, ``train-*`` or
+    ``.../validation/...``, name their own). ``allow_commands``: run the shell
+    commands a Kaldi ``wav.scp`` or a lhotse recording may name as audio
+    (refused by default: a manifest should not run code). ``columns``: Parquet
+    column names, ``(("text", "sentence"), ...)``, for layouts other than the
+    hub's FLEURS and Common Voice.
 
     ``langs`` and ``splits`` choose which part of a corpus is the job's
     input, as choosing files would: a record outside them is not an input
@@ -46,16 +75,49 @@ class ManifestConfig:
     format: str = setting(help="manifest format of --input", choices=lambda: available_formats())
     input: str = setting(
         help="fleurs: data dir ({lang}/{split}.tsv); covost: covost_v2.{src}_{tgt}.tsv; "
-        "jsonl: manifest file (local path or gs://)"
+        "jsonl, nemo: manifest file; lhotse: cuts.jsonl(.gz) or a *supervisions*.jsonl(.gz) "
+        "beside its *recordings* file; hf-parquet: Parquet file, glob or folder; kaldi: data "
+        "dir (wav.scp, text); local paths or gs:// (see README: Manifest formats)"
     )
     audio_root: str | None = setting(
-        None, help="covost: Common Voice language root holding validated.tsv and clips/"
+        None,
+        help="covost: Common Voice language root holding validated.tsv and clips/; other "
+        "formats: the folder relative audio paths resolve against (default: the manifest's)",
     )
     langs: tuple[str, ...] | None = setting(
         None, help="comma-separated language codes to keep (default: all)"
     )
     splits: tuple[str, ...] | None = setting(
         None, help="comma-separated splits to read (default: all)"
+    )
+    lang: str | None = setting(
+        None,
+        help="language code of records whose format or line names none (nemo, lhotse, "
+        "hf-parquet, kaldi)",
+    )
+    split: str | None = setting(
+        None,
+        help="split of formats that name none (nemo, lhotse, hf-parquet, kaldi; default: train; "
+        "hf-parquet otherwise reads it from hub file names)",
+    )
+    confine_audio_to: str | None = setting(
+        None,
+        metavar="ROOT",
+        help="refuse (path_escape) any audio that does not resolve under ROOT: absolute paths, "
+        "URIs and symlinks leading elsewhere included",
+    )
+    allow_commands: bool = setting(
+        False,
+        help="run the shell commands a Kaldi wav.scp ('cmd |') or a lhotse recording names as "
+        "audio (default: each is a shell_command reject)",
+    )
+    # The CLI hands over its text ("text=sentence,lang=locale"); parsed below.
+    columns: tuple[tuple[str, str], ...] = setting(
+        (),
+        parse=str,
+        metavar="KEY=COL,...",
+        help="hf-parquet column names when not the hub's FLEURS/Common Voice ones; keys: "
+        "audio, text, lang, id, speaker, sentence_id",
     )
     max_line_bytes: int = 1 << 20
 
@@ -66,6 +128,33 @@ class ManifestConfig:
             raise ValueError("input must be a path or URI")
         if self.max_line_bytes < 1024:
             raise ValueError("max_line_bytes must be at least 1024")
+        for flag, value in (("--lang", self.lang), ("--split", self.split)):
+            if value is not None and (not value.strip() or any(c in value for c in "/= \t")):
+                raise ValueError(f"{flag} {value!r}: must be a plain code (it names a folder)")
+        if self.split is not None and self.format in OWN_SPLITS:
+            raise ValueError(
+                f"--split: {self.format} records carry their own split (--splits selects)"
+            )
+        if isinstance(self.columns, str):
+            object.__setattr__(self, "columns", _column_pairs(self.columns))
+        if self.allow_commands and self.confine_audio_to:
+            raise ValueError("--allow-commands cannot be confined: a command reads what it likes")
+        if self.columns and self.format != "hf-parquet":
+            raise ValueError("--columns applies to --format hf-parquet only")
+        unknown = sorted({k for k, _ in self.columns} - set(COLUMN_KEYS))
+        if unknown:
+            raise ValueError(f"--columns: unknown keys {unknown}; known: {', '.join(COLUMN_KEYS)}")
+
+    def resolve_audio(self, root: str, path: str) -> str:
+        """The path or URI a manifest's audio ``path`` names, as it will be opened
+        (raises :class:`datastore.storage.PathEscapeError`); see the class docstring."""
+        from datastore import storage
+
+        return storage.resolve_under(root, path, confine=self.confine_audio_to)
+
+    @property
+    def default_split(self) -> str:
+        return self.split or "train"
 
     def wants_lang(self, *codes: str | None) -> bool:
         """Whether a record in a language known by ``codes`` (its short and/or
@@ -78,6 +167,12 @@ class ManifestConfig:
 
     def wants_split(self, split: str) -> bool:
         return self.splits is None or split in self.splits
+
+
+# Formats whose records name their split (``--split`` does not apply).
+OWN_SPLITS = ("fleurs", "covost", "jsonl")
+# What ``columns`` may map (hf-parquet).
+COLUMN_KEYS = ("audio", "text", "lang", "id", "speaker", "sentence_id")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -176,4 +271,12 @@ def duplicate_reject(example: AudioExample) -> Reject:
 
 
 # Register the built-in readers (imported for their decorators).
-from tokenizer.manifests import covost, fleurs, jsonl  # noqa: E402,F401
+from tokenizer.manifests import (  # noqa: E402,F401
+    covost,
+    fleurs,
+    hf_parquet,
+    jsonl,
+    kaldi,
+    lhotse,
+    nemo,
+)

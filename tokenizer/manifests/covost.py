@@ -109,7 +109,7 @@ class CovostReader:
                 continue
             utt_id = f"{src}/{path.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
             try:
-                uri = storage.resolve_under(clips, path)
+                uri = config.resolve_audio(clips, path)
             except storage.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=utt_id)
                 continue

@@ -2,9 +2,11 @@
 
 Required keys: ``id``, ``audio``, ``text``, ``lang``, ``split``; optional:
 ``translation``, ``tgt_lang``, ``sentence_id``, ``speaker``, ``corpus``
-(default ``jsonl``), ``source_lang``. Relative ``audio`` paths resolve
-against ``--audio-root`` (default: the manifest's folder) and must stay
-under it. ``--langs`` / ``--splits`` select lines by ``lang`` (or
+(default ``jsonl``), ``source_lang``. ``audio`` follows the path policy of
+every format (:meth:`~tokenizer.manifests.ManifestConfig.resolve_audio`): a
+relative path resolves against ``--audio-root`` (default: the manifest's
+folder) and may not climb out of it with ``..``; an absolute path or a URI
+(``gs://...``) is taken as written; symlinks are followed. ``--langs`` / ``--splits`` select lines by ``lang`` (or
 ``source_lang``) and ``split``; a line they leave out is not read as input
 (see :class:`~tokenizer.manifests.ManifestConfig`).
 """
@@ -74,7 +76,7 @@ class JsonlReader:
                 continue
             extras = {k: obj.get(k) for k in OPTIONAL}
             try:
-                uri = storage.resolve_under(root, obj["audio"])
+                uri = config.resolve_audio(root, obj["audio"])
             except storage.PathEscapeError as exc:
                 yield line_reject(source, lineno, Reason.PATH_ESCAPE, str(exc), id=obj["id"])
                 continue

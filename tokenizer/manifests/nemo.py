@@ -1,0 +1,115 @@
+"""NeMo ASR manifests: one JSON object per line (plain or ``.gz``).
+
+Required keys: ``audio_filepath``, ``text``. Optional: ``offset`` and
+``duration`` (seconds; with ``offset`` the line is a segment of the file and
+only ``[offset, offset + duration)`` is tokenized, to the end without
+``duration``; without ``offset`` the whole file is, as NeMo writes
+``duration`` = the file's length there), ``lang`` (else ``--lang``), ``id``
+(else derived from the path and offset: ``clips/a`` or ``clips/a@2.000``),
+``speaker``. NeMo manifests name no split: ``--split`` (default ``train``).
+Relative paths resolve against ``--audio-root`` (default: the manifest's
+folder, as NeMo resolves them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from datastore import storage
+from datastore.records import AudioExample, Reason
+from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests.fields import (
+    json_objects,
+    lang_codes,
+    lang_problem,
+    number,
+    path_id,
+    segment_problem,
+)
+from tokenizer.manifests.lines import example_reject, line_reject, unwritable_field
+
+STRINGS = ("audio_filepath", "lang", "id", "speaker")
+
+
+@register_reader("nemo")
+class NemoReader:
+    @staticmethod
+    def sources(config: ManifestConfig) -> list[str]:
+        return [config.input]
+
+    @staticmethod
+    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+        root = config.audio_root or storage.dirname(source)
+        split = config.default_split
+        if not config.wants_split(split):
+            return
+        for lineno, obj, reject in json_objects(source, config.max_line_bytes):
+            if reject:
+                yield reject
+            if obj is None:
+                continue
+
+            def bad(reason: str, detail: str, utt_id: str | None = None, lineno: int = lineno):
+                return line_reject(source, lineno, reason, detail, id=utt_id)
+
+            problem = _structure_problem(obj)
+            if problem:
+                yield bad(Reason.MALFORMED_LINE, problem)
+                continue
+            problem = unwritable_field({k: obj.get(k) for k in (*STRINGS, "text")})
+            if problem:
+                yield bad(Reason.BAD_TEXT, problem)
+                continue
+            offset, duration = number(obj.get("offset")), number(obj.get("duration"))
+            path = obj["audio_filepath"]
+            utt_id = obj.get("id") or path_id(path, offset)
+            short, code = lang_codes(obj["lang"]) if obj.get("lang") else (config.lang, None)
+            problem = lang_problem(short)
+            if problem:
+                yield bad(Reason.MALFORMED_LINE, problem, utt_id)
+                continue
+            if not config.wants_lang(short, code):
+                continue
+            if not isinstance(obj.get("text"), str):
+                yield bad(Reason.BAD_TEXT, "missing or non-string text", utt_id)
+                continue
+            if offset is None:
+                duration = None  # the file's own length; the decoded length decides
+            problem = segment_problem(offset, duration)
+            if problem:
+                yield bad(Reason.BAD_SEGMENT, problem, utt_id)
+                continue
+            try:
+                uri = config.resolve_audio(root, path)
+            except storage.PathEscapeError as exc:
+                yield bad(Reason.PATH_ESCAPE, str(exc), utt_id)
+                continue
+            example = AudioExample(
+                id=utt_id,
+                uri=uri,
+                text=obj["text"],
+                lang=short,
+                split=split,
+                corpus="nemo",
+                source_lang=code,
+                speaker=obj.get("speaker"),
+                offset_s=offset,
+                duration_s=duration,
+            )
+            yield example_reject(example, source, lineno) or example
+
+
+def _structure_problem(obj: dict) -> str | None:
+    path = obj.get("audio_filepath")
+    if not isinstance(path, str) or not path.strip():
+        return "missing, empty or non-string audio_filepath"
+    bad = [k for k in STRINGS[1:] if obj.get(k) is not None and not isinstance(obj[k], str)]
+    if bad:
+        return f"{', '.join(bad)} must be strings"
+    if obj.get("id") == "":
+        return "empty id"
+    try:
+        number(obj.get("offset")), number(obj.get("duration"))
+    except ValueError as exc:
+        return f"offset/duration: {exc}"
+    return None
