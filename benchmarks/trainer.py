@@ -237,6 +237,9 @@ def measure(args, batch_size: int, shards: str, tmp: str) -> dict:
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+        print(
+            f"  pass: {', '.join(f'{k} {v[-1]:.2f} s' for k, v in times.items())}", file=sys.stderr
+        )
     step, step_med = min(times["trainer"]), statistics.median(times["trainer"])
     tokens = speech.n_tokens + text.n_tokens
     fm = flop_model(model)
