@@ -11,14 +11,24 @@ with the same steps, data and seeds:
 - ``llm-bitext``: the same plus WikiMatrix bitext (speech -> English
   retrieval BLEU is the paper's S2TT figure).
 
+Every arm uses the demo's training settings (lr 3e-5, spread-out weight 0.1,
+audio rows from aligned characters, length jitter 0.3, batch 16), the first
+192 speech tokens of each utterance, and the same data order per seed. The
+random arm's backbone is one fixed random draw (``gemma-3-270m-random``); the
+seed changes the new parameters and the data order, in every arm.
+
 Retrieval pools are all of a language's dev + test sentences (every query
 ranks them all). The only setting chosen is the checkpoint: each run is
 evaluated on **dev** (seen languages only: no unseen speech enters any
 decision) after half and after all its steps, keeps the step with the better
-mean dev R@1, and **test** is evaluated once per run, at that step. Intervals: 95 % bootstrap over queries (per seed)
-and over seeds (mean over seeds, t interval). Every stage is cached in
-``--work`` (a run's reports, the data folders' ``_index.json``), so an
-interrupted experiment resumes where it stopped::
+mean dev R@1, and **test** is evaluated once per run, at that step.
+Intervals (95 %): a bootstrap over queries of the seed-averaged outcome of
+each query (languages resampled separately; :mod:`trainer.intervals`) and a
+t interval over the seeds' means; LLM - random is paired by query and by seed.
+Every stage is cached in ``--work`` (a run's ``result.json``, the data
+folders' ``_index.json``), so an interrupted experiment resumes where it
+stopped (a run cut mid-training restarts from its half-way checkpoint, or
+from step 0 when it had not reached it)::
 
     python -m benchmarks.retrieval_full                      # hours on 2 shared CPU cores
     python -m benchmarks.retrieval_full --measure 3          # s/step only, then exit
