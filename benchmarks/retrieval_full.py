@@ -72,6 +72,10 @@ class Plan:
     length_jitter: float = 0.3
     bitext_ratio: float = 0.2
     seeds: tuple[int, ...] = (0, 1, 2)
+    # This VM's current CPU (AMD EPYC, AVX2, no AVX-512/AMX) runs bf16 matmuls on
+    # torch's reference kernel: a 2048x640x2048 forward + backward took 26 s in
+    # bf16 autocast vs 1.05 s in fp32 (benchmarks/README.md). bf16 where the CPU has it.
+    precision: str = "fp32"
     smoke: bool = False  # every arm on the tiny random "debug" LM: checks the procedure only
 
     def __post_init__(self) -> None:
@@ -181,6 +185,7 @@ def _configs(plan: Plan, data: dict, arm: str, seed: int, out: str):
         save_every=plan.steps,
         audio_init=plan.audio_init,
         seed=seed,
+        precision=plan.precision,
         progress=False,
         log_every=5,
     )
@@ -227,7 +232,12 @@ def run_one(plan: Plan, data: dict, arm: str, seed: int) -> dict:
     from trainer.checkpoint import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, read_config
     from trainer.train import train
 
-    run = io.join(plan.work, "smoke" if plan.smoke else "runs", f"{arm}-s{seed}")
+    # Cached by everything a rerun with other flags could change.
+    name = (
+        f"{arm}-{plan.steps}steps-{plan.max_speech_tokens}tok-L{plan.layers or 'all'}"
+        f"-{plan.precision}-s{seed}"
+    )
+    run = io.join(plan.work, "smoke" if plan.smoke else "runs", name)
     result_file = io.join(run, "result.json")
     if io.exists(result_file):
         return json.loads(io.read_text(result_file))
@@ -393,10 +403,12 @@ def main(argv=None) -> int:
     p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
     p.add_argument("--smoke", action="store_true", help="the tiny debug LM in every arm")
     p.add_argument("--max-speech-tokens", type=int, default=Plan.max_speech_tokens)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=Plan.precision)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     plan = Plan(
         max_speech_tokens=args.max_speech_tokens,
+        precision=args.precision,
         work=args.work,
         seen=default_seen(),
         steps=args.steps,
