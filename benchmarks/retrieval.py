@@ -12,7 +12,10 @@ compare, with real components at a size a CPU can run:
   translation retrieval BLEU;
 - ``whisper-base`` (layer 3) codebook vs the weight-free ``mfcc`` one.
 
-Stages are cached in ``--work``: a stage whose output folder has its
+It chooses nothing: every configuration is fixed by its flags and reported
+on the test split (settings are chosen on dev: ``benchmarks.demo_sweep``;
+the full-depth, three-seed version with intervals is
+``benchmarks.retrieval_full``). Stages are cached in ``--work``: a stage whose output folder has its
 ``_index.json`` (or a run its final checkpoint) is not redone, so a long run
 can be resumed. Prints a table and writes JSON.
 

@@ -87,6 +87,11 @@ SPECS: dict[str, BenchSpec] = {
         json_flag="--json",
         quick_skip="trains and evaluates several dual encoders: ~10 min even with --quick",
     ),
+    "retrieval_full": BenchSpec(
+        json_flag="--json",
+        quick_args=("--smoke",),
+        quick_skip="nine full-depth Gemma runs: hours on 2 CPU cores (--smoke: the procedure)",
+    ),
 }
 # Run order: cheap first, so a quick run shows results early.
 ORDER = ("encoders", "kmeans", "tokenize", "trainer", "load", "retrieval")

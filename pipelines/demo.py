@@ -144,11 +144,12 @@ def run_demo(config: DemoConfig) -> dict:
     )
 
     def tokenize_all() -> None:
-        # Seen languages: train + test; the others only meet the evaluator (their
-        # train split would be encoded for nothing). The second run appends.
+        # Seen languages: train + dev + test; the others only meet the evaluator
+        # (their train split would be encoded for nothing). dev is where settings
+        # are chosen (benchmarks/demo_sweep.py). The second run appends.
         unseen = (*config.unseen, "en")
         for i, (langs, splits) in enumerate(
-            [(config.seen, ("train", "test")), (unseen, ("test",))]
+            [(config.seen, ("train", "dev", "test")), (unseen, ("dev", "test"))]
         ):
             tokenize.run(
                 tokenize.TokenizeJobConfig(

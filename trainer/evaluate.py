@@ -2,7 +2,9 @@
 
 Speech -> transcript: every recording of a language in the split is a query;
 the pool is that language's distinct sentences (one candidate per
-``sentence_id``), as in FLEURS retrieval. Speech -> translation: each query
+``sentence_id``), as in FLEURS retrieval. ``pool_splits`` widens the pool to
+the sentences of more splits (dev + test: a larger pool than one split
+holds), the queries staying those of ``split``. Speech -> translation: each query
 retrieves from the pool of English sentences of the split (joined by
 ``sentence_id`` for n-way parallel corpora such as FLEURS, else the rows'
 ``translation`` column) and the retrieved sentence is scored against the
@@ -22,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,7 +39,8 @@ from trainer import retrieval
 
 log = logging.getLogger(__name__)
 PIVOT = "en"
-COLUMNS = ["id", "lang", "sentence_id", "text", "translation", "tokens", "codebook"]
+COLUMNS = ["id", "lang", "split", "sentence_id", "text", "translation", "tokens", "codebook"]
+RANKS_FILE = "ranks.json"
 
 
 class CodebookMismatch(ValueError):
@@ -48,7 +52,10 @@ class EvalConfig:
     """``langs``: evaluate only these; ``seen``: override the languages counted as seen
     (default: the languages of the run's training shards); ``allow_hub``: the run's
     LLM may be downloaded when its config names a hub id (see
-    :func:`trainer.checkpoint.load_run`)."""
+    :func:`trainer.checkpoint.load_run`); ``pool_splits``: the splits whose
+    sentences are candidates (default: ``split`` alone); ``write_ranks``: also
+    write ``ranks.json`` (each query's id and 0-based rank, per language), for
+    intervals across runs."""
 
     run: str = setting(help="train --out folder")
     shards: str = setting(help="tokenize --out folder")
@@ -67,10 +74,14 @@ class EvalConfig:
         help="let the run's config.json name a Hugging Face hub model to download "
         "(also needs HF_HUB_OFFLINE unset); default: local folders only",
     )
+    pool_splits: tuple[str, ...] | None = None  # the candidate pool's splits (default: split)
+    write_ranks: bool = False  # also write ranks.json (each query's rank)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.pool_splits is not None and self.split not in self.pool_splits:
+            raise ValueError(f"pool_splits {self.pool_splits} must include split {self.split!r}")
 
 
 @dataclass
@@ -85,18 +96,20 @@ class Split:
     tokens: list[np.ndarray]
     codebook_ids: set[str] = field(default_factory=set)  # the rows' ``codebook`` values
     codebook_sha256s: set[str] = field(default_factory=set)  # from the files' metadata
+    splits: list[str] | None = None  # each row's split (None: all rows of one split)
 
 
-def read_split(shards: str, split: str, langs=None) -> Split:
-    """The rows of one split (optionally some languages), sorted by id: the shard
-    reader's files, i.e. those ``_index.json`` lists."""
+def read_split(shards: str, split: str | tuple[str, ...], langs=None) -> Split:
+    """The rows of one split or several (optionally some languages), sorted by id:
+    the shard reader's files, i.e. those ``_index.json`` lists."""
     from datastore import shards as shard_io
 
     root = storage.join(shards, schema.TOKENS_DIR)
     if not storage.exists(storage.join(shards, schema.INDEX_FILE)) and not storage.exists(root):
         raise FileNotFoundError(f"no token shards under {root}")
     tables, shas = [], set()
-    where = {"split": [split], "lang": langs}
+    wanted = [split] if isinstance(split, str) else list(split)
+    where = {"split": wanted, "lang": langs}
     for _, table in shard_io.iter_shards(shards, schema.TOKENS_DIR, columns=COLUMNS, where=where):
         meta = table.schema.metadata or {}
         if schema.META_CODEBOOK_SHA256 in meta:  # the file's own record of its codebook
@@ -119,6 +132,7 @@ def read_split(shards: str, split: str, langs=None) -> Split:
         tokens=[np.asarray(t, dtype=np.int64) for t in cols["tokens"]],
         codebook_ids=set(cols["codebook"]),
         codebook_sha256s=shas,
+        splits=cols["split"],
     )
 
 
@@ -199,7 +213,7 @@ def evaluate(config: EvalConfig) -> dict:
     from trainer.checkpoint import load_run, read_config
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    split = read_split(config.shards, config.split, config.langs)
+    split = read_split(config.shards, config.pool_splits or config.split, config.langs)
     run_codebook = read_config(config.run).get("codebook") or {}
     check_codebook(split, run_codebook, config.shards, config.run)  # before loading the model
     model, _, run_config = load_run(config.run, device=device, allow_hub=config.allow_hub)
@@ -207,9 +221,12 @@ def evaluate(config: EvalConfig) -> dict:
     autocast = torch.bfloat16 if precision == "bf16" else None
     seen = set(config.seen if config.seen is not None else seen_languages(run_config))
 
-    by_lang: dict[str, list[int]] = defaultdict(list)
+    by_lang: dict[str, list[int]] = defaultdict(list)  # queries: rows of config.split
+    candidates: dict[str, list[int]] = defaultdict(list)  # pool: rows of every read split
     for i, lang in enumerate(split.langs):
-        by_lang[lang].append(i)
+        candidates[lang].append(i)
+        if split.splits is None or split.splits[i] == config.split:
+            by_lang[lang].append(i)
     pool, english = english_pool(split)
     pool_emb = (
         model.embed_text(pool, [PIVOT] * len(pool), autocast_dtype=autocast).numpy()
@@ -217,10 +234,10 @@ def evaluate(config: EvalConfig) -> dict:
         else None
     )
 
-    results = {}
+    results, ranks_out = {}, {}
     for lang in sorted(by_lang):
         rows = by_lang[lang]
-        texts, where = _pool(rows, split)
+        texts, where = _pool(candidates[lang], split)
         speech = model.embed_speech(
             [split.tokens[i] for i in rows],
             [lang] * len(rows),
@@ -229,9 +246,9 @@ def evaluate(config: EvalConfig) -> dict:
         ).numpy()
         text_emb = model.embed_text(texts, [lang] * len(texts), autocast_dtype=autocast).numpy()
         targets = [where[split.sentence_ids[i]] for i in rows]
-        m = retrieval.retrieval_metrics(
-            retrieval.target_ranks(speech, text_emb, targets, device=device)
-        )
+        ranks = retrieval.target_ranks(speech, text_emb, targets, device=device)
+        m = retrieval.retrieval_metrics(ranks)
+        ranks_out[lang] = {"ids": [split.ids[i] for i in rows], "ranks": ranks.tolist()}
         bleu = None
         refs = references(rows, split, english)
         if lang != PIVOT and pool_emb is not None and any(refs):
@@ -245,6 +262,7 @@ def evaluate(config: EvalConfig) -> dict:
             n_queries=len(rows),
             pool_size=len(texts),
             bleu=bleu,
+            hits=(ranks == 0).astype(float).tolist(),
         )
         log.info(
             "%s: R@1 %.3f (chance %.3f), %d queries", lang, m["r_at_1"], 1 / len(texts), len(rows)
@@ -256,4 +274,9 @@ def evaluate(config: EvalConfig) -> dict:
         unseen=[x for x in langs if x not in seen],
         codebook={"id": run_codebook.get("id"), "sha256": run_codebook.get("sha256")},
     )
-    return report_lib.write_report(rep, config.out)
+    data = report_lib.write_report(rep, config.out)
+    if config.write_ranks:
+        storage.write_text(
+            storage.join(config.out, RANKS_FILE), json.dumps(ranks_out, sort_keys=True)
+        )
+    return data

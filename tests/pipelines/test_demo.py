@@ -24,6 +24,11 @@ def test_tiny_demo_runs_every_stage(tmp_path, capsys):
         index = json.loads((tmp_path / stage / "_index.json").read_text())
         assert index["counts"]["input"] == index["counts"]["accepted"] + index["counts"]["rejected"]
     assert (tmp_path / "run" / "model.safetensors").exists()
+    # dev is tokenized for every language (settings are chosen there); train only for seen.
+    folders = (tmp_path / "tokens" / "tokens").glob("corpus=*/split=*/lang=*")
+    got = {(f.parent.name.split("=")[1], f.name.split("=")[1]) for f in folders}
+    seen = {(s, x) for x in ("fr", "de") for s in ("train", "dev", "test")}
+    assert got == seen | {(s, x) for x in ("sw", "en") for s in ("dev", "test")}
     # The demo's training choices reach the run (aligned audio rows, light spread-out).
     trained = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert trained["audio_init"] == "aligned" and trained["loss"]["spread_out_weight"] == 0.1

@@ -95,7 +95,40 @@ def test_eval_report(tokens, tmp_path, capsys):
         assert report["pool_size"][lang] * 2 == n
     assert set(report["bleu"]) == set(MINI_LANGS)  # every non-English language, against en_us
     assert (tmp_path / "rep/r_at_1.png").stat().st_size > 1000
-    assert "| fr | seen" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| fr | seen" in out and "resamples, seed 0" in out
+    # 95 % intervals beside every R@1 and the query counts behind the means
+    for lang, (lo, hi) in report["r_at_1_ci95"].items():
+        assert lo <= report["r_at_1"][lang] <= hi
+    assert set(report["r_at_1_ci95"]) == set(report["r_at_1"])
+    assert report["n_queries_seen"] == report["n_queries"]["fr"] + report["n_queries"]["de"]
+    lo, hi = report["mean_r_at_1_seen_ci95"]
+    assert lo <= report["mean_r_at_1_seen"] <= hi
+
+    # The same queries ranked against a wider pool: the sentences of train + test.
+    wide = ev.evaluate(
+        ev.EvalConfig(
+            run=str(run),
+            shards=str(tokens),
+            out=str(tmp_path / "wide"),
+            pool_splits=("train", "test"),
+            write_ranks=True,
+        )
+    )
+    both = ev.read_split(str(tokens), ("train", "test"))
+    assert wide["n_queries"] == report["n_queries"]
+    for lang, pool in wide["pool_size"].items():
+        sentences = {s for s, x in zip(both.sentence_ids, both.langs, strict=True) if x == lang}
+        assert pool == len(sentences) > report["pool_size"][lang]
+    ranks = json.loads((tmp_path / "wide/ranks.json").read_text())
+    for lang, got in ranks.items():
+        assert got["ids"] == [i for i, x in zip(split.ids, split.langs, strict=True) if x == lang]
+        assert np.mean(np.asarray(got["ranks"]) == 0) == wide["r_at_1"][lang]
+
+
+def test_pool_splits_must_hold_the_query_split():
+    with pytest.raises(ValueError, match="must include"):
+        ev.EvalConfig(run="r", shards="s", out="o", split="test", pool_splits=("dev",))
 
 
 def test_english_pool_and_references():

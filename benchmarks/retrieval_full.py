@@ -1,0 +1,457 @@
+"""LLM init vs random init at full depth, with settings chosen on dev and intervals.
+
+The paper's central claim: a dual encoder initialised from a multilingual LLM
+matches speech and text in languages never seen with speech. Here: Gemma 3
+270M with all its layers, trained on the CoVoST 2 source languages of
+mini-FLEURS ("seen"), evaluated on those and on unseen languages, three arms
+with the same steps, data and seeds:
+
+- ``random``: the Gemma 3 270M architecture, random weights;
+- ``llm``: Gemma 3 270M's weights;
+- ``llm-bitext``: the same plus WikiMatrix bitext (speech -> English
+  retrieval BLEU is the paper's S2TT figure).
+
+Every arm uses the demo's training settings (lr 3e-5, spread-out weight 0.1,
+audio rows from aligned characters, length jitter 0.3, batch 16), the first
+192 speech tokens of each utterance, and the same data order per seed. The
+random arm's backbone is one fixed random draw (``gemma-3-270m-random``); the
+seed changes the new parameters and the data order, in every arm.
+
+Retrieval pools are all of a language's dev + test sentences (every query
+ranks them all). The only setting chosen is the checkpoint: each run is
+evaluated on **dev** (seen languages only: no unseen speech enters any
+decision) after half and after all its steps, keeps the step with the better
+mean dev R@1, and **test** is evaluated once per run, at that step.
+Intervals (95 %): a bootstrap over queries of the seed-averaged outcome of
+each query (languages resampled separately; :mod:`trainer.intervals`) and a
+t interval over the seeds' means; LLM - random is paired by query and by seed.
+Every stage is cached in ``--work`` (a run's ``result.json``, the data
+folders' ``_index.json``), so an interrupted experiment resumes where it
+stopped (a run cut mid-training restarts from its half-way checkpoint, or
+from step 0 when it had not reached it)::
+
+    python -m benchmarks.retrieval_full                      # hours on 2 shared CPU cores
+    python -m benchmarks.retrieval_full --measure 3          # s/step only, then exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from datastore import storage
+from tokenizer import languages
+
+UNSEEN = ("am", "bn", "el", "fi", "hi", "ko", "pl", "sw", "th", "vi")
+PIVOT = "en"
+ARMS = {  # name -> (llm, bitext)
+    "random": ("gemma-3-270m-random", False),
+    "llm": ("gemma-3-270m", False),
+    "llm-bitext": ("gemma-3-270m", True),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """One experiment: what every arm shares (only ``llm`` and bitext differ)."""
+
+    work: str = "benchmarks/results/retrieval-full-work"
+    seen: tuple[str, ...] = ()
+    unseen: tuple[str, ...] = UNSEEN
+    k: int = 256
+    codebook_langs: int = 6  # fit on the first N seen languages' training speech
+    layers: int | None = None  # None: all of Gemma's 18
+    steps: int = 24  # what the shared 2-core VM allowed (benchmarks/README.md)
+    batch_size: int = 16
+    lr: float = 3e-5  # the demo's settings (pipelines/demo.py)
+    spread_out_weight: float = 0.1
+    audio_init: str = "aligned"
+    max_speech_tokens: int = 192  # the demo keeps 384: halved to afford more steps
+    length_jitter: float = 0.3
+    bitext_ratio: float = 0.2
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # This VM's current CPU (AMD EPYC, AVX2, no AVX-512/AMX) runs bf16 matmuls on
+    # torch's reference kernel: a 2048x640x2048 forward + backward took 26 s in
+    # bf16 autocast vs 1.05 s in fp32 (benchmarks/README.md). bf16 where the CPU has it.
+    precision: str = "fp32"
+    smoke: bool = False  # every arm on the tiny random "debug" LM: checks the procedure only
+
+    def __post_init__(self) -> None:
+        if self.steps < 2:
+            raise ValueError("steps must be >= 2 (dev compares half and all of them)")
+        if not self.seen or len(self.unseen) < 1:
+            raise ValueError("need seen and unseen languages")
+
+    @property
+    def checkpoints(self) -> tuple[int, int]:
+        return (self.steps // 2, self.steps)
+
+
+def default_seen() -> tuple[str, ...]:
+    return tuple(sorted(x.short for x in languages.usable() if x.seen))
+
+
+def _done(folder: str) -> bool:
+    return storage.exists(storage.join(folder, "_index.json"))
+
+
+def prepare_data(plan: Plan) -> dict[str, str]:
+    """Corpus, Whisper-base L3 codebook, tokens (seen: train; all: dev + test), bitext."""
+    from pipelines import bitext, fit_codebook, tokenize
+    from tokenizer.bitext import BitextConfig
+    from tokenizer.encoders import EncoderConfig
+    from tokenizer.manifests import ManifestConfig
+    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+
+    corpus = storage.join(plan.work, "corpus")
+    if not storage.exists(storage.join(corpus, "corpus.json")):
+        langs = (*plan.seen, *plan.unseen, PIVOT)
+        synthesize_corpus(SynthConfig(out=corpus, langs=langs, voices=1))
+    fleurs = storage.join(corpus, "fleurs")
+    enc = EncoderConfig(name="whisper-base")
+    cb = storage.join(plan.work, "codebook")
+    if not _done(cb):
+        fit_codebook.run(
+            fit_codebook.FitCodebookJobConfig(
+                manifest=ManifestConfig(
+                    format="fleurs",
+                    input=fleurs,
+                    langs=plan.seen[: plan.codebook_langs],
+                    splits=("train",),
+                ),
+                encoder=enc,
+                k=plan.k,
+                out=cb,
+            )
+        )
+    tokens = storage.join(plan.work, "tokens")
+    marker = storage.join(tokens, "_complete")
+    if not storage.exists(marker):
+        jobs = [(plan.seen, ("train",)), ((*plan.seen, *plan.unseen, PIVOT), ("dev", "test"))]
+        for i, (langs, splits) in enumerate(jobs):
+            tokenize.run(
+                tokenize.TokenizeJobConfig(
+                    manifest=ManifestConfig(
+                        format="fleurs", input=fleurs, langs=langs, splits=splits
+                    ),
+                    encoder=enc,
+                    codebook=cb,
+                    out=tokens,
+                    dedup=True,
+                    skip_existing=i > 0,  # the second job appends to the first one's shards
+                )
+            )
+        storage.write_text(marker, "")
+    bt = storage.join(plan.work, "bitext")
+    if not _done(bt):
+        bitext.run(
+            bitext.BitextJobConfig(
+                input=storage.join(corpus, "wikimatrix", "*.tsv.gz"),
+                out=bt,
+                filters=BitextConfig(min_score=1.04, langs=frozenset((*plan.seen, PIVOT))),
+            )
+        )
+    return {"corpus": corpus, "codebook": cb, "tokens": tokens, "bitext": bt}
+
+
+def _configs(plan: Plan, data: dict, arm: str, seed: int, out: str):
+    from trainer.data import DataConfig
+    from trainer.loss import LossConfig
+    from trainer.model import DualEncoderConfig
+    from trainer.train import TrainConfig
+
+    llm, use_bitext = ARMS[arm]
+    llm = "debug" if plan.smoke else llm
+    return TrainConfig(
+        out=out,
+        model=DualEncoderConfig(
+            llm=llm, layers=plan.layers, max_speech_tokens=plan.max_speech_tokens
+        ),
+        data=DataConfig(
+            shards=data["tokens"],
+            bitext=data["bitext"] if use_bitext else None,
+            bitext_ratio=plan.bitext_ratio if use_bitext else 0.0,
+            langs=plan.seen,
+            batch_size=plan.batch_size,
+            length_jitter=plan.length_jitter,
+            seed=seed,
+        ),
+        loss=LossConfig(spread_out_weight=plan.spread_out_weight),
+        steps=plan.steps,
+        lr=plan.lr,
+        warmup_steps=min(10, plan.steps // 4),
+        save_every=plan.steps,
+        audio_init=plan.audio_init,
+        seed=seed,
+        precision=plan.precision,
+        progress=False,
+        log_every=5,
+    )
+
+
+def _evaluate(plan: Plan, data: dict, run: str, split: str) -> dict:
+    """R@1 of ``split``'s queries against every dev + test sentence of their language."""
+    from trainer.evaluate import EvalConfig, evaluate
+
+    out = storage.join(run, f"eval-{split}")
+    if storage.exists(storage.join(out, "ranks.json")):  # written after report.json
+        return json.loads(storage.read_text(storage.join(out, "report.json")))
+    return evaluate(
+        EvalConfig(
+            run=run,
+            shards=data["tokens"],
+            out=out,
+            split=split,
+            pool_splits=("dev", "test"),
+            # dev decides on the seen languages alone (and costs a fifth of a test pass);
+            # test: every language, English for the BLEU pool.
+            langs=plan.seen if split == "dev" else (*plan.seen, *plan.unseen, PIVOT),
+            seen=plan.seen,
+            write_ranks=True,
+        )
+    )
+
+
+def _means(plan: Plan, report: dict) -> dict:
+    r = report["r_at_1"]
+    out = {"seen": sum(r[x] for x in plan.seen) / len(plan.seen)}
+    if all(x in r for x in plan.unseen):
+        out["unseen"] = sum(r[x] for x in plan.unseen) / len(plan.unseen)
+    return out
+
+
+def run_one(plan: Plan, data: dict, arm: str, seed: int) -> dict:
+    """Train one arm/seed; dev at half and all steps; test once at the step dev chose.
+
+    The choice uses the seen languages' dev R@1 (the unseen languages' speech
+    stays out of every decision); ties keep the later step. Cached in
+    ``result.json``; a run interrupted mid-training resumes from its checkpoint.
+    """
+    from trainer.checkpoint import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, read_config
+    from trainer.train import train
+
+    # Cached by everything a rerun with other flags could change.
+    name = (
+        f"{arm}-{plan.steps}steps-{plan.max_speech_tokens}tok-L{plan.layers or 'all'}"
+        f"-{plan.precision}-s{seed}"
+    )
+    run = storage.join(plan.work, "smoke" if plan.smoke else "runs", name)
+    result_file = storage.join(run, "result.json")
+    if storage.exists(result_file):
+        return json.loads(storage.read_text(result_file))
+    half_step, full_step = plan.checkpoints
+    half = storage.join(run, f"step-{half_step}")
+    config = _configs(plan, data, arm, seed, run)
+    record = {"arm": arm, "seed": seed, "train_s": 0.0, "dev": {}}
+    start = time.perf_counter()
+    if not storage.exists(storage.join(half, CONFIG_FILE)):
+        try:
+            step = int(read_config(run)["step"])
+        except Exception:  # no run yet, or one killed before its first checkpoint
+            storage.delete(run)
+            step = 0
+        if step < half_step:
+            train(config, resume=step > 0, stop_after=half_step - step)
+        storage.makedirs(half)
+        for name in (MODEL_FILE, CONFIG_FILE):  # a loadable run folder of the half-way model
+            storage.write_bytes(
+                storage.join(half, name), storage.read_bytes(storage.join(run, name))
+            )
+    record["train_s"] += time.perf_counter() - start
+    record["dev"][half_step] = _means(plan, _evaluate(plan, data, half, "dev"))
+    start = time.perf_counter()
+    train(config, resume=True)
+    record["train_s"] += time.perf_counter() - start
+    record["dev"][full_step] = _means(plan, _evaluate(plan, data, run, "dev"))
+    chosen = max(plan.checkpoints, key=lambda s: (record["dev"][s]["seen"], s))
+    record["chosen_step"] = chosen
+    test = _evaluate(plan, data, run if chosen == full_step else half, "test")
+    record["test"] = {**_means(plan, test), "bleu": _bleu(plan, test)}
+    record["test_dir"] = storage.join(run if chosen == full_step else half, "eval-test")
+    storage.delete(
+        storage.join(run, OPTIMIZER_FILE)
+    )  # 0.8 GB a run; the experiment never resumes a done run
+    storage.write_text(result_file, json.dumps(record, indent=2))
+    return record
+
+
+def _bleu(plan: Plan, report: dict) -> float | None:
+    """Mean speech -> English retrieval BLEU over the seen and unseen languages."""
+    values = [report["bleu"][x] for x in (*plan.seen, *plan.unseen) if x in report["bleu"]]
+    return sum(values) / len(values) if values else None
+
+
+def _hits(record: dict, langs) -> dict[str, list[float]]:
+    """Per language, each test query's R@1 outcome (queries in id order)."""
+    ranks = json.loads(storage.read_text(storage.join(record["test_dir"], "ranks.json")))
+    return {x: [float(r == 0) for r in ranks[x]["ranks"]] for x in langs}
+
+
+def _seed_mean(per_seed: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Each query's outcome averaged over seeds (the seeds share the test queries)."""
+    langs = per_seed[0]
+    return {
+        x: [sum(v) / len(v) for v in zip(*(h[x] for h in per_seed), strict=True)] for x in langs
+    }
+
+
+def _figure(per_seed_hits: list[dict[str, list[float]]], per_seed_values: list[float]) -> dict:
+    from trainer import intervals
+
+    averaged = _seed_mean(per_seed_hits)
+    return {
+        "mean": sum(per_seed_values) / len(per_seed_values),
+        "per_seed": per_seed_values,
+        "ci95_queries": intervals.bootstrap_stratified_mean(averaged),
+        "ci95_seeds": intervals.t_interval(per_seed_values),
+        "n_queries": sum(len(v) for v in averaged.values()),
+        "n_langs": len(averaged),
+    }
+
+
+def summarize(plan: Plan, records: dict[str, list[dict]]) -> dict:
+    """Per arm: seen/unseen R@1 and BLEU over seeds with both intervals; LLM - random."""
+    from trainer import intervals
+
+    rows, hits = {}, {}
+    for arm, recs in records.items():
+        hits[arm] = {g: [_hits(r, getattr(plan, g)) for r in recs] for g in ("seen", "unseen")}
+        bleu = [r["test"]["bleu"] for r in recs if r["test"]["bleu"] is not None]
+        rows[arm] = {
+            "seeds": [r["seed"] for r in recs],
+            "chosen_steps": [r["chosen_step"] for r in recs],
+            "train_s": [round(r["train_s"]) for r in recs],
+            **{g: _figure(hits[arm][g], [r["test"][g] for r in recs]) for g in ("seen", "unseen")},
+            "bleu": {
+                "mean": sum(bleu) / len(bleu),
+                "per_seed": bleu,
+                "ci95_seeds": intervals.t_interval(bleu),
+            }
+            if bleu
+            else None,
+        }
+    diffs = {}
+    for arm in ("llm", "llm-bitext"):
+        if arm not in rows or "random" not in rows:
+            continue
+        n = min(len(records[arm]), len(records["random"]))  # paired by seed
+        diffs[f"{arm} - random"] = {}
+        for g in ("seen", "unseen"):
+            a, b = _seed_mean(hits[arm][g][:n]), _seed_mean(hits["random"][g][:n])
+            d = {x: [p - q for p, q in zip(a[x], b[x], strict=True)] for x in a}
+            per_seed = [
+                records[arm][i]["test"][g] - records["random"][i]["test"][g] for i in range(n)
+            ]
+            diffs[f"{arm} - random"][g] = {
+                "mean": sum(per_seed) / n,
+                "ci95_queries": intervals.bootstrap_stratified_mean(d),
+                "ci95_seeds": intervals.t_interval(per_seed),
+                "seeds": n,
+            }
+    return {"arms": rows, "differences": diffs}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(bounds) -> str:
+    return "-" if not bounds else f"[{_pct(bounds[0])}, {_pct(bounds[1])}]"
+
+
+def print_table(summary: dict) -> None:
+    print(
+        f"{'arm':<12}{'seeds':>6}  {'R@1 seen % [queries CI] [seeds CI]':<42}"
+        f"{'R@1 unseen % [queries CI] [seeds CI]':<42}{'BLEU':>6}"
+    )
+    for arm, r in summary["arms"].items():
+        cells = [
+            f"{_pct(r[g]['mean'])} {_ci(r[g]['ci95_queries'])} {_ci(r[g]['ci95_seeds'])}"
+            for g in ("seen", "unseen")
+        ]
+        bleu = f"{r['bleu']['mean']:.1f}" if r["bleu"] else "-"
+        print(f"{arm:<12}{len(r['seeds']):>6}  {cells[0]:<42}{cells[1]:<42}{bleu:>6}")
+    for name, d in summary["differences"].items():
+        for g, v in d.items():
+            print(
+                f"{name} ({g}): {_pct(v['mean'])} points, queries CI {_ci(v['ci95_queries'])}, "
+                f"seeds CI {_ci(v['ci95_seeds'])}"
+            )
+
+
+def measure(plan: Plan, data: dict, steps: int) -> dict:
+    """Seconds per training step of the LLM arm (every arm costs the same), from the
+    trainer's own per-step times (``metrics.jsonl``), the first step left out."""
+    from trainer.checkpoint import METRICS_FILE
+    from trainer.train import train
+
+    out = storage.join(plan.work, "measure")
+    storage.delete(out)
+    train(_configs(plan, data, "llm", 0, out), stop_after=steps + 1)
+    lines = storage.read_text(storage.join(out, METRICS_FILE)).splitlines()
+    times = [json.loads(x)["step_s"] for x in lines if x.strip()][1:]
+    storage.delete(out)
+    return {"steps": len(times), "s_per_step": sum(times) / len(times), "each": times}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default=Plan.work, help="cached stages and runs")
+    p.add_argument("--json", default="benchmarks/results/retrieval_full.json")
+    p.add_argument("--steps", type=int, default=Plan.steps)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(Plan.seeds))
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--layers", type=int, help="Gemma layers kept (default: all 18)")
+    p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
+    p.add_argument("--smoke", action="store_true", help="the tiny debug LM in every arm")
+    p.add_argument("--max-speech-tokens", type=int, default=Plan.max_speech_tokens)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=Plan.precision)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    plan = Plan(
+        max_speech_tokens=args.max_speech_tokens,
+        precision=args.precision,
+        work=args.work,
+        seen=default_seen(),
+        steps=args.steps,
+        seeds=tuple(args.seeds),
+        layers=args.layers,
+        smoke=args.smoke,
+    )
+    start = time.perf_counter()
+    data = prepare_data(plan)
+    print(f"data ready ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.measure:
+        print(json.dumps(measure(plan, data, args.measure)), flush=True)
+        return 0
+    records: dict[str, list[dict]] = {arm: [] for arm in args.arms}
+    for seed in plan.seeds:  # seed-major: a cut-short experiment has every arm's first seeds
+        for arm in args.arms:
+            t0 = time.perf_counter()
+            rec = run_one(plan, data, arm, seed)
+            records[arm].append(rec)
+            print(
+                f"{time.strftime('%H:%M:%S')} {arm} seed {seed}: step {rec['chosen_step']}, "
+                f"test R@1 seen {_pct(rec['test']['seen'])} unseen {_pct(rec['test']['unseen'])} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    summary = summarize(plan, records)
+    print_table(summary)
+    result = {
+        "plan": asdict(plan),
+        **summary,
+        "runs": records,
+        "wall_s": time.perf_counter() - start,
+    }
+    out = args.json.replace(".json", "-smoke.json") if plan.smoke else args.json
+    storage.write_text(out, json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
