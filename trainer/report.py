@@ -12,6 +12,7 @@ and the query counts behind each mean (``n_queries_seen``,
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def plot_r_at_1(report: dict, uri: str) -> None:
     ax.legend(handles, ["seen in training", "unseen", "chance"], loc="upper right", fontsize=8)
     ax.set_title("R@1 per language")
     fig.tight_layout()
-    buf = storage.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     storage.write_bytes(uri, buf.getvalue())
