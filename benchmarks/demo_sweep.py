@@ -2,7 +2,7 @@
 
 Why: the demo's training settings (``pipelines/demo.py``) were picked by
 comparing variants on the same token and bitext shards, one seed each; this
-is the script that did it, so the figures in the issue notes can be re-run.
+is the script that did it, so the figures in benchmarks/README.md can be re-run.
 Every variant trains Gemma 3 270M's first 4 layers on the seen languages
 (batch 16, bitext ratio 0.2 when ``--bitext`` is given) and is evaluated on
 the **dev** split only (queries: dev recordings; candidates: every dev + test
