@@ -215,11 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synthesize mini-FLEURS, fit a Whisper-base codebook, tokenize, build "
         "bitext, train a short run from Gemma 3 270M and evaluate; prints the R@1 table.",
     )
-    demo.add_argument("--out", default="demo-out", help="folder for every stage's output")
-    demo.add_argument(
-        "--steps", type=int, help="training steps (default 80: the 10-minute budget on 2 CPU cores)"
-    )
-    demo.add_argument("--tiny", action="store_true", help="seconds-long variant with tiny models")
+    from pipelines.demo import add_flags as add_demo_flags
+
+    add_demo_flags(demo)
     for leaf in _leaf_parsers(parser):  # -v after the command too (SUPPRESS: keep the top's)
         leaf.add_argument(
             "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"

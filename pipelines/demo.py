@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass
 
 from datastore import storage
+from datastore.settings import setting
 
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    out: str = "demo-out"
+    out: str = setting("demo-out", help="folder for every stage's output")
     # Many languages with one voice each rather than few with several: distinct
     # sentences teach more than voices, and the Latin-script languages share what
     # they learn (settings and figures: benchmarks/README.md, the demo sweep).
@@ -40,7 +41,8 @@ class DemoConfig:
     k: int = 256
     llm: str = "gemma-3-270m"
     layers: int | None = 4
-    steps: int = 80  # the 10-minute budget on 2 CPU cores (fresh cache: 90 took 10:20)
+    # The 10-minute budget on 2 CPU cores (fresh cache: 90 took 10:20).
+    steps: int = setting(80, help="training steps (the 10-minute budget on 2 CPU cores)")
     batch_size: int = 16
     # A lower backbone lr than the trainer's default overfits the 30 training
     # sentences per language less, and jittered length bucketing varies each
@@ -242,9 +244,21 @@ def _print_summary(summary: dict) -> None:
     )
 
 
+def add_flags(parser) -> None:
+    """``speechtok demo``'s flags: ``--out`` and ``--steps`` from :class:`DemoConfig`."""
+    from datastore.settings import add_flags as add
+
+    add(parser, DemoConfig, only=("out", "steps"))
+    parser.add_argument("--tiny", action="store_true", help="seconds-long variant with tiny models")
+
+
 def run_cli(args, extra) -> int:
-    config = DemoConfig.tiny(args.out) if args.tiny else DemoConfig(out=args.out)
-    if args.steps:
-        config = dataclasses.replace(config, steps=args.steps)
+    from datastore.settings import values
+
+    given = values(DemoConfig, args)
+    if args.tiny:  # the tiny variant's settings, then what the flags say
+        config = dataclasses.replace(DemoConfig.tiny(DemoConfig.out), **given)
+    else:
+        config = DemoConfig(**given)
     run_demo(config)
     return 0

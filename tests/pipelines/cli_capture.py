@@ -21,6 +21,7 @@ RECEIVERS = {
     "corpus": ("tokenizer.synth.cli", "synthesize_corpus"),
     "tokenize": ("pipelines.tokenize", "plan"),
     "fit-codebook": ("pipelines.fit_codebook", "plan"),
+    "demo": ("pipelines.demo", "run_demo"),
 }
 SPEECH = ["--format", "jsonl", "--input", "M.jsonl", "--encoder", "mfcc"]
 

@@ -70,6 +70,7 @@ def test_every_command_builds_the_recorded_config(case):
 def _configs(command: str) -> list:
     """The config classes whose user fields make ``command``'s flags."""
     from datastore.shards import WriteConfig
+    from pipelines.demo import DemoConfig
     from pipelines.job_configs import BitextJobConfig, FitCodebookJobConfig, TokenizeJobConfig
     from tokenizer.audio import AudioConfig
     from tokenizer.bitext import BitextConfig
@@ -92,12 +93,23 @@ def _configs(command: str) -> list:
         "embed": [EmbedConfig],
         "search": [SearchConfig],
         "corpus synth": [SynthConfig],
+        "demo": [DemoConfig],
     }[command]
 
 
 @pytest.mark.parametrize(
     "command",
-    ["tokenize", "fit-codebook", "train", "bitext", "eval", "embed", "search", "corpus synth"],
+    [
+        "tokenize",
+        "fit-codebook",
+        "train",
+        "bitext",
+        "eval",
+        "embed",
+        "search",
+        "corpus synth",
+        "demo",
+    ],
 )
 def test_every_user_setting_is_a_flag(command):
     parser = cli.command_parser(cli.build_parser(), command)
@@ -144,6 +156,11 @@ def test_defaults_live_once_in_the_configs():
     assert built_config(CASES["tokenize"]) == as_plain_dict(tokenize)
     fit = FitCodebookJobConfig(manifest=manifest, encoder=encoder, k=16, out="O")
     assert built_config(CASES["fit-codebook"]) == as_plain_dict(fit)
+    from pipelines.demo import DemoConfig
+
+    assert built_config(["demo"]) == as_plain_dict(DemoConfig())
+    tiny = dataclasses.replace(DemoConfig.tiny("demo-out"), steps=3)
+    assert built_config(["demo", "--tiny", "--steps", "3"]) == as_plain_dict(tiny)
 
 
 def test_the_python_api_and_the_cli_agree_on_the_bitext_ratio():
