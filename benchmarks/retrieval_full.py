@@ -42,6 +42,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
+from benchmarks.retrieval_summary import pct, print_table, summarize
 from datastore import storage
 from tokenizer import languages
 
@@ -284,104 +285,6 @@ def _bleu(plan: Plan, report: dict) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _hits(record: dict, langs) -> dict[str, list[float]]:
-    """Per language, each test query's R@1 outcome (queries in id order)."""
-    ranks = json.loads(storage.read_text(storage.join(record["test_dir"], "ranks.json")))
-    return {x: [float(r == 0) for r in ranks[x]["ranks"]] for x in langs}
-
-
-def _seed_mean(per_seed: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Each query's outcome averaged over seeds (the seeds share the test queries)."""
-    langs = per_seed[0]
-    return {
-        x: [sum(v) / len(v) for v in zip(*(h[x] for h in per_seed), strict=True)] for x in langs
-    }
-
-
-def _figure(per_seed_hits: list[dict[str, list[float]]], per_seed_values: list[float]) -> dict:
-    from trainer import intervals
-
-    averaged = _seed_mean(per_seed_hits)
-    return {
-        "mean": sum(per_seed_values) / len(per_seed_values),
-        "per_seed": per_seed_values,
-        "ci95_queries": intervals.bootstrap_stratified_mean(averaged),
-        "ci95_seeds": intervals.t_interval(per_seed_values),
-        "n_queries": sum(len(v) for v in averaged.values()),
-        "n_langs": len(averaged),
-    }
-
-
-def summarize(plan: Plan, records: dict[str, list[dict]]) -> dict:
-    """Per arm: seen/unseen R@1 and BLEU over seeds with both intervals; LLM - random."""
-    from trainer import intervals
-
-    rows, hits = {}, {}
-    for arm, recs in records.items():
-        hits[arm] = {g: [_hits(r, getattr(plan, g)) for r in recs] for g in ("seen", "unseen")}
-        bleu = [r["test"]["bleu"] for r in recs if r["test"]["bleu"] is not None]
-        rows[arm] = {
-            "seeds": [r["seed"] for r in recs],
-            "chosen_steps": [r["chosen_step"] for r in recs],
-            "train_s": [round(r["train_s"]) for r in recs],
-            **{g: _figure(hits[arm][g], [r["test"][g] for r in recs]) for g in ("seen", "unseen")},
-            "bleu": {
-                "mean": sum(bleu) / len(bleu),
-                "per_seed": bleu,
-                "ci95_seeds": intervals.t_interval(bleu),
-            }
-            if bleu
-            else None,
-        }
-    diffs = {}
-    for arm in ("llm", "llm-bitext"):
-        if arm not in rows or "random" not in rows:
-            continue
-        n = min(len(records[arm]), len(records["random"]))  # paired by seed
-        diffs[f"{arm} - random"] = {}
-        for g in ("seen", "unseen"):
-            a, b = _seed_mean(hits[arm][g][:n]), _seed_mean(hits["random"][g][:n])
-            d = {x: [p - q for p, q in zip(a[x], b[x], strict=True)] for x in a}
-            per_seed = [
-                records[arm][i]["test"][g] - records["random"][i]["test"][g] for i in range(n)
-            ]
-            diffs[f"{arm} - random"][g] = {
-                "mean": sum(per_seed) / n,
-                "ci95_queries": intervals.bootstrap_stratified_mean(d),
-                "ci95_seeds": intervals.t_interval(per_seed),
-                "seeds": n,
-            }
-    return {"arms": rows, "differences": diffs}
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _ci(bounds) -> str:
-    return "-" if not bounds else f"[{_pct(bounds[0])}, {_pct(bounds[1])}]"
-
-
-def print_table(summary: dict) -> None:
-    print(
-        f"{'arm':<12}{'seeds':>6}  {'R@1 seen % [queries CI] [seeds CI]':<42}"
-        f"{'R@1 unseen % [queries CI] [seeds CI]':<42}{'BLEU':>6}"
-    )
-    for arm, r in summary["arms"].items():
-        cells = [
-            f"{_pct(r[g]['mean'])} {_ci(r[g]['ci95_queries'])} {_ci(r[g]['ci95_seeds'])}"
-            for g in ("seen", "unseen")
-        ]
-        bleu = f"{r['bleu']['mean']:.1f}" if r["bleu"] else "-"
-        print(f"{arm:<12}{len(r['seeds']):>6}  {cells[0]:<42}{cells[1]:<42}{bleu:>6}")
-    for name, d in summary["differences"].items():
-        for g, v in d.items():
-            print(
-                f"{name} ({g}): {_pct(v['mean'])} points, queries CI {_ci(v['ci95_queries'])}, "
-                f"seeds CI {_ci(v['ci95_seeds'])}"
-            )
-
-
 def measure(plan: Plan, data: dict, steps: int) -> dict:
     """Seconds per training step of the LLM arm (every arm costs the same), from the
     trainer's own per-step times (``metrics.jsonl``), the first step left out."""
@@ -435,7 +338,7 @@ def main(argv=None) -> int:
             records[arm].append(rec)
             print(
                 f"{time.strftime('%H:%M:%S')} {arm} seed {seed}: step {rec['chosen_step']}, "
-                f"test R@1 seen {_pct(rec['test']['seen'])} unseen {_pct(rec['test']['unseen'])} "
+                f"test R@1 seen {pct(rec['test']['seen'])} unseen {pct(rec['test']['unseen'])} "
                 f"({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )

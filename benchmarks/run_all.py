@@ -44,7 +44,7 @@ from benchmarks._machine import machine
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS = BENCH_DIR / "results"
 # demo_sweep: a tool, minutes per variant; padding: needs a demo's token shards (--shards);
-# tokenize_* and kmeans_rows: parts of the tokenize and kmeans benchmarks, run by them.
+# tokenize_*, kmeans_rows, retrieval_summary: parts of other benchmarks, run by them.
 NOT_BENCHMARKS = {
     "__init__",
     "run_all",
@@ -54,6 +54,7 @@ NOT_BENCHMARKS = {
     "tokenize_shards",
     "tokenize_speech",
     "kmeans_rows",
+    "retrieval_summary",
 }
 
 
