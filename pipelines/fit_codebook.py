@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from datastore import outfolder, schema, shards, storage
+from datastore import schema, shards, storage
 from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import (
@@ -27,7 +27,6 @@ from pipelines.job_configs import (
 )
 from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
-from tokenizer.manifests import list_sources
 
 
 class NoCodebook(outcome.JobFailed):
@@ -113,14 +112,10 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
 
 
 def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
-    from kmeans.codebook import CENTROIDS_FILE, METADATA_FILE
-    from tokenizer.encoders import describe_config
+    """The launcher's work (:func:`tokenizer.launch.plan_frames`)."""
+    from tokenizer.launch import plan_frames
 
-    identity = describe_config(config.encoder)  # from configs: no weights loaded here
-    sources = list_sources(config.manifest)
-    # An earlier run's codebook must not pass for this run's when this one fits nothing.
-    outfolder.start_fresh(config.out, (schema.REJECTS_DIR, METADATA_FILE, CENTROIDS_FILE))
-    return identity, sources
+    return plan_frames(encoder=config.encoder, manifest=config.manifest, out=config.out)
 
 
 def build(

@@ -1,5 +1,9 @@
 """What a speech job's launcher settles before any worker starts.
 
+``speechtok fit-codebook`` (:func:`plan_frames`) reads the encoder's identity
+from its config, lists the manifest's sources and clears what an earlier run
+left in its folder, so an old codebook cannot pass for this run's.
+
 ``speechtok tokenize`` must refuse, in seconds and before reading any audio,
 a codebook fitted on other features (encoder, layer, mode, dimension), a
 codebook too large for the int16 token column, and an output folder that
@@ -73,3 +77,17 @@ def plan_tokens(
         previous, skip_ids, first_index = None, frozenset(), {}
         outfolder.start_fresh(out, kinds)
     return TokenPlan(codebook, identity, list_sources(manifest), skip_ids, first_index, previous)
+
+
+def plan_frames(
+    *, encoder: EncoderConfig, manifest: ManifestConfig, out: str
+) -> tuple[dict, list[str]]:
+    """fit-codebook's launcher: ``(encoder identity, manifest sources)``, with
+    ``out`` cleared of an earlier run's codebook, rejects and index."""
+    from kmeans.codebook import CENTROIDS_FILE, METADATA_FILE
+    from tokenizer.encoders import describe_config
+
+    identity = describe_config(encoder)  # from configs: no weights loaded here
+    sources = list_sources(manifest)
+    outfolder.start_fresh(out, (schema.REJECTS_DIR, METADATA_FILE, CENTROIDS_FILE))
+    return identity, sources

@@ -60,3 +60,19 @@ def test_a_wider_codebook_than_the_encoder_is_refused(mfcc_codebook, mini_corpus
     Codebook(np.concatenate([centroids, centroids], axis=1), meta).save(str(wide))
     with pytest.raises(ValueError, match="dim centroids but the encoder gives"):
         _plan(wide, mini_corpus, tmp_path / "out")
+
+
+def test_fit_plan_clears_an_earlier_codebook(mini_corpus, tmp_path):
+    from tokenizer.launch import plan_frames
+
+    out = tmp_path / "cb"
+    out.mkdir()
+    for name in ("centroids.npy", "codebook.json", "_index.json", "notes.txt"):
+        (out / name).write_text("old")
+    identity, sources = plan_frames(
+        encoder=EncoderConfig(name="mfcc"),
+        manifest=ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs")),
+        out=str(out),
+    )
+    assert identity["encoder"] == "mfcc" and sources
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
