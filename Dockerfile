@@ -14,6 +14,7 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 
 WORKDIR /opt/speechtok
 COPY setup.py constraints.txt ./
+COPY datastore ./datastore
 COPY pipelines ./pipelines
 COPY tokenizer ./tokenizer
 COPY kmeans ./kmeans
@@ -22,7 +23,7 @@ COPY trainer ./trainer
 # build installed above stays (2.13.0 satisfies every range we declare).
 RUN grep -v '^torch==' constraints.txt > /tmp/constraints-no-torch.txt \
  && pip install --no-cache-dir ".[faiss]" -c /tmp/constraints-no-torch.txt \
- && python -c "import pipelines, tokenizer, kmeans, trainer, torch; print(torch.__version__)"
+ && python -c "import datastore, pipelines, tokenizer, kmeans, trainer, torch; print(torch.__version__)"
 
 # Keep Beam's boot entry point: it starts the SDK worker harness.
 ENTRYPOINT ["/opt/apache/beam/boot"]
