@@ -94,12 +94,18 @@ def _env(extra: dict | None) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", **(extra or {})}
 
 
+def python_path() -> str:
+    """``PYTHONPATH`` for a child process: the repository first, then what this
+    process was given (packages installed with ``pip --target`` on a GPU box)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 def run_row(module: str, spec: dict, env: dict | None = None, tree_rss: bool = True) -> dict:
     """Run one row in a fresh ``python -m module --worker SPEC``; its result plus
     the tree's peak RSS (``peak_rss_mb``; left out with ``tree_rss`` False: no
     sampler in this process while the row runs), or ``{**spec, "error": ...}``."""
     cmd = [sys.executable, "-m", module, "--worker", json.dumps(spec)]
-    full_env = _env({"PYTHONPATH": str(ROOT), **(env or {})})
+    full_env = _env({"PYTHONPATH": python_path(), **(env or {})})
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._harness import ROOT, write_json
+from benchmarks._harness import ROOT, python_path, write_json
 
 CONFIGS = ROOT / "benchmarks" / "configs"
 STEPS = ("env", "encoder", "agree", "tokenize", "fit", "trainer")
@@ -233,7 +233,7 @@ class GpuSampler:
 
 
 def run_cli(argv: list[str], log: Path, device: str) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path()}
     sampler = GpuSampler(device, log.with_suffix(".smi"))
     start = time.perf_counter()
     with log.open("w") as f:

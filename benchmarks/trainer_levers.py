@@ -57,7 +57,7 @@ def plan(args) -> list[tuple[str, int, list[str]]]:
     rows.append((f"gradient cache, chunk {chunk}", cache_pairs, [*no_compile, "--cache-chunk", str(chunk)]))  # fmt: skip
     if args.only:
         rows = [r for r in rows if any(o in r[0] for o in args.only)]
-    if args.smoke:  # no inductor build: the row says so
+    if args.smoke or args.no_compile:  # no inductor build: the row says so
         rows = [
             (f"{name} [no compile]" if "--compile" in flags else name, n,
              [f for f in flags if f != "--compile"])
@@ -80,6 +80,7 @@ def _parse(argv=None):
     p.add_argument("--peak-tflops", type=float, help="device bf16 peak for MFU (CUDA)")
     p.add_argument("--only", help="comma-separated substrings of row names to run")
     p.add_argument("--smoke", action="store_true", help="CPU, debug backbone, tiny batches")
+    p.add_argument("--no-compile", action="store_true", help="drop --compile from every row")
     p.add_argument("--work", default="/tmp/speechtok-gpu", help="random Gemma folder")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "trainer_levers.json"))
     args = p.parse_args(argv)
