@@ -173,6 +173,22 @@ class StratifiedReservoir:
             first.merge(other)
         return first
 
+    def compact(self) -> StratifiedReservoir:
+        """Every language down to ``frames_per_lang`` frames (in place): what a
+        reservoir keeps anyway, before it is sent between workers."""
+        for res in self._langs.values():
+            res.compact(self.config.lang_capacity)
+        return self
+
+    def keep(self, quota: dict[str, int]) -> StratifiedReservoir:
+        """Each language cut to the ``quota[lang]`` frames :meth:`extract` would
+        take (its smallest keys), in place; its seen counts stay. The fit-codebook
+        job cuts each language's reservoir to its share before joining them, so
+        no element it passes holds more than the final sample."""
+        for lang, res in self._langs.items():
+            res.compact(min(quota.get(lang, 0), self.config.lang_capacity))
+        return self
+
     def extract(self) -> FrameSample:
         """The final sample: ``sample_frames`` split evenly across languages."""
         for res in self._langs.values():

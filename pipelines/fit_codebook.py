@@ -3,8 +3,9 @@
 read manifest -> dedup ids -> decode (thread pool, ahead of the model) ->
 encode + optional frame averaging (``--downsample``) on the model's device ->
 stratified reservoir sample of
-frames (per language, capped per utterance; a CombineFn, so memory is bounded
-by the sample, not the corpus) -> ``kmeans.fit`` -> ``OUT/centroids.npy`` +
+frames (per language, capped per utterance; a CombineFn per language, each cut
+to its share before they are joined, so memory and element sizes are bounded by
+the sample, not the corpus) -> ``kmeans.fit`` -> ``OUT/centroids.npy`` +
 ``OUT/codebook.json``, with ``OUT/rejects/`` and ``OUT/_index.json``.
 
 Run it as ``speechtok fit-codebook ...`` or ``python -m pipelines.fit_codebook``.
@@ -38,7 +39,16 @@ class NoCodebook(outcome.JobFailed):
 
 
 class SampleFrames(beam.CombineFn):
-    """Beam wrapper of :class:`kmeans.sampling.StratifiedReservoir` (order-independent)."""
+    """Beam wrapper of :class:`kmeans.sampling.StratifiedReservoir` (order-independent),
+    used per language: its output is the language's reservoir, compacted.
+
+    Why per language: one reservoir of every language crossed the runner as one
+    element of ``languages x 2 x sample_frames`` frames; on an H100 with Whisper
+    base (512 dims, 4 languages, 30 h) that was a 2.3 GB element, over gRPC's 2 GB
+    limit, and the job failed after encoding everything. Accumulators are
+    compacted (:meth:`compact`) before Beam sends them, and each language is cut
+    to its share of the sample before the languages are joined (:class:`JoinShares`).
+    """
 
     def __init__(self, sampler_config):
         self.sampler_config = sampler_config
@@ -56,8 +66,33 @@ class SampleFrames(beam.CombineFn):
 
         return StratifiedReservoir.merge_all(accumulators)
 
+    def compact(self, acc):
+        return acc.compact()
+
+    def extract_output(self, acc):
+        return acc.compact()
+
+
+class JoinShares(SampleFrames):
+    """The languages' reservoirs, each cut to its quota, joined into the final
+    sample: the frames one reservoir over everything would give (a test)."""
+
+    def add_input(self, acc, share):
+        return acc.merge(share)
+
     def extract_output(self, acc):
         return acc.extract()
+
+
+def cut_to_quota(lang_and_reservoir, quota: dict):
+    return lang_and_reservoir[1].keep(quota)
+
+
+def quotas(held: dict, sample_frames: int) -> dict:
+    """Each language's share of the sample (:func:`kmeans.sampling.allocate`)."""
+    from kmeans.sampling import allocate
+
+    return allocate(held, sample_frames)
 
 
 class UtteranceFrames(NamedTuple):
@@ -134,10 +169,21 @@ def build(
         max_frames_per_utt=config.max_frames_per_utt,
         seed=config.seed,
     )
-    summary = (
+    per_lang = (
         encoded["ok"]
-        | "Frames" >> beam.Map(frames_for_sampling)
-        | "Sample" >> beam.CombineGlobally(SampleFrames(sampler))
+        | "Frames" >> beam.Map(lambda clip: (clip.example.lang, frames_for_sampling(clip)))
+        | "SamplePerLang" >> beam.CombinePerKey(SampleFrames(sampler))
+    )
+    held = (
+        per_lang
+        | "Held" >> beam.Map(lambda kv: (kv[0], kv[1].held_frames()[kv[0]]))
+        | "AllHeld" >> beam.combiners.ToDict()
+        | "Quotas" >> beam.Map(quotas, config.sample_frames)
+    )
+    summary = (
+        per_lang
+        | "CutToQuota" >> beam.Map(cut_to_quota, beam.pvalue.AsSingleton(held))
+        | "Sample" >> beam.CombineGlobally(JoinShares(sampler))
         | "FitAndSave" >> beam.Map(fit_and_save, config, identity)
     )
     rejects = (read["rejects"], encoded["rejects"]) | "AllRejects" >> beam.Flatten()

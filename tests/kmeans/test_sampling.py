@@ -45,6 +45,28 @@ def test_same_sample_whatever_the_order_and_split():
     assert not np.array_equal(different_seed.frames, reference.frames)
 
 
+def test_per_language_shares_joined_equal_the_one_reservoir_sample():
+    """fit-codebook samples each language apart, cuts each to its quota, then joins:
+    the same frames, labels and counts as one reservoir, and no piece is larger
+    than the final sample."""
+    cfg = SamplerConfig(sample_frames=150, max_frames_per_utt=20, frames_per_lang=80, seed=3)
+    items = corpus()
+    reference = sample_of(items, cfg)
+    per_lang = {}
+    for lang, utt, frames in items:
+        per_lang.setdefault(lang, StratifiedReservoir(cfg)).add(lang, utt, frames)
+    held = {lang: res.compact().held_frames()[lang] for lang, res in per_lang.items()}
+    quota = allocate(held, cfg.sample_frames)
+    shares = [res.keep(quota) for res in per_lang.values()]
+    assert sum(sum(s.held_frames().values()) for s in shares) == len(reference.frames) == 150
+    joined = StratifiedReservoir.merge_all(shares).extract()
+    np.testing.assert_array_equal(joined.frames, reference.frames)
+    np.testing.assert_array_equal(joined.langs, reference.langs)
+    assert joined.per_lang == reference.per_lang
+    assert joined.seen_frames == reference.seen_frames
+    assert joined.seen_utts == reference.seen_utts
+
+
 def test_caps_and_balance():
     cfg = SamplerConfig(sample_frames=150, max_frames_per_utt=20, frames_per_lang=80, seed=0)
     items = corpus()
