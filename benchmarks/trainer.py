@@ -26,7 +26,7 @@ recomputation), and it has no bare peer (the full batch may not fit).
     python -m benchmarks.trainer --device cuda --llm hf:DIR --layers 18 \\
         --batch-sizes 32,128,512 --layout varlen --param-dtype bf16 --compile --pad-multiple 64
     python -m benchmarks.trainer --device cuda --llm hf:DIR --layers 18 \\
-        --batch-size 4096 --cache-chunk 512 --layout varlen --param-dtype bf16
+        --batch-size 4096 --cache-chunk 128 --layout varlen --param-dtype bf16
 
 One setting per process (``--worker``, :mod:`benchmarks._harness`): the lever
 table of :mod:`benchmarks.trainer_levers` runs each row that way.

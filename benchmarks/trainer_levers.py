@@ -75,7 +75,11 @@ def _parse(argv=None):
     p.add_argument("--layers", type=int, default=18)
     p.add_argument("--batch-sizes", default="32,128", help="the default row's two sizes")
     p.add_argument("--sweep", default="32,128,256,512", help="pairs per batch, all levers on")
-    p.add_argument("--cache", default="4096,512", help="gradient-cache pairs,chunk")
+    p.add_argument(
+        "--cache",
+        default="4096,128",
+        help="gradient-cache pairs,chunk (512-pair chunks ran out of 80 GB)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed steps per row (best counts)")
     p.add_argument("--peak-tflops", type=float, help="device bf16 peak for MFU (CUDA)")
     p.add_argument("--only", help="comma-separated substrings of row names to run")
