@@ -14,6 +14,8 @@ pipeline start-up, shards, rejects and index all in):
 - ``job-1``: ``speechtok tokenize`` on the embedded runner, one worker
   (its decode threads: the default, one per core);
 - ``job-1-dt1``: the same with one decode thread (Beam's own overhead alone);
+- ``job-1-proc`` (``--rows``): the same decoding in worker processes
+  (``--decode-pool processes``, the CUDA default);
 - ``job-2``: two workers, ``--direct_num_workers 2 --direct_running_mode
   multi_threading``;
 - ``fit-1`` (``--fit``): ``speechtok fit-codebook`` with the instant encoder.
@@ -125,6 +127,7 @@ def worker_job(spec: dict) -> dict:
             codebook=spec["codebook"],
             out=spec["out"],
             decode_threads=spec.get("decode_threads"),
+            decode_pool=spec.get("decode_pool", "auto"),
         )
         index = tokenize.run(config, spec["beam_args"])
     wall = time.perf_counter() - start
@@ -152,6 +155,7 @@ ROWS = {
     "decode-2": {"row": "decode", "threads": 2},
     "job-1": {"row": "job", "beam_args": []},
     "job-1-dt1": {"row": "job", "beam_args": [], "decode_threads": 1},
+    "job-1-proc": {"row": "job", "beam_args": [], "decode_pool": "processes"},
     "job-2": {
         "row": "job",
         "beam_args": ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"],
@@ -233,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
 
     best = best_of(names, repeats, run)
     checks = {key: ratio(best, *key.split("/")) for key in TARGETS}
-    info = {"job-1-dt1/decode-1": ratio(best, "job-1-dt1", "decode-1")}
+    info = {
+        "job-1-dt1/decode-1": ratio(best, "job-1-dt1", "decode-1"),
+        "job-1-proc/job-1": ratio(best, "job-1-proc", "job-1"),
+    }
     print(f"\n{'row':<12}{'wall s':>9}{'x real time':>13}{'peak MB':>9}")
     for name in names:
         r = best[name]

@@ -163,7 +163,9 @@ def build(
         encoder=config.encoder, task=FrameTask(downsample=config.downsample), identity=identity
     )
     read = pipeline | "Read" >> ReadExamples(config.manifest, sources)
-    encoded = read["ok"] | "Encode" >> SpeechModelStage(config.audio, spec, config.decode_threads)
+    encoded = read["ok"] | "Encode" >> SpeechModelStage(
+        config.audio, spec, config.decode_threads, config.decode_pool
+    )
     sampler = SamplerConfig(
         sample_frames=config.sample_frames,
         max_frames_per_utt=config.max_frames_per_utt,

@@ -19,6 +19,7 @@ from tokenizer.audio import AudioConfig
 from tokenizer.bitext import BitextConfig
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig
+from tokenizer.prefetch import POOLS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,12 @@ class TokenizeJobConfig:
         None,
         help="audio decoding threads per worker process, running ahead of the model "
         "(default: one per core)",
+    )
+    decode_pool: str = setting(
+        "auto",
+        choices=POOLS,
+        help="decode in threads or in processes (as many as --decode-threads); auto: "
+        "processes with --device cuda (threads share the model's GIL), threads on CPU",
     )
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 
@@ -83,6 +90,12 @@ class FitCodebookJobConfig:
         None,
         help="audio decoding threads per worker process, running ahead of the model "
         "(default: one per core)",
+    )
+    decode_pool: str = setting(
+        "auto",
+        choices=POOLS,
+        help="decode in threads or in processes (as many as --decode-threads); auto: "
+        "processes with --device cuda (threads share the model's GIL), threads on CPU",
     )
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 

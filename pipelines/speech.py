@@ -115,33 +115,46 @@ class EncodeClips(beam.DoFn):
 
     Why one DoFn for decode + model: the model runs in the bundle's thread
     while a thread pool decodes the next clips (:class:`tokenizer.prefetch.
-    DecodeAhead`), so neither waits for the other; decoded audio never crosses
-    a process boundary. The model (encoder + codebook, one per worker
+    DecodeAhead`), so neither waits for the other; decoded audio crosses no
+    process boundary (with a process pool, each clip is pickled once, back to
+    this process). The model (encoder + codebook, one per worker
     process, shared by its threads through Beam's ``Shared``) is called with
     ``spec.batch_seconds`` of audio at a time; a batch is never held
     across bundles (``finish_bundle`` flushes), so the job's batches and
     rows do not depend on bundle boundaries beyond batch composition.
 
-    ``decode_threads``: decoding threads per worker process (default: one
-    per core). Timers (milliseconds, Beam counters): ``time.decode_ms`` (sum
+    ``decode_threads``: decoding threads (or processes) per worker process
+    (default: one per core); ``decode_pool``: ``threads``, ``processes`` or
+    ``auto`` (:func:`tokenizer.prefetch.resolve_pool`). Timers (milliseconds, Beam counters): ``time.decode_ms`` (sum
     over threads), ``time.decode_wait_ms`` (the model's thread blocked on
     decoding), ``time.model_ms``; ``audio.accepted_ms`` counts encoded audio.
     """
 
-    def __init__(self, audio_config: audio.AudioConfig, spec, decode_threads: int | None = None):
+    def __init__(
+        self,
+        audio_config: audio.AudioConfig,
+        spec,
+        decode_threads: int | None = None,
+        decode_pool: str = "auto",
+    ):
         from apache_beam.utils.shared import Shared
 
         self.audio_config, self.spec, self.decode_threads = audio_config, spec, decode_threads
+        self.decode_pool = decode_pool
         self._shared = Shared()
 
     def setup(self):
-        from tokenizer.prefetch import DecodeAhead, default_threads
+        from tokenizer.prefetch import DecodeAhead, default_threads, resolve_pool
 
         threads = self.decode_threads or default_threads()
         self._model = self._shared.acquire(self.spec.load, tag=repr(self.spec))
         self._target = int(self.spec.batch_seconds * self.audio_config.sample_rate)
+        processes = resolve_pool(self.decode_pool, self.spec.encoder.device) == "processes"
         self._ahead = DecodeAhead(
-            _prepare(self.audio_config), threads=threads, max_pending=threads * 4
+            _prepare(self.audio_config),
+            threads=threads,
+            max_pending=threads * 4,
+            processes=processes,
         )
         self._min_pending = threads * 4
         self._seen_samples = self._seen_clips = 0
@@ -223,29 +236,10 @@ class EncodeClips(beam.DoFn):
 
 
 def _prepare(config: audio.AudioConfig):
-    """The decode function of the thread pool: an example (read from its file or
-    command), or ``(example, bytes | Reject)`` of a member read in a group pass."""
+    """The decode pool's function (picklable, for a process pool)."""
+    import functools
 
-    def prepare(item):
-        example = item[0] if isinstance(item, tuple) else item
-        try:
-            if isinstance(item, tuple):
-                payload = item[1]
-                if isinstance(payload, Reject):
-                    return payload
-                return audio.prepare_bytes(example, payload, config)
-            return audio.prepare(example, config)
-        except Exception as exc:  # a decoder bug on one file must not end the job
-            detail = f"{example.uri}: unexpected {type(exc).__name__}: {exc}"
-            return Reject(
-                id=example.id,
-                source=example.uri,
-                stage="decode",
-                reason=Reason.DECODE_ERROR,
-                detail=detail[:500],
-            )
-
-    return prepare
+    return functools.partial(audio.prepare_item, config=config)
 
 
 def _count_retry() -> None:
@@ -291,9 +285,16 @@ class SpeechModelStage(beam.PTransform):
     jobs add to their ``input`` count so ``input = accepted + rejected`` holds.
     """
 
-    def __init__(self, audio_config: audio.AudioConfig, spec, decode_threads: int | None = None):
+    def __init__(
+        self,
+        audio_config: audio.AudioConfig,
+        spec,
+        decode_threads: int | None = None,
+        decode_pool: str = "auto",
+    ):
         super().__init__()
         self.audio_config, self.spec, self.decode_threads = audio_config, spec, decode_threads
+        self.decode_pool = decode_pool
 
     def expand(self, examples):
         keyed = examples | "ByContainer" >> beam.ParDo(_KeyContainer()).with_outputs(
@@ -312,7 +313,7 @@ class SpeechModelStage(beam.PTransform):
             | "FilesAndGroups" >> beam.Flatten()
             | "DecodeAndRun"
             >> beam.ParDo(
-                EncodeClips(self.audio_config, self.spec, self.decode_threads)
+                EncodeClips(self.audio_config, self.spec, self.decode_threads, self.decode_pool)
             ).with_outputs("rejects", "extra_windows", main="ok")
         )
         return {"ok": out.ok, "rejects": out.rejects, "extra_windows": out.extra_windows}

@@ -59,7 +59,9 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         identity=the_plan.identity,
     )
     read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.sources, the_plan.skip_ids)
-    encoded = read["ok"] | "Encode" >> SpeechModelStage(config.audio, spec, config.decode_threads)
+    encoded = read["ok"] | "Encode" >> SpeechModelStage(
+        config.audio, spec, config.decode_threads, config.decode_pool
+    )
     rows = encoded["ok"] | "TokenRows" >> beam.Map(row_of, cb.id, config.audio.sample_rate)
     metadata = {
         schema.META_ENCODER: the_plan.identity["encoder"],

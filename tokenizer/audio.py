@@ -343,6 +343,30 @@ def prepare_bytes(example: AudioExample, data: bytes, config: AudioConfig) -> Pr
     return windows(example, wave, config)
 
 
+def prepare_item(item, config: AudioConfig) -> Prepared:
+    """What the speech jobs' decode pool runs: an example (read from its file or
+    command), or ``(example, bytes | Reject)`` of a member read in a group pass.
+    Never raises: a decoder bug on one file becomes that file's reject. Module
+    level, so a process pool can pickle it (``functools.partial`` with ``config``)."""
+    example = item[0] if isinstance(item, tuple) else item
+    try:
+        if isinstance(item, tuple):
+            payload = item[1]
+            if isinstance(payload, Reject):
+                return payload
+            return prepare_bytes(example, payload, config)
+        return prepare(example, config)
+    except Exception as exc:  # a decoder bug on one file must not end the job
+        detail = f"{example.uri}: unexpected {type(exc).__name__}: {exc}"
+        return Reject(
+            id=example.id,
+            source=example.uri,
+            stage="decode",
+            reason=Reason.DECODE_ERROR,
+            detail=detail[:500],
+        )
+
+
 def windows(
     example: AudioExample, wave: np.ndarray, config: AudioConfig
 ) -> list[tuple[AudioExample, np.ndarray]]:

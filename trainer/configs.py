@@ -17,7 +17,7 @@ from trainer.audio_init import AUDIO_INITS
 from trainer.backbones import DEFAULT_BACKBONE, check_backbone_name
 from trainer.data import DataConfig
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 PARAM_DTYPE_NAMES = ("fp32", "bf16")  # trainer.precision.PARAM_DTYPES maps them to torch
 # padded: right-padded rows; packed: rows of several sequences with block-diagonal
 # masks; varlen: one row, no mask, the flash variable-length kernel (CUDA).
@@ -98,7 +98,12 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the peak
     clip_grad_norm: float = 1.0
     grad_accum: int = setting(1, help="micro-batches per update")
-    precision: str = setting("bf16", choices=PRECISIONS, help="autocast dtype")
+    precision: str = setting(
+        "auto",
+        choices=PRECISIONS,
+        help="autocast dtype; auto: bf16 on CUDA and on CPUs with native bf16 (AMX, "
+        "AVX-512 BF16), fp32 on other CPUs (where bf16 is many times slower)",
+    )
     param_dtype: str = setting(
         "fp32",
         choices=PARAM_DTYPE_NAMES,
@@ -150,7 +155,7 @@ class TrainConfig:
             raise ValueError(f"audio_init must be one of {AUDIO_INITS}, got {self.audio_init!r}")
         if self.param_dtype not in PARAM_DTYPE_NAMES:
             raise ValueError(f"param_dtype must be one of {sorted(PARAM_DTYPE_NAMES)}")
-        if self.param_dtype == "bf16" and self.precision != "bf16":
+        if self.param_dtype == "bf16" and self.precision == "fp32":
             raise ValueError("param_dtype bf16 needs precision bf16")
         if self.cache_chunk is not None and self.cache_chunk < 1:
             raise ValueError(f"cache_chunk must be >= 1, got {self.cache_chunk}")

@@ -61,7 +61,7 @@ from trainer.gradcache import allreduce_gradients, gradcache_backward, split_row
 from trainer.loss import dual_encoder_loss, gather_no_grad, gather_with_grad
 from trainer.model import DualEncoder, build_model
 from trainer.packing import check_packable, pack, pad_to_multiple, use_varlen_attention
-from trainer.precision import PARAM_DTYPES, MasterWeights
+from trainer.precision import PARAM_DTYPES, MasterWeights, resolve_precision
 from trainer.provenance import copy_codebook, token_provenance
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,10 @@ class Trainer:
         )
         self.dist = init_distributed(device_type)
         self.device = _device(config.device, self.dist)
+        precision = resolve_precision(config.precision, self.device, config.param_dtype)
+        if precision != config.precision:  # the run folder records what ran
+            log.info("precision %s on %s: %s", config.precision, self.device, precision)
+            config = self.config = dataclasses.replace(config, precision=precision)
         saved = None
         if resume:
             saved = ckpt.read_config(config.out)

@@ -240,13 +240,20 @@ def test_whisper_base_fit_and_tokenize(mini_corpus, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "beam_args", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]]
+    "beam_args,pool",
+    [
+        ([], "auto"),
+        (["--direct_num_workers=2", "--direct_running_mode=multi_threading"], "auto"),
+        ([], "processes"),
+    ],
 )
-def test_job_rows_equal_a_plain_per_clip_loop(mini_corpus, mfcc_codebook, tmp_path, beam_args):
-    """The job's hot path (decode ahead on threads, the model owning encoder and
-    codebook, batches) changes no row: every shard row equals what reading,
-    decoding, encoding one clip alone and assigning its frames gives, column
-    by column, with one or two workers."""
+def test_job_rows_equal_a_plain_per_clip_loop(
+    mini_corpus, mfcc_codebook, tmp_path, beam_args, pool
+):
+    """The job's hot path (decode ahead on threads or processes, the model
+    owning encoder and codebook, batches) changes no row: every shard row
+    equals what reading, decoding, encoding one clip alone and assigning its
+    frames gives, column by column, with one or two workers."""
     from datastore.records import AudioExample
     from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
@@ -257,7 +264,7 @@ def test_job_rows_equal_a_plain_per_clip_loop(mini_corpus, mfcc_codebook, tmp_pa
     manifest = ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs"))
     config = job.TokenizeJobConfig(
         manifest=manifest, encoder=EncoderConfig(name="mfcc"), codebook=str(mfcc_codebook),
-        out=str(tmp_path / "out"), dedup=True,
+        out=str(tmp_path / "out"), dedup=True, decode_pool=pool,
     )  # fmt: skip
     job.run(config, beam_args)
     got = {r["id"]: r for r in read_tokens(tmp_path / "out").to_pylist()}

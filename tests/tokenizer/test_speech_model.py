@@ -161,3 +161,45 @@ def test_decode_ahead_reraises_a_failure_in_order():
             got += [r for r, _ in ahead.submit(i)]
         got += [r for r, _ in ahead.drain()]
     assert got in ([], [0], [0, 1])
+
+
+def test_decode_in_processes_keeps_order_and_turns_bad_audio_into_rejects(make_wav):
+    """The process pool (the CUDA default) runs the jobs' own decode function:
+    waveforms equal a plain call's, in submission order, and undecodable bytes
+    come back as a decode_error reject, not an exception."""
+    import functools
+
+    from datastore.records import AudioExample, Reason, Reject
+    from tokenizer.audio import AudioConfig, prepare, prepare_item
+
+    config = AudioConfig()
+    examples = [
+        AudioExample(id=f"c{i}", uri=make_wav(f"c{i}.wav", 0.2 + 0.1 * i, freq=200.0 + 30 * i),
+                     text="x", lang="fr", split="test", corpus="c")
+        for i in range(5)
+    ]  # fmt: skip
+    items = [*examples[:2], (examples[2], b"not audio at all"), *examples[3:]]
+    ahead = DecodeAhead(
+        functools.partial(prepare_item, config=config), threads=2, max_pending=3, processes=True
+    )
+    out = []
+    for item in items:
+        out += [r for r, _ in ahead.submit(item)]
+    out += [r for r, _ in ahead.drain()]
+    assert isinstance(out[2], Reject) and out[2].reason == Reason.DECODE_ERROR
+    for i in (0, 1, 3, 4):
+        [(example, wave)] = out[i]
+        [(_, plain)] = prepare(examples[i], config)
+        assert example.id == f"c{i}"
+        np.testing.assert_array_equal(wave, plain)
+
+
+def test_decode_pool_auto_is_processes_on_cuda_only():
+    from tokenizer.prefetch import resolve_pool
+
+    assert resolve_pool("auto", "cuda") == resolve_pool("auto", "cuda:1") == "processes"
+    assert resolve_pool("auto", "cpu") == "threads"
+    assert resolve_pool("threads", "cuda") == "threads"
+    assert resolve_pool("processes", "cpu") == "processes"
+    with pytest.raises(ValueError, match="decode pool"):
+        resolve_pool("fibers", "cpu")

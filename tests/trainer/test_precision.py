@@ -95,3 +95,24 @@ def test_compile_with_bucketed_widths(synthetic_shards, tmp_path):
         a = eager.train_step([batch])
         b = compiled.train_step([batch])
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+
+
+def test_auto_precision_is_bf16_only_where_bf16_is_native(synthetic_shards, tmp_path):
+    """auto: bf16 on CPUs with AMX / AVX-512 BF16 (and with bf16 weights), fp32 on
+    other CPUs, where torch's bf16 matmul is many times slower; the run folder
+    records the precision that ran, which eval reads."""
+    from trainer.precision import cpu_has_fast_bf16, resolve_precision
+
+    amx = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n"
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+    assert cpu_has_fast_bf16(amx) and cpu_has_fast_bf16("flags : avx512_bf16")
+    assert not cpu_has_fast_bf16(avx2) and not cpu_has_fast_bf16("")
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu, param_dtype="bf16") == "bf16"
+    expected = "bf16" if cpu_has_fast_bf16() else "fp32"
+    assert resolve_precision("auto", cpu) == expected
+    shards, _ = synthetic_shards
+    train(debug_config(shards, str(tmp_path / "run"), steps=1))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["precision"] == expected
