@@ -74,9 +74,9 @@ class Plan:
     length_jitter: float = 0.3
     bitext_ratio: float = 0.2
     seeds: tuple[int, ...] = (0, 1, 2)
-    # This VM's current CPU (AMD EPYC, AVX2, no AVX-512/AMX) runs bf16 matmuls on
-    # torch's reference kernel: a 2048x640x2048 forward + backward took 26 s in
-    # bf16 autocast vs 1.05 s in fp32 (benchmarks/README.md). bf16 where the CPU has it.
+    # This VM's current CPU (AMD EPYC, AVX2, no AVX-512/AMX) has no native bf16:
+    # `python -m benchmarks.bf16_cpu` timed a 640 -> 2,048 layer 3.6x slower in bf16
+    # autocast than in fp32. Fixed, not "auto": every run of the table alike.
     precision: str = "fp32"
     smoke: bool = False  # every arm on the tiny random "debug" LM: checks the procedure only
 
