@@ -15,7 +15,9 @@ meets the test split. ``--quick`` trains every variant 10 steps on 2 layers
 (a smoke run of the procedure, not a measurement).
 
 A variant is ``NAME=JSON``: TrainConfig fields, plus ``"model"``, ``"data"``
-and ``"loss"`` dicts for DualEncoderConfig / DataConfig / LossConfig fields::
+and ``"loss"`` dicts for DualEncoderConfig / DataConfig / LossConfig fields;
+``--run NAME=RUN_DIR`` adds a run trained elsewhere on the same tokens (the
+demo's own ``demo-out/run``), evaluated on dev like the others::
 
     python -m benchmarks.demo_sweep --tokens demo-out/tokens --bitext demo-out/bitext \\
         --variant 'lr3e-5={"lr": 3e-5, "steps": 150}' \\
@@ -121,7 +123,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", required=True, help="a tokenize --out folder (demo-out/tokens)")
     p.add_argument("--bitext", help="a bitext --out folder (demo-out/bitext)")
-    p.add_argument("--variant", action="append", required=True, help="NAME=JSON (repeatable)")
+    p.add_argument("--variant", action="append", default=[], help="NAME=JSON (repeatable)")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        help="NAME=RUN_DIR: a run already trained on these tokens (e.g. demo-out/run, the "
+        "demo's own settings), evaluated on dev like the variants (repeatable)",
+    )
     p.add_argument("--seen", default=",".join(SEEN), help="languages trained on (and 'seen')")
     p.add_argument("--unseen", default=",".join(UNSEEN), help="languages only evaluated")
     p.add_argument("--llm", default="gemma-3-270m")
@@ -137,7 +146,18 @@ def main(argv=None) -> int:
         if not sep:
             p.error(f"--variant wants NAME=JSON, got {item!r}")
         variants.append((name, json.loads(spec or "{}")))
+    runs = []
+    for item in args.run:
+        name, sep, run = item.partition("=")
+        if not sep:
+            p.error(f"--run wants NAME=RUN_DIR, got {item!r}")
+        runs.append((name, run))
+    if not variants and not runs:
+        p.error("give at least one --variant or --run")
     lines = [_write(args, run_variant(name, spec, args)) for name, spec in variants]
+    lines += [
+        _write(args, _line(name, "dev", _eval(run, "dev", args), run=run)) for name, run in runs
+    ]
     if args.test_best:
         chosen = best_on_dev(lines)
         test = _eval(chosen["run"], "test", args)

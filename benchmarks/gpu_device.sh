@@ -33,7 +33,7 @@ if has jobs; then
   for f in fit tokenize; do echo "--- $f.log"; grep -v "^\s*$" $W/$f.log | tail -14; done
 fi
 if has threads; then
-  timeout 150 $G --steps tokenize --job-args "--decode-pool threads" --json $OUT/tok-threads.json \
+  timeout 150 $G --steps tokenize --job-args="--decode-pool threads" --json $OUT/tok-threads.json \
     2>&1 | tail -2; grep -v "^\s*$" $W/tokenize.log | tail -3; el "tokenize, decode threads"
 fi
 if has levers; then

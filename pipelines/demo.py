@@ -41,8 +41,9 @@ class DemoConfig:
     k: int = 256
     llm: str = "gemma-3-270m"
     layers: int | None = 4
-    # The 10-minute budget on 2 CPU cores (fresh cache: 90 took 10:20).
-    steps: int = setting(80, help="training steps (the 10-minute budget on 2 CPU cores)")
+    # Sized for ~10 minutes on 2 cores with AMX (bf16; fresh cache: 90 took 10:20); an
+    # AVX2-only CPU trains in fp32 and the demo takes ~28 minutes there (README).
+    steps: int = setting(80, help="training steps (80: the demo's ~10 minutes on 2 AMX cores)")
     batch_size: int = 16
     # A lower backbone lr than the trainer's default overfits the 30 training
     # sentences per language less, and jittered length bucketing varies each
