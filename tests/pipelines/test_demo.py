@@ -29,6 +29,11 @@ def test_tiny_demo_runs_every_stage(tmp_path, capsys):
     got = {(f.parent.name.split("=")[1], f.name.split("=")[1]) for f in folders}
     seen = {(s, x) for x in ("fr", "de") for s in ("train", "dev", "test")}
     assert got == seen | {(s, x) for x in ("sw", "en") for s in ("dev", "test")}
-    # The demo's training choices reach the run (aligned audio rows, light spread-out).
+    # The demo's training choices (chosen on dev) reach the run.
+    from pipelines.demo import DemoConfig
+
+    chosen = DemoConfig()
     trained = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
-    assert trained["audio_init"] == "aligned" and trained["loss"]["spread_out_weight"] == 0.1
+    assert trained["audio_init"] == chosen.audio_init
+    assert trained["loss"]["spread_out_weight"] == chosen.spread_out_weight
+    assert trained["lr"] == chosen.lr and trained["data"]["length_jitter"] == chosen.length_jitter
