@@ -28,6 +28,13 @@ def _seed_mean(per_seed: list[dict[str, list[float]]]) -> dict[str, list[float]]
     }
 
 
+def _over_seeds(values: list[float]):
+    """t interval over the seeds' values; None for one seed (no spread to measure)."""
+    from trainer import intervals
+
+    return intervals.t_interval(values) if len(values) > 1 else None
+
+
 def _figure(per_seed_hits: list[dict[str, list[float]]], per_seed_values: list[float]) -> dict:
     from trainer import intervals
 
@@ -36,7 +43,7 @@ def _figure(per_seed_hits: list[dict[str, list[float]]], per_seed_values: list[f
         "mean": sum(per_seed_values) / len(per_seed_values),
         "per_seed": per_seed_values,
         "ci95_queries": intervals.bootstrap_stratified_mean(averaged),
-        "ci95_seeds": intervals.t_interval(per_seed_values),
+        "ci95_seeds": _over_seeds(per_seed_values),
         "n_queries": sum(len(v) for v in averaged.values()),
         "n_langs": len(averaged),
     }
@@ -58,7 +65,7 @@ def summarize(plan: Plan, records: dict[str, list[dict]]) -> dict:
             "bleu": {
                 "mean": sum(bleu) / len(bleu),
                 "per_seed": bleu,
-                "ci95_seeds": intervals.t_interval(bleu),
+                "ci95_seeds": _over_seeds(bleu),
             }
             if bleu
             else None,
@@ -78,7 +85,7 @@ def summarize(plan: Plan, records: dict[str, list[dict]]) -> dict:
             diffs[f"{arm} - random"][g] = {
                 "mean": sum(per_seed) / n,
                 "ci95_queries": intervals.bootstrap_stratified_mean(d),
-                "ci95_seeds": intervals.t_interval(per_seed),
+                "ci95_seeds": _over_seeds(per_seed),
                 "seeds": n,
             }
     return {"arms": rows, "differences": diffs}
