@@ -22,6 +22,31 @@ from tokenizer.manifests import ManifestConfig
 from tokenizer.prefetch import POOLS
 
 
+def _decode_threads():
+    return setting(
+        None,
+        help="audio decoding threads per worker process, running ahead of the model "
+        "(default: one per core)",
+    )
+
+
+def _decode_pool():
+    return setting(
+        "auto",
+        choices=POOLS,
+        help="decode in threads or in processes (as many as --decode-threads); auto: "
+        "processes with --device cuda (threads share the model's GIL), threads on CPU",
+    )
+
+
+def _check_decode(config) -> None:
+    """The decode settings both speech jobs share (:class:`pipelines.speech.EncodeClips`)."""
+    if config.decode_threads is not None and config.decode_threads < 1:
+        raise ValueError(f"decode_threads must be >= 1, got {config.decode_threads}")
+    if config.decode_pool not in POOLS:
+        raise ValueError(f"decode_pool must be one of {POOLS}, got {config.decode_pool!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenizeJobConfig:
     manifest: ManifestConfig
@@ -33,22 +58,12 @@ class TokenizeJobConfig:
         False, help="run-length deduplicate tokens (durations column keeps the run lengths)"
     )
     skip_existing: bool = setting(False, help="only ids not yet in --out")
-    decode_threads: int | None = setting(
-        None,
-        help="audio decoding threads per worker process, running ahead of the model "
-        "(default: one per core)",
-    )
-    decode_pool: str = setting(
-        "auto",
-        choices=POOLS,
-        help="decode in threads or in processes (as many as --decode-threads); auto: "
-        "processes with --device cuda (threads share the model's GIL), threads on CPU",
-    )
+    decode_threads: int | None = _decode_threads()
+    decode_pool: str = _decode_pool()
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 
     def __post_init__(self) -> None:
-        if self.decode_threads is not None and self.decode_threads < 1:
-            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        _check_decode(self)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,17 +101,8 @@ class FitCodebookJobConfig:
         "with other k or backends, or benchmark k-means, without encoding again",
     )
     seed: int = setting(0, help="seed of the sample and of k-means")
-    decode_threads: int | None = setting(
-        None,
-        help="audio decoding threads per worker process, running ahead of the model "
-        "(default: one per core)",
-    )
-    decode_pool: str = setting(
-        "auto",
-        choices=POOLS,
-        help="decode in threads or in processes (as many as --decode-threads); auto: "
-        "processes with --device cuda (threads share the model's GIL), threads on CPU",
-    )
+    decode_threads: int | None = _decode_threads()
+    decode_pool: str = _decode_pool()
     write: shards.WriteConfig = field(default_factory=shards.WriteConfig)
 
     def __post_init__(self) -> None:
@@ -106,8 +112,7 @@ class FitCodebookJobConfig:
             raise ValueError(f"sample_frames ({self.sample_frames}) must be >= k ({self.k})")
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
-        if self.decode_threads is not None and self.decode_threads < 1:
-            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        _check_decode(self)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
