@@ -42,7 +42,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-from benchmarks.retrieval_summary import pct, print_table, summarize
+from benchmarks.retrieval_summary import markdown_table, pct, print_table, summarize
 from datastore import storage
 from tokenizer import languages
 
@@ -312,6 +312,9 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="the tiny debug LM in every arm")
     p.add_argument("--max-speech-tokens", type=int, default=Plan.max_speech_tokens)
     p.add_argument("--precision", choices=("bf16", "fp32"), default=Plan.precision)
+    p.add_argument(
+        "--markdown", action="store_true", help="also print the tables benchmarks/README.md quotes"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     plan = Plan(
@@ -344,6 +347,8 @@ def main(argv=None) -> int:
             )
     summary = summarize(plan, records)
     print_table(summary)
+    if args.markdown:
+        print(markdown_table(summary))
     result = {
         "plan": asdict(plan),
         **summary,

@@ -117,3 +117,50 @@ def print_table(summary: dict) -> None:
                 f"{name} ({g}): {pct(v['mean'])} points, queries CI {_ci(v['ci95_queries'])}, "
                 f"seeds CI {_ci(v['ci95_seeds'])}"
             )
+
+
+ARM_LABELS = {
+    "random": "`random` (Gemma's architecture, random weights)",
+    "llm": "`llm` (Gemma 3 270M's weights)",
+    "llm-bitext": "`llm-bitext` (+ WikiMatrix bitext, ratio 0.2)",
+}
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as the Markdown tables benchmarks/README.md quotes: per arm the
+    seed mean with both intervals (queries; seeds), each seed's figure, and the
+    paired LLM - random differences."""
+    head = (
+        "| arm | seeds (step chosen on dev) | R@1 seen % [queries CI] [seeds CI] "
+        "| R@1 unseen % [queries CI] [seeds CI] | BLEU [seeds CI] |\n"
+        "|---|---|---:|---:|---:|"
+    )
+    lines = [head]
+    for arm, r in summary["arms"].items():
+        seeds = ", ".join(f"{s} ({c})" for s, c in zip(r["seeds"], r["chosen_steps"], strict=True))
+        cells = [
+            f"{pct(r[g]['mean'])} {_ci(r[g]['ci95_queries'])} {_ci(r[g]['ci95_seeds'])}"
+            f"<br>per seed: {', '.join(pct(v) for v in r[g]['per_seed'])}"
+            for g in ("seen", "unseen")
+        ]
+        b = r["bleu"]
+        bleu = "-" if not b else f"{b['mean']:.1f} {_bleu_ci(b['ci95_seeds'])}"
+        lines.append(f"| {ARM_LABELS.get(arm, arm)} | {seeds} | {cells[0]} | {cells[1]} | {bleu} |")
+    if summary["differences"]:
+        lines += [
+            "",
+            "| paired difference (points) | seeds | seen [queries CI] [seeds CI] "
+            "| unseen [queries CI] [seeds CI] |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, d in summary["differences"].items():
+            cells = [
+                f"{pct(d[g]['mean'])} {_ci(d[g]['ci95_queries'])} {_ci(d[g]['ci95_seeds'])}"
+                for g in ("seen", "unseen")
+            ]
+            lines.append(f"| {name} | {d['seen']['seeds']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def _bleu_ci(bounds) -> str:
+    return "-" if not bounds else f"[{bounds[0]:.1f}, {bounds[1]:.1f}]"
