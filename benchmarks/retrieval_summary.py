@@ -99,16 +99,18 @@ def _ci(bounds) -> str:
     return "-" if not bounds else f"[{pct(bounds[0])}, {pct(bounds[1])}]"
 
 
+def _cell(figure: dict) -> str:
+    """A mean in % with its interval over queries, then over seeds."""
+    return f"{pct(figure['mean'])} {_ci(figure['ci95_queries'])} {_ci(figure['ci95_seeds'])}"
+
+
 def print_table(summary: dict) -> None:
     print(
         f"{'arm':<12}{'seeds':>6}  {'R@1 seen % [queries CI] [seeds CI]':<42}"
         f"{'R@1 unseen % [queries CI] [seeds CI]':<42}{'BLEU':>6}"
     )
     for arm, r in summary["arms"].items():
-        cells = [
-            f"{pct(r[g]['mean'])} {_ci(r[g]['ci95_queries'])} {_ci(r[g]['ci95_seeds'])}"
-            for g in ("seen", "unseen")
-        ]
+        cells = [_cell(r[g]) for g in ("seen", "unseen")]
         bleu = f"{r['bleu']['mean']:.1f}" if r["bleu"] else "-"
         print(f"{arm:<12}{len(r['seeds']):>6}  {cells[0]:<42}{cells[1]:<42}{bleu:>6}")
     for name, d in summary["differences"].items():
@@ -122,7 +124,7 @@ def print_table(summary: dict) -> None:
 ARM_LABELS = {
     "random": "`random` (Gemma's architecture, random weights)",
     "llm": "`llm` (Gemma 3 270M's weights)",
-    "llm-bitext": "`llm-bitext` (+ WikiMatrix bitext, ratio 0.2)",
+    "llm-bitext": "`llm-bitext` (+ WikiMatrix bitext)",
 }
 
 
@@ -139,8 +141,7 @@ def markdown_table(summary: dict) -> str:
     for arm, r in summary["arms"].items():
         seeds = ", ".join(f"{s} ({c})" for s, c in zip(r["seeds"], r["chosen_steps"], strict=True))
         cells = [
-            f"{pct(r[g]['mean'])} {_ci(r[g]['ci95_queries'])} {_ci(r[g]['ci95_seeds'])}"
-            f"<br>per seed: {', '.join(pct(v) for v in r[g]['per_seed'])}"
+            f"{_cell(r[g])}<br>per seed: {', '.join(pct(v) for v in r[g]['per_seed'])}"
             for g in ("seen", "unseen")
         ]
         b = r["bleu"]
@@ -154,10 +155,7 @@ def markdown_table(summary: dict) -> str:
             "|---|---:|---:|---:|",
         ]
         for name, d in summary["differences"].items():
-            cells = [
-                f"{pct(d[g]['mean'])} {_ci(d[g]['ci95_queries'])} {_ci(d[g]['ci95_seeds'])}"
-                for g in ("seen", "unseen")
-            ]
+            cells = [_cell(d[g]) for g in ("seen", "unseen")]
             lines.append(f"| {name} | {d['seen']['seeds']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
