@@ -21,8 +21,11 @@ def speechtok(
 ) -> subprocess.CompletedProcess:
     """``speechtok ARGS`` in a fresh process (so no test state leaks in), offline.
 
-    ``max_memory``: an address-space limit in bytes (RLIMIT_AS), so a job that
-    reads without bound fails fast instead of taking the machine's memory.
+    ``max_memory``: a data-size limit in bytes (RLIMIT_DATA: the heap and
+    anonymous mappings), so a job that reads without bound fails fast instead
+    of taking the machine's memory. Not RLIMIT_AS: the CUDA build of torch maps
+    more than 4 GiB of shared-library address space ("libtorch_cpu.so: failed to
+    map segment"), which is file-backed and costs no memory.
     ``env``: the whole environment (default: this process's).
     """
     env = {**(os.environ if env is None else env), "HF_HUB_OFFLINE": "1"}
@@ -31,7 +34,7 @@ def speechtok(
     def limit_memory():
         import resource
 
-        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+        resource.setrlimit(resource.RLIMIT_DATA, (max_memory, max_memory))
 
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *map(str, args)],

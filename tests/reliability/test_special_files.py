@@ -31,7 +31,7 @@ from tests.reliability.helpers import (
 )
 from tokenizer import audio
 
-MEMORY_LIMIT = 4 << 30  # the job needs < 3 GiB of address space; reading /dev/zero does not stop
+MEMORY_LIMIT = 4 << 30  # the job needs < 1 GiB of heap; reading /dev/zero does not stop
 
 
 def _mknod_zero(path: Path) -> bool:
