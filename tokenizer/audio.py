@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import struct
 from dataclasses import dataclass
 
@@ -154,7 +155,7 @@ def decode(
     except AudioError:
         raise
     except Exception as exc:  # libsndfile's errors are plain RuntimeErrors/LibsndfileError
-        raise AudioError(Reason.DECODE_ERROR, f"{name}: {type(exc).__name__}: {exc}") from None
+        raise AudioError(Reason.DECODE_ERROR, f"{name}: {_error_text(exc)}") from None
     missing = _wav_data_shortfall(data)
     if missing:
         raise AudioError(
@@ -167,6 +168,16 @@ def decode(
             Reason.DECODE_ERROR, f"{name}: truncated ({len(wave)} of {declared} frames)"
         )
     return _finish(wave, sr, config, name, segment)
+
+
+_OBJECT_AT = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def _error_text(exc: BaseException) -> str:
+    """A decoder's error as a reject detail, without the memory addresses
+    libsndfile's messages carry (``<_io.BytesIO object at 0x7f...>``): the same
+    bad file gives the same reject row in every run."""
+    return _OBJECT_AT.sub(r"<\1>", f"{type(exc).__name__}: {exc}")
 
 
 def _mp3(data: bytes, config: AudioConfig, name: str, segment: Segment | None):
@@ -203,7 +214,7 @@ def decode_file(f, config: AudioConfig, name: str, segment: Segment) -> np.ndarr
         f.seek(0)
         if not f.read(1):
             raise AudioError(Reason.EMPTY_AUDIO, f"{name}: 0-byte file") from None
-        raise AudioError(Reason.DECODE_ERROR, f"{name}: {type(exc).__name__}: {exc}") from None
+        raise AudioError(Reason.DECODE_ERROR, f"{name}: {_error_text(exc)}") from None
     if is_mp3:
         f.seek(0)
         data = storage.read_capped(f, config.max_bytes + 1)
