@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from datastore import schema, shards, storage
+from datastore.runs import RUNS_DIR
 
 
 def delete_tree(uri: str) -> None:
@@ -29,10 +30,17 @@ def delete_tree(uri: str) -> None:
 
 def start_fresh(out: str, names: Iterable[str]) -> None:
     """Delete ``names`` (shard folders or files, relative to ``out``) and the
-    index an earlier run left, after sweeping temporary files."""
+    index an earlier run left, after sweeping temporary files and run files."""
     shards.sweep_temp_files(out)
+    remove_runs(out)
     for name in [*names, schema.INDEX_FILE]:
         delete_tree(storage.join(out, name))
+
+
+def remove_runs(out: str) -> None:
+    """Delete the run files of a streaming shard writer (:mod:`datastore.runs`):
+    once the index is written, or what a killed run left."""
+    delete_tree(storage.join(out, RUNS_DIR))
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class AppendPoint:
 def start_append(out: str, index: shards.Index, kinds: Iterable[str], id_kind: str) -> AppendPoint:
     """Ready ``out`` for an append after the run that wrote ``index``."""
     shards.sweep_temp_files(out)
+    remove_runs(out)
     remove_unlisted_shards(out, index, kinds)
     return AppendPoint(existing_ids(out, index, id_kind), next_shard_indices(index))
 

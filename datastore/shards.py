@@ -176,13 +176,40 @@ def write_rows(
     partition keys dropped from the columns and named in the file's metadata.
     For writers that name their files themselves (the bitext job's rejects)."""
     partition = partition_of(rows, kind)
-    meta = dict(metadata or {})
-    if partition:
-        meta[schema.META_PARTITION] = partition_dir(kind, partition).split("/", 1)[1]
-    nbytes, digest = write_table(
-        table_from_rows(rows, kind), storage.join(out_dir, rel), config, meta
+    folder, name = rel.rsplit("/", 1)
+    if partition and folder != partition_dir(kind, partition):
+        raise ValueError(f"{rel}: not the folder of partition {partition}")
+    return write_stored(
+        table_from_rows(rows, kind),
+        out_dir=out_dir,
+        kind=kind,
+        folder=folder,
+        name=name,
+        config=config,
+        metadata=metadata,
     )
-    return ShardInfo(path=rel, rows=len(rows), bytes=nbytes, sha256=digest)
+
+
+def write_stored(
+    table: pa.Table,
+    *,
+    out_dir: str,
+    kind: str,
+    folder: str,
+    config: WriteConfig,
+    index: int | None = None,
+    name: str | None = None,
+    metadata: dict | None = None,
+) -> ShardInfo:
+    """Write a table of the kind's file schema (partition keys already dropped)
+    as ``folder/part-{index:05d}.parquet`` (or ``folder/name``); the file's
+    metadata names its partition (``folder`` without the kind)."""
+    meta = dict(metadata or {})
+    if folder != kind:
+        meta[schema.META_PARTITION] = folder.split("/", 1)[1]
+    rel = f"{folder}/{name if name is not None else schema.shard_name(index)}"
+    nbytes, digest = write_table(table, storage.join(out_dir, rel), config, meta)
+    return ShardInfo(path=rel, rows=table.num_rows, bytes=nbytes, sha256=digest)
 
 
 def write_partition(

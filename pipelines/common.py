@@ -1,26 +1,29 @@
 """Beam plumbing shared by the jobs: options, running, counters, sharded writes, the index.
 
 The jobs differ in what they compute; they end the same way: rows are
-written as hive-partitioned, hash-bucketed, id-sorted shards (atomic,
-deterministic names), rejects likewise, and ``_index.json`` is written last
-from side inputs, so it exists only once every shard does and it fails the
-job if ``input != accepted + rejected``; the dataset card (``README.md``,
+written as they come into run files (:class:`WriteRuns`), each partition's
+runs then become hive-partitioned, hash-bucketed, id-sorted shards (atomic,
+deterministic names; :class:`FinaliseShards`), rejects likewise, and
+``_index.json`` is written last from small side inputs (tallies, shard
+infos), so it exists only once every shard does and it fails the job if
+``input != accepted + rejected``; the dataset card (``README.md``,
 :mod:`datastore.card`) follows the index.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import math
+import threading
 import time
-import zlib
 from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from datastore import card, shards
-from datastore.records import Reject
+from datastore import schema as shards_schema
 from pipelines.metrics import NAMESPACE, counter, counters  # noqa: F401 (the jobs' names)
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's embedded runner, named directly (DirectRunner
@@ -56,9 +59,41 @@ def runs_locally(options: PipelineOptions) -> bool:
     )
 
 
+def _cancelled_rpc(exc: BaseException | None) -> bool:
+    """A gRPC stream the runner closed (``CANCELLED``): how a portable runner
+    (Flink, Spark) ends every LOOPBACK worker's data stream after a stage."""
+    code = getattr(exc, "code", None)
+    return callable(code) and getattr(code(), "name", "") == "CANCELLED"
+
+
+class _HideCancelledStreams(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _cancelled_rpc(record.exc_info[1]))
+
+
+def quiet_portable_shutdown() -> None:
+    """Hide the tracebacks Beam's SDK worker prints when a portable runner
+    closes its data streams at the end of each stage (``StatusCode.CANCELLED``
+    / "Multiplexer hanging up", logged and raised in worker threads after the
+    work is done); any other thread error still shows. Skipped under ``-v``."""
+    if logging.getLogger("apache_beam").getEffectiveLevel() <= logging.DEBUG:
+        return
+    logging.getLogger("apache_beam.runners.worker.data_plane").addFilter(_HideCancelledStreams())
+    previous = threading.excepthook
+
+    def hook(args):
+        if not _cancelled_rpc(args.exc_value):
+            previous(args)
+
+    threading.excepthook = hook
+
+
 def run_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, job: str):
     """Run and wait, showing progress (:mod:`pipelines.progress`); the result."""
     from pipelines.progress import Progress
+
+    if options.view_as(StandardOptions).runner == "PortableRunner":
+        quiet_portable_shutdown()
 
     with Progress(job, local=runs_locally(options)) as progress:
         result = pipeline.run()
@@ -67,94 +102,145 @@ def run_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, job: str):
     return result
 
 
-def route_rejects(items, main: str = "ok"):
-    """Split a stream of rows/records and :class:`Reject` into tagged outputs."""
+class WriteRuns(beam.PTransform):
+    """Rows of one kind -> :class:`~datastore.runs.RunFile` records: rows are
+    written to run files under ``OUT/_runs/`` as they come, in the stage that
+    makes them (no row crosses a stage boundary; see :mod:`datastore.runs`)."""
 
-    def _route(item):
-        if isinstance(item, Reject):
-            counter(f"rejected.{item.reason}").inc()
-            yield beam.pvalue.TaggedOutput("rejects", item)
-        else:
-            yield item
+    def __init__(self, out_dir: str, kind: str):
+        super().__init__()
+        self.out_dir, self.kind = out_dir, kind
 
-    return items | "RouteRejects" >> beam.FlatMap(_route).with_outputs("rejects", main=main)
-
-
-def stable_bucket(key: str, n_buckets: int) -> int:
-    """A bucket that is the same in every process (``hash()`` is salted per process)."""
-    return zlib.crc32(key.encode("utf-8")) % n_buckets
+    def expand(self, rows):
+        return rows | "WriteRunFiles" >> beam.ParDo(_WriteRunFiles(self.out_dir, self.kind))
 
 
-class WriteShards(beam.PTransform):
-    """Row dicts -> Parquet shards; outputs one ``ShardInfo`` per file written.
+class _WriteRunFiles(beam.DoFn):
+    def __init__(self, out_dir: str, kind: str):
+        self.out_dir, self.kind = out_dir, kind
 
-    Rows are grouped per hive partition, hashed by id into
-    ``ceil(rows / rows_per_shard)`` buckets, sorted by id, and written as
-    ``part-{offset + bucket:05d}.parquet``: the same rows give the same files
-    on any runner. ``first_index`` (partition dir -> int) offsets the names
-    when appending to an existing output (``--skip-existing``).
+    def start_bundle(self):
+        from datastore.runs import RunWriter
+
+        self._writer = RunWriter(self.out_dir, self.kind)
+
+    def process(self, row: dict):
+        start = time.perf_counter()
+        runs = self._writer.add(row)
+        if runs:
+            counter("time.write_ms").inc(int((time.perf_counter() - start) * 1000))
+        yield from runs
+
+    def finish_bundle(self):
+        start = time.perf_counter()
+        runs = self._writer.flush()
+        counter("time.write_ms").inc(int((time.perf_counter() - start) * 1000))
+        for run in runs:
+            yield GlobalWindows.windowed_value(run)
+
+
+class WriteRejectRuns(beam.PTransform):
+    """Reject records -> run files of reject rows (:class:`WriteRuns`)."""
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def expand(self, rejects):
+        return (
+            rejects
+            | "RejectRows" >> beam.Map(lambda r: r.as_row())
+            | "Runs" >> WriteRuns(self.out_dir, shards_schema.REJECTS_DIR)
+        )
+
+
+class FinaliseShards(beam.PTransform):
+    """Run files (any kinds) -> one ``ShardInfo`` per shard written.
+
+    Each partition's runs become its shards (:func:`datastore.runs.finalise`):
+    hash-bucketed, id-sorted ``part-{first_index + bucket:05d}.parquet``, the
+    same files on any runner. Only run-file records are grouped.
+    ``metadata``: kind -> the Parquet key-value metadata of its shards;
+    ``first_index``: partition folder -> first shard number (appends).
     """
 
     def __init__(
         self,
         out_dir: str,
-        kind: str,
         config: shards.WriteConfig,
-        metadata: dict | None = None,
+        metadata: dict[str, dict] | None = None,
         first_index: dict[str, int] | None = None,
     ):
         super().__init__()
-        self.out_dir, self.kind, self.config = out_dir, kind, config
+        self.out_dir, self.config = out_dir, config
         self.metadata, self.first_index = metadata or {}, first_index or {}
 
-    def _partition_dir(self, row: dict) -> str:
-        _, keys = shards.KINDS[self.kind]
-        return shards.partition_dir(self.kind, {k: row[k] for k in keys})
-
-    def expand(self, rows):
-        keyed = rows | "KeyByPartition" >> beam.Map(lambda r: (self._partition_dir(r), r))
-        sizes = (
-            keyed
-            | "One" >> beam.Map(lambda kv: (kv[0], 1))
-            | "RowsPerPartition" >> beam.CombinePerKey(sum)
-        )
-        per_shard = self.config.rows_per_shard
-
-        def to_bucket(kv, sizes):
-            n_buckets = max(1, math.ceil(sizes[kv[0]] / per_shard))
-            return (kv[0], stable_bucket(kv[1]["id"], n_buckets)), kv[1]
-
+    def expand(self, runs):
         return (
-            keyed
-            | "AssignBucket" >> beam.Map(to_bucket, sizes=beam.pvalue.AsDict(sizes))
-            | "GroupBucket" >> beam.GroupByKey()
-            | "WriteBucket" >> beam.Map(self._write_bucket)
+            runs
+            | "ByPartition" >> beam.Map(lambda run: (run.folder, run))
+            | "GroupRuns" >> beam.GroupByKey()
+            | "Finalise" >> beam.FlatMap(self._finalise)
         )
 
-    def _write_bucket(self, key_rows) -> shards.ShardInfo:
+    def _finalise(self, folder_runs) -> list[shards.ShardInfo]:
+        from datastore.runs import finalise
+
         start = time.perf_counter()
-        (pdir, bucket), rows = key_rows
-        rows = sorted(rows, key=lambda r: r["id"])
-        info = shards.write_shard(
-            rows,
-            out_dir=self.out_dir,
-            kind=self.kind,
-            index=self.first_index.get(pdir, 0) + bucket,
+        folder, runs = folder_runs
+        runs = list(runs)
+        kind = runs[0].kind
+        infos = finalise(
+            self.out_dir,
+            kind,
+            folder,
+            runs,
             config=self.config,
-            metadata=self.metadata,
+            first_index=self.first_index.get(folder, 0),
+            metadata=self.metadata.get(kind),
         )
-        counter(f"written.{self.kind}").inc(len(rows))
+        counter(f"written.{kind}").inc(sum(i.rows for i in infos))
         counter("time.write_ms").inc(int((time.perf_counter() - start) * 1000))
-        return info
+        return infos
+
+
+def run_tally(run) -> dict[str, int]:
+    """What a run file adds to the index's counts: its rows are accepted, or
+    rejected (by reason)."""
+    if run.kind == shards_schema.REJECTS_DIR:
+        return {"rejected": run.rows, **{f"reason:{k}": n for k, n in run.reasons}}
+    return {"accepted": run.rows}
+
+
+class SumTallies(beam.CombineFn):
+    """``{name: n}`` dicts -> their sum (one dict)."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, tally):
+        acc.update(tally)
+        return acc
+
+    def merge_accumulators(self, accs):
+        total = collections.Counter()
+        for acc in accs:
+            total.update(acc)
+        return total
+
+    def extract_output(self, acc):
+        return dict(acc)
 
 
 class WriteIndex(beam.PTransform):
     """Write ``_index.json`` once everything else is written (side inputs).
 
-    Inputs: ``counts`` maps ``"input" | "accepted" | "rejected"`` to a PCollection of
-    the elements to count; ``shard_infos`` are the ``ShardInfo`` outputs of
-    every ``WriteShards``; ``rejects`` the Reject records (for the per-reason
-    tally); optional ``after``: outputs the index must wait for. The write fails the job when the counts do not reconcile.
+    Inputs: ``tallies``, PCollections of ``{name: n}`` dicts whose sum gives
+    the counts (``input``, ``accepted``, ``rejected``, ``reason:<code>``;
+    other names are ignored); ``shard_infos``, the ``ShardInfo`` outputs of
+    every :class:`FinaliseShards`; optional ``after``: outputs the index must
+    wait for. The write fails the job when the counts do not reconcile; the
+    run files are deleted once the index exists.
     """
 
     def __init__(
@@ -170,15 +256,10 @@ class WriteIndex(beam.PTransform):
         self.previous = previous  # an earlier run's index this run appends to
 
     def expand(self, inputs):
-        counted = [
-            pc | f"Count_{name}" >> beam.Map(lambda _, n=name: (n, 1))
-            for name, pc in inputs["counts"].items()
-        ]
-        reasons = inputs["rejects"] | "ReasonKey" >> beam.Map(lambda r: (f"reason:{r.reason}", 1))
         tallies = (
-            (*counted, reasons)
+            tuple(inputs["tallies"])
             | "FlattenTallies" >> beam.Flatten()
-            | "Tally" >> beam.CombinePerKey(sum)
+            | "SumTallies" >> beam.CombineGlobally(SumTallies())
         )
         infos = inputs["shard_infos"] | "FlattenShards" >> beam.Flatten()
         pipeline = infos.pipeline
@@ -190,13 +271,15 @@ class WriteIndex(beam.PTransform):
             | "WriteIndexFile"
             >> beam.Map(
                 self._write,
-                tallies=beam.pvalue.AsDict(tallies),
+                tallies=beam.pvalue.AsSingleton(tallies),
                 infos=beam.pvalue.AsList(infos),
                 after=beam.pvalue.AsList(after),
             )
         )
 
     def _write(self, _, tallies, infos, after) -> dict:
+        from datastore import outfolder
+
         counts = {k: int(tallies.get(k, 0)) for k in ("input", "accepted", "rejected")}
         reasons = {
             k.split(":", 1)[1]: v for k, v in sorted(tallies.items()) if k.startswith("reason:")
@@ -222,8 +305,5 @@ class WriteIndex(beam.PTransform):
         )
         index.write(self.out_dir)  # raises (fails the job) when counts do not reconcile
         card.write_card(self.out_dir, index)  # README.md, from the index: after it
+        outfolder.remove_runs(self.out_dir)
         return counts
-
-
-def reject_rows(rejects):
-    return rejects | "RejectRows" >> beam.Map(lambda r: r.as_row())

@@ -1,6 +1,6 @@
 """``speechtok fit-codebook``: encoder frames -> a k-means codebook folder.
 
-read manifest -> dedup ids -> decode (thread pool, ahead of the model) ->
+read manifest parts (ids deduplicated by a census) -> decode (thread pool, ahead of the model) ->
 encode + optional frame averaging (``--downsample``) on the model's device ->
 stratified reservoir sample of
 frames (per language, capped per utterance; a CombineFn per language, each cut
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
-from datastore import schema, shards, storage
+from datastore import shards, storage
 from datastore.outlock import locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import (
@@ -146,7 +146,7 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     return {"id": codebook.id, "k": codebook.k, "inertia": codebook.metadata["inertia"]}
 
 
-def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
+def plan(config: FitCodebookJobConfig) -> tuple[dict, list]:
     """The launcher's work (:func:`tokenizer.launch.plan_frames`)."""
     from tokenizer.launch import plan_frames
 
@@ -154,7 +154,7 @@ def plan(config: FitCodebookJobConfig) -> tuple[dict, list[str]]:
 
 
 def build(
-    pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: dict, sources: list[str]
+    pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: dict, parts: list
 ) -> None:
     from kmeans.sampling import SamplerConfig
     from tokenizer.speech_model import FrameTask, ModelSpec
@@ -162,7 +162,7 @@ def build(
     spec = ModelSpec(
         encoder=config.encoder, task=FrameTask(downsample=config.downsample), identity=identity
     )
-    read = pipeline | "Read" >> ReadExamples(config.manifest, sources)
+    read = pipeline | "Read" >> ReadExamples(config.manifest, parts)
     encoded = read["ok"] | "Encode" >> SpeechModelStage(
         config.audio, spec, config.decode_threads, config.decode_pool
     )
@@ -188,22 +188,22 @@ def build(
         | "Sample" >> beam.CombineGlobally(JoinShares(sampler))
         | "FitAndSave" >> beam.Map(fit_and_save, config, identity)
     )
-    rejects = (read["rejects"], encoded["rejects"]) | "AllRejects" >> beam.Flatten()
-    reject_shards = common.reject_rows(rejects) | "WriteRejects" >> common.WriteShards(
-        config.out, schema.REJECTS_DIR, config.write
+    out = config.out
+    read_reject_runs = read["rejects"] | "ReadRejects" >> common.WriteRejectRuns(out)
+    encode_reject_runs = encoded["rejects"] | "EncodeRejects" >> common.WriteRejectRuns(out)
+    runs = (read_reject_runs, encode_reject_runs) | "AllRuns" >> beam.Flatten()
+    infos = runs | "Shards" >> common.FinaliseShards(out, config.write)
+    # Accepted: every clip encoded (its frames offered to the sampler).
+    encoded_tally = encoded["tally"] | "Accepted" >> beam.Map(
+        lambda t: {"input": t.get("input", 0), "accepted": t.get("encoded", 0)}
     )
-    # A recording split into N windows (split_long) counts as N input records.
-    inputs = (read["items"], encoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
     # The codebook summary rides along as a side input, so the index is written
     # only after the codebook is saved.
     _ = {
-        "counts": {"input": inputs, "accepted": encoded["ok"], "rejected": rejects},
-        "rejects": rejects,
-        "shard_infos": (reject_shards,),
+        "tallies": (read["tally"], encoded_tally, runs | "RunTally" >> beam.Map(common.run_tally)),
+        "shard_infos": (infos,),
         "after": summary,
-    } | "Index" >> common.WriteIndex(
-        config.out, "fit-codebook", config.as_dict(), {"encoder": identity}
-    )
+    } | "Index" >> common.WriteIndex(out, "fit-codebook", config.as_dict(), {"encoder": identity})
 
 
 @locks_output("fit-codebook")  # before anything in --out is deleted
@@ -217,14 +217,14 @@ def run(
     """Run the job; returns the folder's index. ``started``: ``time.monotonic()``
     when the command began (default: now)."""
     started = time.monotonic() if started is None else started
-    identity, sources = planned or plan(config)
+    identity, parts = planned or plan(config)
     print(
-        f"fit-codebook: {len(sources)} manifest source(s), k={config.k}, encoder {identity}",
+        f"fit-codebook: {len(parts)} manifest part(s), k={config.k}, encoder {identity}",
         flush=True,
     )
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, config, identity, sources)
+    build(pipeline, config, identity, parts)
     result = common.run_pipeline(pipeline, options, "fit-codebook")
     beam_counters = common.counters(result)
     index = finish_run("fit-codebook", config.out, beam_counters, started=started)

@@ -1,17 +1,25 @@
 """Beam transforms shared by the speech jobs (fit-codebook, tokenize).
 
-``ReadExamples``: manifest sources -> AudioExamples (+ line rejects), ids
-deduplicated across the whole input. ``EncodeClips``: example -> what the
-speech model makes of it (tokens for tokenize, frames for fit-codebook) as an
-:class:`EncodedClip`, or a reject; clips are decoded on a thread pool ahead of
-the model. Examples whose audio lies inside a tar archive or a Parquet row
-group reach it grouped per archive / row group (:mod:`tokenizer.containers`),
-so each is read once, in one pass. Each takes and gives plain records; the
-logic lives in :mod:`tokenizer`.
+``ReadExamples``: manifest parts -> AudioExamples (+ line rejects), ids
+deduplicated across the whole input. ``SpeechModelStage``: example -> what
+the speech model makes of it (tokens for tokenize, frames for fit-codebook)
+as an :class:`EncodedClip`, or a reject; clips are decoded on a pool ahead of
+the model. Each takes and gives plain records; the logic lives in
+:mod:`tokenizer`.
+
+Why the shape: no per-example element crosses a stage boundary. Reading,
+decoding, encoding and writing run fused, one element at a time, so the
+embedded runner's memory does not grow with the rows (it holds whatever
+crosses a boundary). What does cross is small: manifest parts, 8-byte id
+hashes (:mod:`tokenizer.manifests.ids`), per-part and per-bundle tallies
+(``{"input": n}`` dicts the index adds up) and run-file names
+(:mod:`datastore.runs`). Parallelism comes from the parts: large manifests
+are cut into spans of lines (:func:`tokenizer.manifests.plan_parts`).
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any, NamedTuple
 
@@ -21,72 +29,146 @@ from apache_beam.transforms.window import GlobalWindows
 from datastore.records import AudioExample, Reason, Reject
 from pipelines import common, progress
 from tokenizer import audio, containers
-from tokenizer.manifests import ManifestConfig, duplicate_reject, pick_one_per_id, read_source
+from tokenizer.manifests import ManifestConfig, SourcePart, duplicate_reject, read_part
+from tokenizer.manifests.ids import IdCensus, claim_key, id_hash, id_hashes
 
 
 class ReadExamples(beam.PTransform):
-    """Sources -> ``{"items", "ok", "rejects"}``; ``items`` is every record read."""
+    """Manifest parts -> ``{"ok": examples, one per id; "rejects"; "tally"}``.
+
+    ``tally``: one ``{"input": n}`` per part, the records it read (examples
+    and line rejects; ids in ``skip_ids``, already in the folder, are not
+    input). Duplicate ids take three passes over the manifest, each
+    streaming (:mod:`tokenizer.manifests.ids`): a census of id hashes, the
+    claims of the few repeated ones (skipped when there are none), then the
+    read that keeps each id's winner and rejects the others.
+    """
 
     def __init__(
-        self, config: ManifestConfig, sources: list[str], skip_ids: frozenset[str] = frozenset()
+        self,
+        config: ManifestConfig,
+        parts: list[SourcePart],
+        skip_ids: frozenset[str] = frozenset(),
     ):
         super().__init__()
-        self.config, self.sources, self.skip_ids = config, sources, skip_ids
+        self.config, self.parts, self.skip_ids = config, parts, skip_ids
 
     def expand(self, pipeline):
-        items = (
-            pipeline
-            | "Sources" >> beam.Create(self.sources)
-            | "ReadSource" >> beam.FlatMap(_read_timed, self.config)
+        parts = pipeline | "Parts" >> beam.Create(list(enumerate(self.parts)))
+        repeated = (
+            parts
+            | "CensusRead" >> beam.Map(_census_part, self.config, self.skip_ids)
+            | "IdCensus" >> beam.CombineGlobally(IdCensusFn())
         )
-        if self.skip_ids:
-            skip = self.skip_ids
-            items = items | "SkipExisting" >> beam.Filter(
-                lambda i: not (isinstance(i, AudioExample) and i.id in skip)
+        winners = (
+            parts
+            | "ClaimsRead"
+            >> beam.FlatMap(
+                _claims, self.config, self.skip_ids, repeated=beam.pvalue.AsSingleton(repeated)
             )
-        read = common.route_rejects(items)
-        unique = (
-            read.ok
-            | "CountRead" >> beam.Map(_count_read)
-            | "KeyById" >> beam.Map(lambda e: (e.id, e))
-            | "GroupIds" >> beam.GroupByKey()
-            | "FirstPerId" >> beam.FlatMap(_one_per_id).with_outputs("rejects", main="ok")
+            | "Winners" >> beam.CombinePerKey(min)
         )
-        rejects = (read.rejects, unique.rejects) | "AllReadRejects" >> beam.Flatten()
-        return {"items": items, "ok": unique.ok, "rejects": rejects}
+        read = parts | "ReadPart" >> beam.ParDo(
+            _ReadPart(self.config, self.skip_ids),
+            repeated=beam.pvalue.AsSingleton(repeated),
+            winners=beam.pvalue.AsDict(winners),
+        ).with_outputs("rejects", "tally", main="ok")
+        return {"ok": read.ok, "rejects": read.rejects, "tally": read.tally}
 
 
-def _read_timed(source: str, config: ManifestConfig):
-    """Read one manifest source, adding the time spent reading to ``time.read_ms``."""
-    items = iter(read_source(config, source))
-    spent = 0.0
-    while True:
-        start = time.perf_counter()
-        item = next(items, _END)
-        spent += time.perf_counter() - start
-        if item is _END:
-            break
-        yield item
-    common.counter("time.read_ms").inc(int(spent * 1000))
+def _examples(config: ManifestConfig, part: SourcePart, skip_ids: frozenset[str]):
+    """``(ordinal, item)`` per record of a part, ids in ``skip_ids`` left out;
+    ``ordinal`` counts every item the reader gave (the claims' tie-break)."""
+    for ordinal, item in enumerate(read_part(config, part)):
+        if skip_ids and isinstance(item, AudioExample) and item.id in skip_ids:
+            continue
+        yield ordinal, item
 
 
-_END = object()
+def _census_part(numbered: tuple[int, SourcePart], config, skip_ids) -> Any:
+    """One part's id hashes (a uint64 array), read once; ticks progress's total."""
+    start = time.perf_counter()
+    _, part = numbered
+    ids = [i.id for _, i in _examples(config, part, skip_ids) if isinstance(i, AudioExample)]
+    common.counter("time.read_ms").inc(int((time.perf_counter() - start) * 1000))
+    progress.tick(read=len(ids))
+    return id_hashes(ids)
 
 
-def _count_read(example):
-    common.counter("read").inc()
-    progress.tick(read=1)
-    return example
+class IdCensusFn(beam.CombineFn):
+    """Beam wrapper of :class:`~tokenizer.manifests.ids.IdCensus`: part hash
+    arrays -> the sorted hashes seen more than once."""
+
+    def create_accumulator(self):
+        return IdCensus()
+
+    def add_input(self, census, hashes):
+        return census.add(hashes)
+
+    def merge_accumulators(self, censuses):
+        censuses = iter(censuses)
+        first = next(censuses)
+        for other in censuses:
+            first.merge(other)
+        return first
+
+    def compact(self, census):
+        return census.compact()
+
+    def extract_output(self, census):
+        return census.repeated()
 
 
-def _one_per_id(id_examples):
-    """One example per id (:func:`tokenizer.manifests.pick_one_per_id`)."""
-    kept, duplicates = pick_one_per_id(id_examples[1])
-    yield kept
-    for dup in duplicates:
-        common.counter(f"rejected.{Reason.DUPLICATE_ID}").inc()
-        progress.tick(done=1)
-        yield beam.pvalue.TaggedOutput("rejects", duplicate_reject(dup))
+def _claims(numbered: tuple[int, SourcePart], config, skip_ids, repeated):
+    """``(id, claim key)`` for each example whose id hash is repeated (none: no read)."""
+    if len(repeated) == 0:
+        return
+    wanted = set(repeated.tolist())
+    index, part = numbered
+    for ordinal, item in _examples(config, part, skip_ids):
+        if isinstance(item, AudioExample) and id_hash(item.id) in wanted:
+            yield item.id, claim_key(item, index, ordinal)
+
+
+class _ReadPart(beam.DoFn):
+    """A part -> its examples (duplicates' losers as ``duplicate_id`` rejects),
+    line rejects (``"rejects"``) and one ``{"input": n}`` (``"tally"``)."""
+
+    def __init__(self, config: ManifestConfig, skip_ids: frozenset[str]):
+        self.config, self.skip_ids = config, skip_ids
+        self._repeated: tuple[int, set[int]] | None = None
+
+    def process(self, numbered: tuple[int, SourcePart], repeated, winners):
+        if self._repeated is None or self._repeated[0] != len(repeated):
+            self._repeated = (len(repeated), set(repeated.tolist()))
+        contested = self._repeated[1]
+        index, part = numbered
+        n_input, spent = 0, 0.0
+        items = _examples(self.config, part, self.skip_ids)
+        while True:
+            start = time.perf_counter()
+            numbered_item = next(items, None)
+            spent += time.perf_counter() - start
+            if numbered_item is None:
+                break
+            ordinal, item = numbered_item
+            n_input += 1
+            if isinstance(item, Reject):  # not in progress's total (examples only)
+                common.counter(f"rejected.{item.reason}").inc()
+                yield beam.pvalue.TaggedOutput("rejects", item)
+            elif (
+                contested
+                and id_hash(item.id) in contested
+                and (winners.get(item.id) != claim_key(item, index, ordinal))
+            ):
+                common.counter(f"rejected.{Reason.DUPLICATE_ID}").inc()
+                progress.tick(done=1)
+                yield beam.pvalue.TaggedOutput("rejects", duplicate_reject(item))
+            else:
+                common.counter("read").inc()
+                yield item
+        common.counter("time.read_ms").inc(int(spent * 1000))
+        yield beam.pvalue.TaggedOutput("tally", {"input": n_input})
 
 
 class EncodedClip(NamedTuple):
@@ -110,8 +192,9 @@ def encode_reject(example: AudioExample, exc: BaseException | str) -> Reject:
 
 
 class EncodeClips(beam.DoFn):
-    """AudioExample -> :class:`EncodedClip` (main), ``Reject`` (``"rejects"``),
-    and one id per extra window of a split recording (``"extra_windows"``).
+    """AudioExample or MemberGroup -> :class:`EncodedClip` (main), ``Reject``
+    (``"rejects"``), and per bundle one ``{"input": extra windows, "encoded":
+    clips}`` (``"tally"``): a recording split into N windows is N input records.
 
     Why one DoFn for decode + model: the model runs in the bundle's thread
     while a thread pool decodes the next clips (:class:`tokenizer.prefetch.
@@ -162,6 +245,7 @@ class EncodeClips(beam.DoFn):
     def start_bundle(self):
         self._batch: list[tuple[AudioExample, Any]] = []
         self._batch_samples = 0
+        self._tally = collections.Counter()
 
     def process(self, element: AudioExample | containers.MemberGroup):
         if isinstance(element, containers.MemberGroup):  # one pass over an archive/row group
@@ -178,6 +262,8 @@ class EncodeClips(beam.DoFn):
                 yield _windowed(out)
         for out in self._flush():
             yield _windowed(out)
+        if self._tally:
+            yield _windowed(beam.pvalue.TaggedOutput("tally", dict(self._tally)))
         progress.flush()
 
     def _accept(self, result, seconds: float):
@@ -194,8 +280,7 @@ class EncodeClips(beam.DoFn):
             return
         if len(result) > 1:  # a split recording: each window is a record
             progress.tick(read=len(result) - 1)
-        for window, _ in result[1:]:
-            yield beam.pvalue.TaggedOutput("extra_windows", window.id)
+            self._tally["input"] += len(result) - 1
         for example, wave in result:
             self._batch.append((example, wave))
             self._batch_samples += len(wave)
@@ -229,6 +314,7 @@ class EncodeClips(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("rejects", encode_reject(example, output.error))
                 continue
             audio_ms = len(wave) * 1000 // self.audio_config.sample_rate
+            self._tally["encoded"] += 1
             common.counter("encoded").inc()
             common.counter("audio.accepted_ms").inc(audio_ms)
             progress.tick(done=1, audio_ms=audio_ms)
@@ -265,24 +351,49 @@ def _windowed(out):
     return GlobalWindows.windowed_value(out)
 
 
-class _KeyContainer(beam.DoFn):
-    """Files and commands pass on alone; tar/Parquet members go (key, example) to
-    ``members``, grouped per archive or row group for one read pass each."""
+class GroupMembers(beam.DoFn):
+    """Files and commands pass on alone; tar and Parquet members pass on as
+    :class:`~tokenizer.containers.MemberGroup` s, each read in one pass.
+
+    Members of one archive or row group arrive together (a FLEURS split's TSV
+    names one archive, a Parquet file is read row group by row group), so a
+    group is what arrives in a row, without a shuffle: at most
+    ``MAX_OPEN_GROUPS`` groups are open (the oldest goes on when one more
+    opens) and a group goes on at ``MAX_GROUP_MEMBERS``. A manifest that
+    interleaves many archives costs more passes, never more memory.
+    """
+
+    MAX_OPEN_GROUPS = 8
+    MAX_GROUP_MEMBERS = 10_000
+
+    def start_bundle(self):
+        self._open: collections.OrderedDict[str, list[AudioExample]] = collections.OrderedDict()
 
     def process(self, example: AudioExample):
         key = containers.group_key(example)
         if key is None:
             yield example
-        else:
-            yield beam.pvalue.TaggedOutput("members", (key, example))
+            return
+        members = self._open.pop(key, [])
+        members.append(example)
+        self._open[key] = members
+        if len(members) >= self.MAX_GROUP_MEMBERS:
+            yield containers.make_group(key, self._open.pop(key))
+        elif len(self._open) > self.MAX_OPEN_GROUPS:
+            yield containers.make_group(*self._open.popitem(last=False))
+
+    def finish_bundle(self):
+        for key, members in self._open.items():
+            yield _windowed(containers.make_group(key, members))
+        self._open.clear()
 
 
 class SpeechModelStage(beam.PTransform):
-    """Examples -> ``{"ok": EncodedClip, "rejects": Reject, "extra_windows": id}``.
+    """Examples -> ``{"ok": EncodedClip, "rejects": Reject, "tally": dict}``.
 
-    With ``split_long`` one recording becomes N windows (N outputs);
-    ``extra_windows`` holds one element per window beyond the first, which the
-    jobs add to their ``input`` count so ``input = accepted + rejected`` holds.
+    With ``split_long`` one recording becomes N windows (N outputs); the
+    tally's ``input`` counts the windows beyond the first, which the jobs add
+    to their input count so ``input = accepted + rejected`` holds.
     """
 
     def __init__(
@@ -297,23 +408,12 @@ class SpeechModelStage(beam.PTransform):
         self.decode_pool = decode_pool
 
     def expand(self, examples):
-        keyed = examples | "ByContainer" >> beam.ParDo(_KeyContainer()).with_outputs(
-            "members", main="files"
-        )
-        groups = (
-            keyed.members
-            | "GroupMembers" >> beam.GroupByKey()
-            | "MemberGroups" >> beam.MapTuple(containers.make_group)
-        )
-        # No Reshuffle after: ReadExamples' id grouping has just spread the files
-        # over workers by key, and GroupMembers spreads the member groups;
-        # another shuffle would only pickle every example once more.
         out = (
-            (keyed.files, groups)
-            | "FilesAndGroups" >> beam.Flatten()
+            examples
+            | "GroupMembers" >> beam.ParDo(GroupMembers())
             | "DecodeAndRun"
             >> beam.ParDo(
                 EncodeClips(self.audio_config, self.spec, self.decode_threads, self.decode_pool)
-            ).with_outputs("rejects", "extra_windows", main="ok")
+            ).with_outputs("rejects", "tally", main="ok")
         )
-        return {"ok": out.ok, "rejects": out.rejects, "extra_windows": out.extra_windows}
+        return {"ok": out.ok, "rejects": out.rejects, "tally": out.tally}

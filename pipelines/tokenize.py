@@ -1,9 +1,12 @@
 """``speechtok tokenize``: speech -> audio-token Parquet shards.
 
-read manifest -> dedup ids -> decode (thread pool, ahead of the model) ->
-encode + nearest centroid (+ optional run-length dedup) on the model's device
--> ``OUT/tokens/corpus=C/split=S/lang=L/part-*.parquet``, ``OUT/rejects/``,
-``OUT/_index.json``.
+read manifest parts (ids deduplicated by a census of their hashes) -> decode
+(thread pool, ahead of the model) -> encode + nearest centroid (+ optional
+run-length dedup) on the model's device -> rows into run files -> per
+partition, ``OUT/tokens/corpus=C/split=S/lang=L/part-*.parquet``,
+``OUT/rejects/``, ``OUT/_index.json``. Everything up to the run files runs
+fused, one example at a time: memory does not grow with the rows
+(:mod:`pipelines.speech`).
 
 Guarantees: every input record ends as a row or a reject (the index write
 fails the job otherwise); shards appear only complete (atomic writes) and
@@ -58,11 +61,10 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         task=TokenTask(codebook=config.codebook, dedup=config.dedup),
         identity=the_plan.identity,
     )
-    read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.sources, the_plan.skip_ids)
+    read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.parts, the_plan.skip_ids)
     encoded = read["ok"] | "Encode" >> SpeechModelStage(
         config.audio, spec, config.decode_threads, config.decode_pool
     )
-    rows = encoded["ok"] | "TokenRows" >> beam.Map(row_of, cb.id, config.audio.sample_rate)
     metadata = {
         schema.META_ENCODER: the_plan.identity["encoder"],
         schema.META_LAYER: the_plan.identity["layer"],
@@ -71,23 +73,28 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         schema.META_CODEBOOK_SHA256: cb.sha256,
         schema.META_VERSION: schema.SCHEMA_VERSION,
     }
-    token_shards = rows | "WriteTokens" >> common.WriteShards(
-        config.out, schema.TOKENS_DIR, config.write, metadata, the_plan.first_index
+    out = config.out
+    token_runs = (
+        encoded["ok"]
+        | "TokenRows" >> beam.Map(row_of, cb.id, config.audio.sample_rate)
+        | "TokenRuns" >> common.WriteRuns(out, schema.TOKENS_DIR)
     )
-    rejects = (read["rejects"], encoded["rejects"]) | "AllRejects" >> beam.Flatten()
-    reject_shards = common.reject_rows(rejects) | "WriteRejects" >> common.WriteShards(
-        config.out, schema.REJECTS_DIR, config.write, first_index=the_plan.first_index
+    read_reject_runs = read["rejects"] | "ReadRejects" >> common.WriteRejectRuns(out)
+    encode_reject_runs = encoded["rejects"] | "EncodeRejects" >> common.WriteRejectRuns(out)
+    runs = (token_runs, read_reject_runs, encode_reject_runs) | "AllRuns" >> beam.Flatten()
+    infos = runs | "Shards" >> common.FinaliseShards(
+        out, config.write, {schema.TOKENS_DIR: metadata}, the_plan.first_index
     )
     extra = {"codebook": cb.id, "codebook_sha256": cb.sha256, "encoder": the_plan.identity}
-    # A recording split into N windows (split_long) counts as N input records.
-    inputs = (read["items"], encoded["extra_windows"]) | "InputRecords" >> beam.Flatten()
     _ = {
-        "counts": {"input": inputs, "accepted": rows, "rejected": rejects},
-        "rejects": rejects,
-        "shard_infos": (token_shards, reject_shards),
-    } | "Index" >> common.WriteIndex(
-        config.out, "tokenize", config.as_dict(), extra, the_plan.previous
-    )
+        # input: the records read plus, per split recording, its windows beyond the first
+        "tallies": (
+            read["tally"],
+            encoded["tally"],
+            runs | "RunTally" >> beam.Map(common.run_tally),
+        ),
+        "shard_infos": (infos,),
+    } | "Index" >> common.WriteIndex(out, "tokenize", config.as_dict(), extra, the_plan.previous)
 
 
 @locks_output("tokenize")  # before anything in --out is deleted
@@ -103,7 +110,7 @@ def run(
     started = time.monotonic() if started is None else started
     the_plan = the_plan or plan(config)
     print(
-        f"tokenize: {len(the_plan.sources)} manifest source(s), codebook {the_plan.codebook.id}"
+        f"tokenize: {len(the_plan.parts)} manifest part(s), codebook {the_plan.codebook.id}"
         + (f", skipping {len(the_plan.skip_ids)} existing ids" if the_plan.skip_ids else ""),
         flush=True,
     )

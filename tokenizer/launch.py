@@ -1,14 +1,14 @@
 """What a speech job's launcher settles before any worker starts.
 
 ``speechtok fit-codebook`` (:func:`plan_frames`) reads the encoder's identity
-from its config, lists the manifest's sources and clears what an earlier run
+from its config, plans the manifest's parts and clears what an earlier run
 left in its folder, so an old codebook cannot pass for this run's.
 
 ``speechtok tokenize`` must refuse, in seconds and before reading any audio,
 a codebook fitted on other features (encoder, layer, mode, dimension), a
 codebook too large for the int16 token column, and an output folder that
 holds another codebook's tokens; then it readies the folder (fresh or
-appending, :mod:`datastore.outfolder`) and lists the manifest's sources. The
+appending, :mod:`datastore.outfolder`) and plans the manifest's parts. The
 encoder's identity is read from its config (no weights loaded).
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datastore import outfolder, schema, shards
 from tokenizer.assign import check_codebook_fits_int16
 from tokenizer.encoders import EncoderConfig
-from tokenizer.manifests import ManifestConfig, list_sources
+from tokenizer.manifests import ManifestConfig, SourcePart, plan_parts
 
 
 class CodebookMismatch(ValueError):
@@ -32,7 +32,7 @@ class TokenPlan:
 
     codebook: object  # kmeans.Codebook
     identity: dict  # the encoder's, from its config
-    sources: list[str]  # the manifest's independently readable parts
+    parts: list[SourcePart]  # the manifest's independently readable parts
     skip_ids: frozenset[str]  # appending: ids already in the folder
     first_index: dict[str, int]  # appending: first free shard number per partition folder
     previous: shards.Index | None  # appending: the index being extended
@@ -76,18 +76,18 @@ def plan_tokens(
     else:
         previous, skip_ids, first_index = None, frozenset(), {}
         outfolder.start_fresh(out, kinds)
-    return TokenPlan(codebook, identity, list_sources(manifest), skip_ids, first_index, previous)
+    return TokenPlan(codebook, identity, plan_parts(manifest), skip_ids, first_index, previous)
 
 
 def plan_frames(
     *, encoder: EncoderConfig, manifest: ManifestConfig, out: str
-) -> tuple[dict, list[str]]:
-    """fit-codebook's launcher: ``(encoder identity, manifest sources)``, with
+) -> tuple[dict, list[SourcePart]]:
+    """fit-codebook's launcher: ``(encoder identity, manifest parts)``, with
     ``out`` cleared of an earlier run's codebook, rejects and index."""
     from kmeans.codebook import CENTROIDS_FILE, METADATA_FILE
     from tokenizer.encoders import describe_config
 
     identity = describe_config(encoder)  # from configs: no weights loaded here
-    sources = list_sources(manifest)
+    parts = plan_parts(manifest)
     outfolder.start_fresh(out, (schema.REJECTS_DIR, METADATA_FILE, CENTROIDS_FILE))
-    return identity, sources
+    return identity, parts

@@ -22,13 +22,13 @@ def _plan(codebook, corpus, out, *, encoder="mfcc", append=False, **enc):
     )
 
 
-def test_a_fresh_plan_lists_sources_and_empties_the_folder(mfcc_codebook, mini_corpus, tmp_path):
+def test_a_fresh_plan_lists_parts_and_empties_the_folder(mfcc_codebook, mini_corpus, tmp_path):
     out = tmp_path / "out"
     (out / schema.TOKENS_DIR).mkdir(parents=True)
     (out / schema.TOKENS_DIR / "part-00000.parquet").write_bytes(b"stale")
     plan = _plan(mfcc_codebook, mini_corpus, out)
     assert plan.identity["encoder"] == "mfcc" and plan.previous is None
-    assert plan.sources and all(s.endswith(".tsv") for s in plan.sources)
+    assert plan.parts and all(p.source.endswith(".tsv") and p.span is None for p in plan.parts)
     assert not (out / schema.TOKENS_DIR).exists()
 
 

@@ -59,10 +59,27 @@ def available_encoders() -> list[str]:
     return sorted(_REGISTRY)
 
 
+PLUGINS_ENV = "SPEECHTOK_PLUGINS"
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$SPEECHTOK_PLUGINS`` (comma-separated), for
+    the encoders they register. Why an environment variable: a Beam job's
+    worker processes inherit it, so an encoder defined outside this package (a
+    benchmark's, a user's) is found in every worker, not only in the launcher."""
+    import importlib
+    import os
+
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)
+
+
 def _lookup(spec: str) -> tuple[str, dict]:
     """Registry key and extra factory arguments for a spec (``hf:/dir`` -> ``hf:``, source)."""
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"encoder spec must be a non-empty string, got {spec!r}")
+    if spec not in _REGISTRY and spec.partition(":")[0] + ":" not in _REGISTRY:
+        load_plugins()
     if spec in _REGISTRY and not spec.endswith(":"):
         return spec, {}
     prefix, sep, source = spec.partition(":")

@@ -20,9 +20,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from datastore import storage
 from datastore.records import AudioExample, Reason, Reject
 from datastore.settings import setting
+from tokenizer.manifests.lines import LineSpan, plan_spans
 
 Item = AudioExample | Reject
 
@@ -148,8 +151,6 @@ class ManifestConfig:
     def resolve_audio(self, root: str, path: str) -> str:
         """The path or URI a manifest's audio ``path`` names, as it will be opened
         (raises :class:`datastore.storage.PathEscapeError`); see the class docstring."""
-        from datastore import storage
-
         return storage.resolve_under(root, path, confine=self.confine_audio_to)
 
     @property
@@ -189,17 +190,29 @@ def _short_codes(codes: tuple[str, ...]) -> frozenset[str]:
 @dataclass(frozen=True)
 class Reader:
     sources: Callable[[ManifestConfig], list[str]]
-    read: Callable[[ManifestConfig, str], Iterator[Item]]
+    read: Callable[..., Iterator[Item]]
+    splittable: Callable[[ManifestConfig, str], bool]
+
+
+def _never(config: ManifestConfig, source: str) -> bool:
+    return False
 
 
 _READERS: dict[str, Reader] = {}
 
 
 def register_reader(name: str):
-    """Class decorator registering a reader with ``sources`` and ``read`` static methods."""
+    """Class decorator registering a reader with ``sources`` and ``read`` static methods.
+
+    A reader whose sources are plain files of one record per line may also
+    define ``splittable(config, source) -> bool``; for a source it accepts,
+    ``read(config, source, span=LineSpan)`` reads only that span's lines (see
+    :func:`plan_parts`).
+    """
 
     def wrap(cls):
-        _READERS[name] = Reader(sources=cls.sources, read=cls.read)
+        splittable = getattr(cls, "splittable", _never)
+        _READERS[name] = Reader(sources=cls.sources, read=cls.read, splittable=splittable)
         return cls
 
     return wrap
@@ -220,6 +233,42 @@ def list_sources(config: ManifestConfig) -> list[str]:
 
 def read_source(config: ManifestConfig, source: str) -> Iterator[Item]:
     return _READERS[config.format].read(config, source)
+
+
+# Why 4 MB: ~20,000 JSONL lines, a few seconds of reading; a 2 M-line manifest
+# gives ~100 parts, enough to keep a cluster's workers busy from one file.
+PART_BYTES = 4 << 20
+
+
+class SourcePart(NamedTuple):
+    """What one worker reads: a whole source, or one span of its lines."""
+
+    source: str
+    span: LineSpan | None = None
+
+
+def plan_parts(config: ManifestConfig, part_bytes: int | None = None) -> list[SourcePart]:
+    """The manifest's sources, large line-per-record files cut into spans of
+    about ``part_bytes`` (default :data:`PART_BYTES`;
+    :func:`~tokenizer.manifests.lines.plan_spans`: one pass over each such
+    file, counting lines), in a deterministic order. Reading every part gives
+    what reading every source gives, line numbers included."""
+    part_bytes = part_bytes or PART_BYTES
+    reader = _READERS[config.format]
+    parts: list[SourcePart] = []
+    for source in reader.sources(config):
+        if reader.splittable(config, source) and storage.size(source) > part_bytes:
+            parts += [SourcePart(source, span) for span in plan_spans(source, part_bytes)]
+        else:
+            parts.append(SourcePart(source))
+    return parts
+
+
+def read_part(config: ManifestConfig, part: SourcePart) -> Iterator[Item]:
+    reader = _READERS[config.format]
+    if part.span is None:
+        return reader.read(config, part.source)
+    return reader.read(config, part.source, span=part.span)
 
 
 def read_manifest(config: ManifestConfig, *, dedup: bool = True) -> Iterator[Item]:

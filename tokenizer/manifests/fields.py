@@ -14,19 +14,29 @@ from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import Reason, Reject
-from tokenizer.manifests.lines import iter_stream_lines, line_reject, raw_line_problem
+from tokenizer.manifests.lines import (
+    LineSpan,
+    iter_lines,
+    iter_stream_lines,
+    line_reject,
+    raw_line_problem,
+)
 
 
 def json_objects(
-    source: str, max_line_bytes: int
+    source: str, max_line_bytes: int, span: LineSpan | None = None
 ) -> Iterator[tuple[int, dict | None, Reject | None]]:
     """``(line number, object, None)`` per JSON object line of ``source`` (gzipped
-    when its name ends in ``.gz``), ``(line number, None, reject)`` per bad line;
-    blank lines are skipped. A corrupt gzip stream ends the file with one
-    ``bad_gzip`` reject (the lines it hid cannot be counted). A blank line
-    yields ``(n, None, None)``."""
+    when its name ends in ``.gz``; only a plain file is read by ``span``),
+    ``(line number, None, reject)`` per bad line; blank lines are skipped. A
+    corrupt gzip stream ends the file with one ``bad_gzip`` reject (the lines it
+    hid cannot be counted). A blank line yields ``(n, None, None)``."""
     import gzip
 
+    if span is not None:
+        for lineno, line_bytes in iter_lines(source, max_line_bytes, span):
+            yield lineno, *_json_object(source, lineno, line_bytes, max_line_bytes)
+        return
     lineno = 0
     with storage.open_read(source) as raw:
         stream = gzip.GzipFile(fileobj=raw) if source.endswith(".gz") else raw

@@ -20,6 +20,7 @@ from datastore import storage
 from datastore.records import AudioExample, Reason
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.lines import (
+    LineSpan,
     example_reject,
     iter_lines,
     line_reject,
@@ -40,9 +41,15 @@ class JsonlReader:
         return [config.input]
 
     @staticmethod
-    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+    def splittable(config: ManifestConfig, source: str) -> bool:
+        return not source.endswith(".gz")
+
+    @staticmethod
+    def read(
+        config: ManifestConfig, source: str, span: LineSpan | None = None
+    ) -> Iterator[AudioExample]:
         root = config.audio_root or storage.dirname(source)
-        for lineno, raw in iter_lines(source, config.max_line_bytes):
+        for lineno, raw in iter_lines(source, config.max_line_bytes, span):
             line, reject = raw_line_problem(source, lineno, raw, config.max_line_bytes)
             if reject:
                 yield reject

@@ -32,7 +32,13 @@ from datastore import storage
 from datastore.records import COMMAND, FILE, AudioExample, Reason
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.fields import json_objects, lang_codes, lang_problem, number
-from tokenizer.manifests.lines import example_reject, line_reject, unwritable, unwritable_field
+from tokenizer.manifests.lines import (
+    LineSpan,
+    example_reject,
+    line_reject,
+    unwritable,
+    unwritable_field,
+)
 
 CUT_TYPES = ("MonoCut", "MultiCut")
 PAIR_MARK = "supervisions"
@@ -64,13 +70,20 @@ class LhotseReader:
         return [config.input]
 
     @staticmethod
-    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+    def splittable(config: ManifestConfig, source: str) -> bool:
+        """A plain CutSet file (a SupervisionSet loads its RecordingSet per part)."""
+        return not source.endswith(".gz") and PAIR_MARK not in storage.basename(source)
+
+    @staticmethod
+    def read(
+        config: ManifestConfig, source: str, span: LineSpan | None = None
+    ) -> Iterator[AudioExample]:
         if not config.wants_split(config.default_split):
             return
         recordings = None
         if PAIR_MARK in storage.basename(source):
             recordings = _load_recordings(recordings_file(source), config.max_line_bytes)
-        for lineno, obj, reject in json_objects(source, config.max_line_bytes):
+        for lineno, obj, reject in json_objects(source, config.max_line_bytes, span):
             if reject:
                 yield reject
             if obj is None:

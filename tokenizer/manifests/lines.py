@@ -11,7 +11,7 @@ import dataclasses
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from datastore import storage
 from datastore.records import AudioExample, Reason, Reject
@@ -21,8 +21,52 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # category Cc, except ta
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Windows tools write it at the start of a file
 
 
-def iter_lines(uri: str, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """``(line_number, raw_bytes)`` for each line of a file, 1-based.
+class LineSpan(NamedTuple):
+    """Whole lines of a file: bytes ``[start, end)``, the first of them numbered ``first_line``.
+
+    Why: a Beam job reads a manifest's parts in parallel (one worker per span)
+    while every line keeps the number it has in the whole file, so a reject
+    names ``manifest.jsonl:123456`` however the file was cut.
+    """
+
+    start: int
+    end: int
+    first_line: int
+
+
+def plan_spans(uri: str, target_bytes: int) -> list[LineSpan]:
+    """Cut a plain (uncompressed) file into spans of about ``target_bytes``,
+    each ending at a line end; one pass over the file, counting lines.
+
+    A file of at most ``target_bytes`` is one span. Example::
+
+        plan_spans("m.jsonl", 4 << 20)  # [LineSpan(0, 4194390, 1), LineSpan(4194390, ...), ...]
+    """
+    spans: list[LineSpan] = []
+    start, first_line, lines, offset = 0, 1, 0, 0
+    cut = target_bytes  # the next span ends at the first line end at or after this offset
+    with storage.open_read(uri) as f:
+        while chunk := f.read(_CHUNK):
+            i = 0
+            while True:
+                nl = chunk.find(b"\n", max(i, cut - 1 - offset))
+                if nl < 0:
+                    lines += chunk.count(b"\n", i)
+                    break
+                lines += chunk.count(b"\n", i, nl + 1)
+                end = offset + nl + 1
+                spans.append(LineSpan(start, end, first_line))
+                start, first_line, cut, i = end, lines + 1, end + target_bytes, nl + 1
+            offset += len(chunk)
+    if start < offset or not spans:
+        spans.append(LineSpan(start, offset, first_line))
+    return spans
+
+
+def iter_lines(
+    uri: str, max_line_bytes: int, span: LineSpan | None = None
+) -> Iterator[tuple[int, bytes | None]]:
+    """``(line_number, raw_bytes)`` for each line of a file (or of one ``span``), 1-based.
 
     A line longer than ``max_line_bytes`` yields ``None`` instead of its bytes
     (and is never held whole in memory), so one pathological line cannot
@@ -32,12 +76,33 @@ def iter_lines(uri: str, max_line_bytes: int) -> Iterator[tuple[int, bytes | Non
     first JSONL line invalid JSON).
     """
     with storage.open_read(uri) as f:
-        yield from iter_stream_lines(f, max_line_bytes)
+        if span is None:
+            yield from iter_stream_lines(f, max_line_bytes)
+            return
+        f.seek(span.start)
+        window = _Window(f, span.end - span.start)
+        yield from iter_stream_lines(window, max_line_bytes, first_line=span.first_line)
 
 
-def iter_stream_lines(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """:func:`iter_lines` over an open binary stream, read in 1 MB chunks."""
-    lineno, buf, overflow = 0, bytearray(), False
+class _Window:
+    """The next ``size`` bytes of a stream, as a stream."""
+
+    def __init__(self, f: BinaryIO, size: int):
+        self._f, self._left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._f.read(n) if n else b""
+        self._left -= len(data)
+        return data
+
+
+def iter_stream_lines(
+    f: BinaryIO, max_line_bytes: int, first_line: int = 1
+) -> Iterator[tuple[int, bytes | None]]:
+    """:func:`iter_lines` over an open binary stream, read in 1 MB chunks;
+    the stream's first line is numbered ``first_line``."""
+    lineno, buf, overflow = first_line - 1, bytearray(), False
     while True:
         chunk = f.read(_CHUNK)
         if not chunk:

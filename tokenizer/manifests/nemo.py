@@ -26,7 +26,7 @@ from tokenizer.manifests.fields import (
     path_id,
     segment_problem,
 )
-from tokenizer.manifests.lines import example_reject, line_reject, unwritable_field
+from tokenizer.manifests.lines import LineSpan, example_reject, line_reject, unwritable_field
 
 STRINGS = ("audio_filepath", "lang", "id", "speaker")
 
@@ -38,12 +38,18 @@ class NemoReader:
         return [config.input]
 
     @staticmethod
-    def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
+    def splittable(config: ManifestConfig, source: str) -> bool:
+        return not source.endswith(".gz")
+
+    @staticmethod
+    def read(
+        config: ManifestConfig, source: str, span: LineSpan | None = None
+    ) -> Iterator[AudioExample]:
         root = config.audio_root or storage.dirname(source)
         split = config.default_split
         if not config.wants_split(split):
             return
-        for lineno, obj, reject in json_objects(source, config.max_line_bytes):
+        for lineno, obj, reject in json_objects(source, config.max_line_bytes, span):
             if reject:
                 yield reject
             if obj is None:
