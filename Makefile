@@ -21,7 +21,10 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]" -c constraints.txt
 	@touch $@
 
+# The engine tests' Flink and Spark jars: resolved by Maven into ~/.m2 (once;
+# without java it says so and the engine tests skip).
 test: $(STAMP)
+	$(PY) -m engines resolve
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

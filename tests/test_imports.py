@@ -1,6 +1,7 @@
 """Imports only go downward, and Beam stays where it belongs.
 
-The packages are layers, lowest first: ``datastore`` (storage, schemas,
+The packages are layers, lowest first: ``engines`` (job servers, apart),
+``datastore`` (storage, schemas,
 shards, records, errors), ``kmeans``, ``tokenizer``, ``trainer``,
 ``pipelines`` (Beam jobs and the CLI). A module may import its own package
 and any package below it, at module level or lazily inside a function:
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["datastore", "kmeans", "tokenizer", "trainer", "pipelines"]
+# engines (Flink/Spark job servers for the jobs) imports none of the others.
+LAYERS = ["engines", "datastore", "kmeans", "tokenizer", "trainer", "pipelines"]
 BEAM_ALLOWED = {"datastore.storage", "tokenizer.model_handler"}
 
 
