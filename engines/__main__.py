@@ -5,6 +5,7 @@ Commands::
     python -m engines resolve                 # Maven: the jars into ~/.m2 (once; make test runs it)
     python -m engines start flink             # prints the Beam flags; JVMs keep running
     python -m engines start flink-cluster --parallelism 4 --state-dir /tmp/fc
+    python -m engines start flink --flink-master HOST:8081        # your Flink 1.19 cluster
     python -m engines stop --state-dir /tmp/fc
     python -m engines run spark -- speechtok tokenize --format fleurs ...   # start, run, stop
 
@@ -52,7 +53,9 @@ def _start(args) -> int:
         print(f"engines: {state} already holds a running engine (stop it first)", file=sys.stderr)
         return 1
     state.mkdir(parents=True, exist_ok=True)
-    engine = start(args.kind, parallelism=args.parallelism, workdir=state)
+    engine = start(
+        args.kind, parallelism=args.parallelism, workdir=state, flink_master=args.flink_master
+    )
     (state / "engine.json").write_text(json.dumps(engine.state(), indent=2))
     print(f"engines: {args.kind} takes jobs at {engine.job_endpoint} (logs in {state})")
     print(" ".join(engine.beam_args()))
@@ -77,7 +80,7 @@ def _run(args) -> int:
     if not command:
         print("engines run: give the command after --", file=sys.stderr)
         return 2
-    with start(args.kind, parallelism=args.parallelism) as engine:
+    with start(args.kind, parallelism=args.parallelism, flink_master=args.flink_master) as engine:
         return subprocess.run([*command, *engine.beam_args()]).returncode
 
 
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"{name} an engine" + (" around a command" * (name == "run")))
         p.add_argument("kind", choices=KINDS)
         p.add_argument("--parallelism", type=int, default=2, help="task slots / local[N]")
+        p.add_argument(
+            "--flink-master",
+            metavar="HOST:PORT",
+            help="flink: submit to this cluster's REST endpoint (default: a MiniCluster)",
+        )
         if name == "start":
             p.add_argument("--state-dir", default=str(DEFAULT_STATE))
         else:

@@ -155,7 +155,12 @@ class Engine:
 
 
 def start(
-    kind: str, *, parallelism: int = 2, workdir: str | Path | None = None, timeout_s: float = 180
+    kind: str,
+    *,
+    parallelism: int = 2,
+    workdir: str | Path | None = None,
+    timeout_s: float = 180,
+    flink_master: str | None = None,
 ) -> Engine:
     """Start an engine of ``kind`` (:data:`KINDS`) and wait until it takes jobs.
 
@@ -164,7 +169,11 @@ def start(
     not listen within ``timeout_s``; whatever was started is stopped then.
     ``workdir``: where the JVMs' logs (``<name>.log``), configuration and
     staged artifacts go (default: a temporary folder, deleted at stop).
+    ``flink_master``: for ``flink``, an existing Flink 1.19 cluster's
+    ``HOST:REST_PORT`` instead of the MiniCluster (only the job server starts here).
     """
+    if flink_master and kind != "flink":
+        raise ValueError("flink_master applies to the flink kind only")
     if kind not in KINDS:
         raise ValueError(f"unknown engine {kind!r}; known: {', '.join(KINDS)}")
     jar_path = classpath("spark" if kind == "spark" else "flink")
@@ -176,7 +185,7 @@ def start(
             _start_flink_cluster(engine, jar_path, timeout_s)
             master = f"--flink-master=localhost:{engine.rest_port}"
         elif kind == "flink":
-            master = "--flink-master=[local]"
+            master = f"--flink-master={flink_master or '[local]'}"
         else:
             master = f"--spark-master-url=local[{parallelism}]"
         main_class = SPARK_JOB_SERVER if kind == "spark" else FLINK_JOB_SERVER

@@ -59,30 +59,39 @@ def runs_locally(options: PipelineOptions) -> bool:
     )
 
 
-def _cancelled_rpc(exc: BaseException | None) -> bool:
-    """A gRPC stream the runner closed (``CANCELLED``): how a portable runner
-    (Flink, Spark) ends every LOOPBACK worker's data stream after a stage."""
+def _closed_stream(exc: BaseException | None) -> bool:
+    """A gRPC stream the runner closed (``CANCELLED``, or ``UNKNOWN`` on the
+    state channel): how a portable runner (Flink, Spark) ends a LOOPBACK
+    worker's streams after each stage."""
     code = getattr(exc, "code", None)
-    return callable(code) and getattr(code(), "name", "") == "CANCELLED"
+    return callable(code) and getattr(code(), "name", "") in ("CANCELLED", "UNKNOWN")
 
 
-class _HideCancelledStreams(logging.Filter):
+_quieted: list[bool] = []
+# Beam's SDK-worker threads that read those streams.
+_STREAM_THREADS = ("read_state", "read_grpc_client_inputs", "run_worker")
+
+
+class _HideClosedStreams(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and _cancelled_rpc(record.exc_info[1]))
+        return not (record.exc_info and _closed_stream(record.exc_info[1]))
 
 
 def quiet_portable_shutdown() -> None:
     """Hide the tracebacks Beam's SDK worker prints when a portable runner
-    closes its data streams at the end of each stage (``StatusCode.CANCELLED``
-    / "Multiplexer hanging up", logged and raised in worker threads after the
-    work is done); any other thread error still shows. Skipped under ``-v``."""
-    if logging.getLogger("apache_beam").getEffectiveLevel() <= logging.DEBUG:
+    closes its streams at the end of each stage ("Multiplexer hanging up",
+    "Application error processing RPC"; logged and raised in the worker's
+    stream threads after the work is done). A job that fails still fails (the
+    runner reports it); any other thread error still shows. Skipped under ``-v``."""
+    if _quieted or logging.getLogger("apache_beam").getEffectiveLevel() <= logging.DEBUG:
         return
-    logging.getLogger("apache_beam.runners.worker.data_plane").addFilter(_HideCancelledStreams())
+    _quieted.append(True)  # once per process
+    logging.getLogger("apache_beam.runners.worker.data_plane").addFilter(_HideClosedStreams())
     previous = threading.excepthook
 
     def hook(args):
-        if not _cancelled_rpc(args.exc_value):
+        name = getattr(args.thread, "name", "") or ""
+        if not (_closed_stream(args.exc_value) and name.startswith(_STREAM_THREADS)):
             previous(args)
 
     threading.excepthook = hook

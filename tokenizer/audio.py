@@ -135,8 +135,18 @@ def decode(
     """
     import soundfile as sf
 
+    from tokenizer.wav import read_pcm16
+
     if not data:
         raise AudioError(Reason.EMPTY_AUDIO, f"{name}: 0-byte file")
+    simple = read_pcm16(data) if segment is None else None
+    if simple is not None:  # a complete 16-bit PCM WAV: libsndfile's samples, without it
+        wave, sr = simple
+        if len(wave) / sr > config.max_seconds and not config.split_long:
+            raise AudioError(
+                Reason.TOO_LONG, f"{name}: {len(wave) / sr:.1f} s > max {config.max_seconds} s"
+            )
+        return _finish(wave, sr, config, name, segment)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sr, declared, is_mp3 = f.samplerate, f.frames, f.format == "MP3"

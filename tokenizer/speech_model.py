@@ -109,9 +109,12 @@ class SpeechModel:
         self.on_device = encoder.uses_torch and encoder.config.device.startswith("cuda")
         if isinstance(task, TokenTask):
             from kmeans import Codebook
+            from kmeans.postprocess import PostprocessConfig
 
             self.codebook = Codebook.load(task.codebook)
             check_codebook_dim(self.codebook.dim, encoder.dim, task.codebook)
+            # Read once: the metadata is a deep copy per access (a JSON round trip).
+            self._postprocess = PostprocessConfig.from_metadata(self.codebook.metadata)
         self._lock = threading.Lock()
 
     @classmethod
@@ -167,8 +170,9 @@ class SpeechModel:
         # at barriers for cores the decode threads hold (the stand-in benchmark
         # spent most of its model time there). Same tokens: no GEMM here splits
         # the reduction across threads.
+        config, dedup = self._postprocess, self.task.dedup
         with single_threaded_ops():
-            return [frames_to_tokens(self.codebook, f, dedup=self.task.dedup) for f in feats]
+            return [frames_to_tokens(self.codebook, f, dedup=dedup, config=config) for f in feats]
 
     def _frames(self, feats: list) -> list[np.ndarray]:
         from kmeans.postprocess import downsample_frames, downsample_tensor

@@ -109,14 +109,24 @@ def engine(request):
     assert_gone(running)
 
 
-def assert_gone(engine) -> None:
-    deadline = time.monotonic() + 10
-    alive = engine.pids()
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float = 15) -> list[int]:
+    deadline = time.monotonic() + seconds
+    alive = [p for p in pids if running(p)]
     while alive and time.monotonic() < deadline:
-        alive = [
-            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-        ]
         time.sleep(0.2)
+        alive = [p for p in alive if running(p)]
+    return alive
+
+
+def assert_gone(engine) -> None:
+    alive = wait_gone(engine.pids())
     assert not alive, f"{engine.kind}: JVMs still running: {alive}"
 
 
@@ -134,3 +144,30 @@ def test_tokenize_on_a_flink_session_cluster(inputs, embedded, tmp_path):
         assert main([*args, *cluster.beam_args()]) == 0
     assert_gone(cluster)
     assert outcome(tmp_path / "tokenize-rejects") == embedded["tokenize-rejects"]
+
+
+def test_the_command_line_runs_a_job_and_stops_what_it_started(inputs, embedded, tmp_path):
+    """What the README shows: ``python -m engines run spark -- speechtok ...``,
+    then ``start``/``stop`` with a state folder."""
+    import subprocess
+    import sys
+
+    args = jobs(inputs, tmp_path)["tokenize-rejects"]
+    cli = [sys.executable, "-m", "pipelines.cli"]
+    run = [sys.executable, "-m", "engines", "run", "spark", "--", *cli, *args]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr  # the runner's stream shutdown stays quiet
+    assert outcome(tmp_path / "tokenize-rejects") == embedded["tokenize-rejects"]
+    state = tmp_path / "state"
+    started = subprocess.run(
+        [sys.executable, "-m", "engines", "start", "flink", "--state-dir", str(state)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    recorded = json.loads((state / "engine.json").read_text())
+    assert started.stdout.splitlines()[-1].split() == recorded["beam_args"]
+    assert all(running(p) for p in recorded["pids"])
+    stopped = subprocess.run([sys.executable, "-m", "engines", "stop", "--state-dir", str(state)])
+    assert stopped.returncode == 0 and not (state / "engine.json").exists()
+    assert wait_gone(recorded["pids"]) == []

@@ -101,13 +101,19 @@ def test_long_utterance_does_not_dominate():
     assert from_long <= 5
 
 
-def test_memory_is_bounded_by_capacity():
-    cfg = SamplerConfig(sample_frames=50, frames_per_lang=30, seed=0)
+@pytest.mark.parametrize("capacity", [30, 40_000])
+def test_memory_is_bounded_by_capacity(capacity):
+    """At most the capacity plus its slack (a quarter of it, at least 4,096
+    frames) plus one utterance: 1.25x the sample for large samples."""
+    from kmeans.sampling import compaction_slack
+
+    cfg = SamplerConfig(sample_frames=capacity + 20, frames_per_lang=capacity, seed=0)
     res = StratifiedReservoir(cfg)
-    for u in range(200):
-        res.add("fr", str(u), np.ones((17, 4), dtype=np.float32))
-        assert res.held_frames()["fr"] <= 2 * 30
-    assert len(res.extract().frames) == 30
+    for u in range(4 * (capacity + compaction_slack(capacity)) // 170 + 2):
+        res.add("fr", str(u), np.ones((170, 4), dtype=np.float32))
+        assert res.held_frames()["fr"] <= capacity + compaction_slack(capacity) + 170
+    assert compaction_slack(40_000) == 10_000
+    assert len(res.extract().frames) == capacity
 
 
 def test_allocate_water_fills():
