@@ -27,7 +27,7 @@ Usage::
 
     python -m benchmarks.scale                              # 20k,100k,500k (+ fit, + mp2)
     python -m benchmarks.scale --rows tokenize --sizes 20000,100000
-    python -m benchmarks.scale --rows tokenize-flink --sizes 20000,100000
+    python -m benchmarks.scale --rows tokenize-flink --sizes 20000,100000,500000
 """
 
 from __future__ import annotations

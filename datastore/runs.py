@@ -77,39 +77,62 @@ def runs_dir(out_dir: str) -> str:
 
 class RunWriter:
     """Rows of one ``kind`` -> run files under ``OUT/_runs/``, at most
-    ``max_rows`` rows held in memory (:meth:`add` returns the runs it wrote)."""
+    ``max_rows`` rows held in memory (:meth:`add` returns the runs it wrote).
+
+    Held rows are kept columnar: every :data:`BATCH_ROWS` rows of a partition
+    become an Arrow batch (a token row as a Python dict with its arrays is
+    ~10x its Arrow size).
+    """
+
+    BATCH_ROWS = 256
 
     def __init__(self, out_dir: str, kind: str, max_rows: int = RUN_ROWS):
         if max_rows < 1:
             raise ValueError("max_rows must be >= 1")
         self.out_dir, self.kind, self.max_rows = out_dir, kind, max_rows
         self._keys = KINDS[kind][1]
-        self._held: dict[str, list[dict]] = {}
+        self._rows: dict[str, list[dict]] = {}  # per partition, not yet columnar
+        self._tables: dict[str, list[pa.Table]] = {}
+        self._reasons: dict[str, Counter] = {}
         self._n_held = 0
 
     def add(self, row: dict) -> list[RunFile]:
         folder = partition_dir(self.kind, {k: row[k] for k in self._keys})
-        self._held.setdefault(folder, []).append(row)
+        rows = self._rows.setdefault(folder, [])
+        rows.append(row)
+        if self.kind == schema.REJECTS_DIR:
+            self._reasons.setdefault(folder, Counter())[row["reason"]] += 1
+        if len(rows) >= self.BATCH_ROWS:
+            self._columnar(folder)
         self._n_held += 1
         return self.flush() if self._n_held >= self.max_rows else []
 
+    def _columnar(self, folder: str) -> None:
+        rows = self._rows.pop(folder, None)
+        if rows:
+            self._tables.setdefault(folder, []).append(table_from_rows(rows, self.kind))
+
     def flush(self) -> list[RunFile]:
         """Write every held row; the runs written (one per partition held)."""
-        held, self._held, self._n_held = self._held, {}, 0
-        return [self._write(folder, rows) for folder, rows in sorted(held.items())]
+        for folder in list(self._rows):
+            self._columnar(folder)
+        tables, self._tables, self._n_held = self._tables, {}, 0
+        reasons, self._reasons = self._reasons, {}
+        return [
+            self._write(folder, pa.concat_tables(parts), reasons.get(folder))
+            for folder, parts in sorted(tables.items())
+        ]
 
-    def _write(self, folder: str, rows: list[dict]) -> RunFile:
-        table = table_from_rows(rows, self.kind)
+    def _write(self, folder: str, table: pa.Table, reasons: Counter | None) -> RunFile:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as stream:
             stream.write_table(table)
         uri = storage.join(runs_dir(self.out_dir), folder, f"run-{uuid.uuid4().hex}.arrow")
         storage.makedirs(storage.dirname(uri))
         storage.write_bytes(uri, sink.getvalue().to_pybytes())
-        reasons = ()
-        if self.kind == schema.REJECTS_DIR:
-            reasons = tuple(sorted(Counter(r["reason"] for r in rows).items()))
-        return RunFile(self.kind, folder, uri, len(rows), reasons)
+        return RunFile(
+            self.kind, folder, uri, table.num_rows, tuple(sorted((reasons or {}).items()))
+        )
 
 
 def read_run(run: RunFile) -> pa.Table:
@@ -144,9 +167,10 @@ def finalise(
 ) -> list[ShardInfo]:
     """One partition's runs -> its shards (see the module docstring).
 
-    Memory: one run and one bucket at a time. With several buckets the runs
-    are first split by bucket into local temporary files (one pass), then
-    each bucket is read back, sorted and written.
+    Memory: one run and one bucket at a time (a bucket's sorted rows are
+    taken one row group at a time). With several buckets the runs are first
+    split by bucket into local temporary files (one pass), then each bucket
+    is read back (memory-mapped), sorted and written.
     """
     n_rows = sum(r.rows for r in runs)
     if n_rows == 0:
@@ -156,7 +180,6 @@ def finalise(
 
     def write(bucket: int, table: pa.Table) -> ShardInfo:
         keys = [(k, "ascending") for k in SORT_KEYS[kind]]
-        table = table.take(pc.sort_indices(table, sort_keys=keys)).combine_chunks()
         return _write_stored(
             table,
             out_dir=out_dir,
@@ -165,10 +188,13 @@ def finalise(
             index=first_index + bucket,
             config=config,
             metadata=metadata,
+            order=pc.sort_indices(table, sort_keys=keys),  # taken a row group at a time
         )
 
     if n_buckets == 1:
-        return [write(0, pa.concat_tables(read_run(r) for r in ordered))]
+        infos = [write(0, pa.concat_tables(read_run(r) for r in ordered))]
+        pa.default_memory_pool().release_unused()  # a worker runs many stages: give it back
+        return infos
     with tempfile.TemporaryDirectory(prefix="speechtok-buckets-") as tmp:
         paths = _spill_by_bucket(ordered, n_buckets, tmp)
         infos = []
@@ -176,6 +202,7 @@ def finalise(
             if os.path.exists(path):
                 with pa.ipc.open_stream(pa.memory_map(path)) as reader:
                     infos.append(write(bucket, reader.read_all()))
+            pa.default_memory_pool().release_unused()
         return infos
 
 

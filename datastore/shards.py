@@ -110,19 +110,29 @@ def partition_of(rows: Sequence[dict] | pa.Table, kind: str) -> dict[str, str]:
     return {k: str(rows[0][k]) for k in keys} if rows else {}
 
 
-def encode_table(table: pa.Table, config: WriteConfig, metadata: dict | None = None) -> bytes:
-    """Serialise a table to Parquet bytes with our layout options."""
+def encode_table(
+    table: pa.Table, config: WriteConfig, metadata: dict | None = None, order=None
+) -> bytes:
+    """Serialise a table to Parquet bytes with our layout options.
+
+    ``order`` (row indices): write the rows in that order, taking one row
+    group's rows at a time, so a sorted copy of the whole table is never made
+    (the same bytes as writing ``table.take(order)``).
+    """
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({_b(k): _b(v) for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     buf = io.BytesIO()
-    pq.write_table(
-        table,
-        buf,
-        compression=None if config.compression == "none" else config.compression,
-        row_group_size=config.row_group_rows,
-    )
+    compression = None if config.compression == "none" else config.compression
+    if order is None:
+        pq.write_table(table, buf, compression=compression, row_group_size=config.row_group_rows)
+        return buf.getvalue()
+    step = config.row_group_rows
+    with pq.ParquetWriter(buf, table.schema, compression=compression) as writer:
+        for start in range(0, len(order), step):
+            group = table.take(order[start : start + step]).combine_chunks()
+            writer.write_table(group, row_group_size=step)
     return buf.getvalue()
 
 
@@ -131,10 +141,10 @@ def _b(x) -> bytes:
 
 
 def write_table(
-    table: pa.Table, uri: str, config: WriteConfig, metadata: dict | None = None
+    table: pa.Table, uri: str, config: WriteConfig, metadata: dict | None = None, order=None
 ) -> tuple[int, str]:
-    """Atomically write one shard; returns ``(bytes, sha256)``."""
-    data = encode_table(table, config, metadata)
+    """Atomically write one shard (rows in ``order`` when given); returns ``(bytes, sha256)``."""
+    data = encode_table(table, config, metadata, order)
     storage.write_bytes(uri, data)
     return len(data), hashlib.sha256(data).hexdigest()
 
@@ -200,15 +210,17 @@ def write_stored(
     index: int | None = None,
     name: str | None = None,
     metadata: dict | None = None,
+    order=None,
 ) -> ShardInfo:
     """Write a table of the kind's file schema (partition keys already dropped)
-    as ``folder/part-{index:05d}.parquet`` (or ``folder/name``); the file's
-    metadata names its partition (``folder`` without the kind)."""
+    as ``folder/part-{index:05d}.parquet`` (or ``folder/name``), its rows in
+    ``order`` when given; the file's metadata names its partition (``folder``
+    without the kind)."""
     meta = dict(metadata or {})
     if folder != kind:
         meta[schema.META_PARTITION] = folder.split("/", 1)[1]
     rel = f"{folder}/{name if name is not None else schema.shard_name(index)}"
-    nbytes, digest = write_table(table, storage.join(out_dir, rel), config, meta)
+    nbytes, digest = write_table(table, storage.join(out_dir, rel), config, meta, order)
     return ShardInfo(path=rel, rows=table.num_rows, bytes=nbytes, sha256=digest)
 
 
