@@ -84,6 +84,14 @@ SPECS: dict[str, BenchSpec] = {
     ),
     # No --quick flag of its own: smaller corpora (defaults 1000,5000: ~3 min).
     "load": BenchSpec(json_flag="--json", quick_args=("--sizes", "200,1000")),
+    # Quick: in process at 5k and 20k rows (~1 min); full: 20k-500k, workers, fit, Flink.
+    "scale": BenchSpec(
+        json_flag="--json",
+        quick_args=("--rows", "tokenize", "--sizes", "5000,20000"),
+        full_args=("--rows", "tokenize,tokenize-mp2,fit,tokenize-flink"),
+    ),
+    # Two Gemma 3 270M forward passes over ~600 sentences per depth set (~5 min).
+    "premise": BenchSpec(json_flag="--json", quick_args=("--depths", "4")),
     "retrieval": BenchSpec(
         json_flag="--json",
         quick_skip="trains and evaluates several dual encoders: ~10 min even with --quick",
