@@ -112,6 +112,7 @@ def worker_job(spec: dict) -> dict:
         beam_args += engine.beam_args()
     jvm = TreePeak(engine.pids()[0]) if engine else None
     me = TreePeak(children=False)  # this process alone (LOOPBACK workers run in it)
+    timeline = _Timeline() if spec.get("timeline") else None
     start_s = time.perf_counter()
     try:
         if spec["row"] == "fit":
@@ -126,6 +127,7 @@ def worker_job(spec: dict) -> dict:
             index = tokenize.run(config, beam_args)
         wall = time.perf_counter() - start_s
     finally:
+        curve = timeline.stop() if timeline else None
         python_peak = me.stop()
         jvm_peak = jvm.stop() if jvm else None
         if engine:
@@ -137,7 +139,36 @@ def worker_job(spec: dict) -> dict:
         "python_peak_mb": python_peak / MB,
         "python_anon_mb": me.peak_anon / MB,
         "jvm_peak_mb": jvm_peak / MB if jvm_peak else None,
+        "timeline": curve,
     }
+
+
+class _Timeline:
+    """This process's anonymous memory once a second: ``[(seconds, MB), ...]``
+    (``--timeline``: where a run's memory goes, start-up or rows)."""
+
+    def __init__(self):
+        import threading
+
+        from benchmarks._harness import anon_rss
+
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        start = time.perf_counter()
+
+        def sample() -> None:
+            while not self._stop.wait(1.0):
+                self.points.append(
+                    (round(time.perf_counter() - start, 1), anon_rss(os.getpid()) / MB)
+                )
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.points
 
 
 def worker_baseline(spec: dict) -> dict:
@@ -172,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit-sizes", default="100000,500000", help="sizes of the fit row")
     p.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "scale-work"))
     p.add_argument("--json", default=str(DEFAULT_JSON))
+    p.add_argument("--timeline", action="store_true", help="print each run's memory once a second")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -188,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in map(int, sizes.split(",")):
             manifest = write_corpus(work, size)
             spec = {"row": row, "manifest": str(manifest), "codebook": str(codebook),
-                    "out": str(work / f"out-{row}"), "beam_args": ROW_ARGS[row]}  # fmt: skip
+                    "out": str(work / f"out-{row}"), "beam_args": ROW_ARGS[row],
+                    "timeline": args.timeline}  # fmt: skip
             result = {"size": size, **run_row("benchmarks.scale", spec, env=PLUGINS)}
             results.setdefault(row, []).append(result)
             if "error" in result:
@@ -196,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{row} {size}: {result['wall_s']:.1f} s, {result['rows_per_s']:,.0f} rows/s, "
                   f"tree {result['peak_rss_mb']:.0f} MB", file=sys.stderr)  # fmt: skip
+            if result.get("timeline"):
+                curve = ", ".join(f"{t:.0f} s {mb:.0f}" for t, mb in result["timeline"])
+                print(f"  {row} {size}, this process's anonymous MB: {curve}")
     checks = []
     print(
         f"\n{'row':<16}{'rows':>9}{'wall s':>9}{'rows/s':>9}{'tree MB':>9}{'anon MB':>9}"
