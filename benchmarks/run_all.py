@@ -90,6 +90,8 @@ SPECS: dict[str, BenchSpec] = {
         quick_args=("--rows", "tokenize", "--sizes", "5000,20000"),
         full_args=("--rows", "tokenize,tokenize-mp2,fit,tokenize-flink"),
     ),
+    # ~1 GB of shards written once, then read three ways (~2 min); quick: 0.1 GB.
+    "folder_verify": BenchSpec(json_flag="--json", quick_args=("--gb", "0.1")),
     # Two Gemma 3 270M forward passes over ~600 sentences per depth set (~5 min).
     "premise": BenchSpec(json_flag="--json", quick_args=("--depths", "4")),
     "retrieval": BenchSpec(

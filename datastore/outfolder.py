@@ -12,11 +12,41 @@ the temporary files of a killed writer.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from datastore import schema, shards, storage
+from datastore.outlock import LOCK_NAME
 from datastore.runs import RUNS_DIR
+
+
+class FolderMismatch(ValueError):
+    """``--out`` holds another command's output, or rows an append cannot extend."""
+
+
+def readable_index(out: str) -> shards.Index | None:
+    """The folder's index for a job about to write there: None without one, and
+    None for one that cannot be read (a truncated index of a killed run: the
+    job replaces it; readers are the ones that refuse it)."""
+    try:
+        return shards.Index.read(out)
+    except shards.FolderRefused:
+        return None
+
+
+def check_folder_job(out: str, previous: shards.Index | None, job: str) -> None:
+    """Refuse an output folder another command wrote: replacing or appending to
+    it would hide its files behind this job's index (a bitext folder's shards
+    under a tokenize index, say)."""
+    if previous is not None and previous.job != job:
+        raise FolderMismatch(
+            f"{out} holds the output of `speechtok {previous.job}`: `speechtok {job}` writes "
+            "only its own folders; choose another --out"
+        )
 
 
 def delete_tree(uri: str) -> None:
@@ -30,10 +60,15 @@ def delete_tree(uri: str) -> None:
 
 def start_fresh(out: str, names: Iterable[str]) -> None:
     """Delete ``names`` (shard folders or files, relative to ``out``) and the
-    index an earlier run left, after sweeping temporary files and run files."""
+    index an earlier run left, after sweeping temporary files and run files.
+    The dataset card (``README.md``) goes too when the index says an earlier
+    run wrote the folder: a rerun killed before its end must not leave the old
+    run's card describing shards that are gone (a folder without our index
+    keeps its README)."""
     shards.sweep_temp_files(out)
     remove_runs(out)
-    for name in [*names, schema.INDEX_FILE]:
+    ours = storage.exists(storage.join(out, schema.INDEX_FILE))
+    for name in [*names, schema.INDEX_FILE, *([schema.CARD_FILE] if ours else [])]:
         delete_tree(storage.join(out, name))
 
 
@@ -94,3 +129,42 @@ def next_shard_indices(index: shards.Index) -> dict[str, int]:
         number = int(name.split("-")[1].split(".")[0])
         out[folder] = max(out.get(folder, 0), number + 1)
     return out
+
+
+@contextlib.contextmanager
+def staging(out: str):
+    """A folder to write a whole output into, published as ``out`` when the
+    block ends without error (discarded otherwise).
+
+    Local disks: the work goes to a hidden sibling (``.out.tmp-XXXX``) that is
+    renamed into place, after an earlier ``out`` is renamed aside and before
+    it is deleted: a reader sees the old folder or the new one, never a
+    partial one (the window between the two renames is a missing folder).
+    The output lock (``out/.speechtok.lock``) is hard-linked into the new
+    folder first, so the job still holds ``out`` once it is published.
+    Object stores have no rename: the block writes into ``out`` itself and the
+    caller writes its marker file last.
+    """
+    if not storage.is_local(out):
+        delete_tree(out)
+        yield out
+        return
+    path = os.path.abspath(storage.local_path(out))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    lock = os.path.join(path, LOCK_NAME)
+    if os.path.exists(lock):  # the job's own lock: the new folder holds it too (same inode)
+        os.link(lock, os.path.join(work, LOCK_NAME))
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+        os.rename(path, os.path.join(old, name))
+    os.rename(work, path)  # fails (nothing published) if another job made `out` meanwhile
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -74,6 +74,10 @@ class OutputLockedError(RuntimeError):
     """The output folder is in use by another job (the message names it)."""
 
 
+class LockLost(RuntimeError):
+    """The output lock was taken from this job: it must not publish (fencing)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Holder:
     """Who holds a lock: what the refusal message names."""
@@ -352,6 +356,30 @@ class _Heartbeat(threading.Thread):
 
 
 _held = threading.local()
+# Lock tokens this process holds, by folder key: what a job's index write checks
+# (its Beam workers may run in other threads of this process).
+_tokens: dict[str, str] = {}
+
+
+def held_token(out_uri: str) -> str | None:
+    """The token of the lock this process holds on ``out_uri`` (None: none)."""
+    return _tokens.get(_key(str(out_uri)))
+
+
+def check_held(out_uri: str, token: str) -> None:
+    """Raise :class:`LockLost` unless ``out_uri``'s lock still
+    holds ``token``: the fencing check a job makes right before it publishes
+    (writes its index), so a job whose lock was broken (``--break-lock``) by
+    another never commits over it."""
+    out = str(out_uri)
+    seen = _backend(out).read()
+    holder = Holder.parse(seen[0]) if seen else None
+    if holder is None or holder.token != token:
+        now = holder.describe() if holder else "no job"
+        raise LockLost(
+            f"{out}: this job's lock was taken over while it ran (the lock now names {now}): "
+            "its output is not published"
+        )
 
 
 def _key(out: str) -> str:
@@ -380,18 +408,21 @@ def hold_output_lock(out_uri: str, job: str, *, break_lock: bool = False) -> Ite
         return
     backend = _backend(out)
     backend.prepare()
+    me = _this_holder(job)
     try:
-        version = _acquire(backend, out, _this_holder(job), break_lock)
+        version = _acquire(backend, out, me, break_lock)
     except BaseException:
         backend.cleanup()
         raise
     beat = _Heartbeat(backend, version)
     beat.start()
     depth[key] = 1
+    _tokens[key] = me.token
     try:
         yield
     finally:
         depth.pop(key, None)
+        _tokens.pop(key, None)
         beat.stop.set()
         beat.join()
         backend.delete(beat.version)

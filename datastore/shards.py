@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -275,9 +276,33 @@ def sweep_temp_files(out_dir: str) -> int:
     return removed
 
 
+class FolderRefused(ValueError):
+    """A folder a reader must not use: another job's output, a failed job's,
+    an unreadable index, or a listed file that is not what the index says."""
+
+
+# Which jobs write each kind of shards: a reader refuses a folder another job wrote.
+WRITERS = {
+    schema.TOKENS_DIR: ("tokenize", "synthetic"),
+    schema.BITEXT_DIR: ("bitext", "synthetic"),
+    schema.EMBEDDINGS_DIR: ("embed",),
+    schema.REJECTS_DIR: None,  # every job writes rejects
+}
+COMPLETE, FAILED = "complete", "failed"
+
+
 @dataclass
 class Index:
-    """``_index.json``: what a job wrote and how its counts reconcile."""
+    """``_index.json``: what a job wrote and how its counts reconcile.
+
+    The folder contract (README, "Guarantees"): ``job`` names the command that
+    wrote the folder and ``writer`` the process (host, pid, its lock token);
+    ``settings`` are the settings that define the rows (an append must match
+    them); ``status`` is ``complete`` or ``failed`` (with ``failure``, why);
+    ``shards`` and ``files`` list every file the folder holds with its size and
+    sha256, which readers check. Written last, atomically: a folder without it
+    is not a finished job's output.
+    """
 
     job: str
     config: dict
@@ -288,26 +313,103 @@ class Index:
     shards: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     written_at: float = 0.0
+    status: str = COMPLETE
+    failure: str | None = None
+    settings: dict = field(default_factory=dict)
+    files: list[dict] = field(default_factory=list)  # other artifacts: path, bytes, sha256
+    writer: dict = field(default_factory=dict)
 
     def reconciles(self) -> bool:
         c = self.counts
         return c["input"] == c["accepted"] + c["rejected"]
 
-    def write(self, out_dir: str) -> None:
+    def write(self, out_dir: str, *, fence: str | None = None) -> None:
+        """Publish the index (atomically). ``fence``: the writer's lock token,
+        checked first (:func:`datastore.outlock.check_held`): a job whose lock
+        was taken over raises :class:`datastore.outlock.LockLost` and publishes nothing."""
         if not self.reconciles():
             raise RuntimeError(f"counts do not reconcile: {self.counts}")
+        if fence is not None:
+            from datastore.outlock import check_held
+
+            check_held(out_dir, fence)
+            self.writer = {**self.writer, "token": fence}
         self.written_at = self.written_at or time.time()
         storage.write_text(
             storage.join(out_dir, schema.INDEX_FILE),
             json.dumps(asdict(self), indent=2, sort_keys=True),
         )
 
+    def mark_failed(self, out_dir: str, reason: str, *, fence: str | None = None) -> None:
+        """Record that the job did not produce usable output (readers then refuse it)."""
+        self.status, self.failure = FAILED, reason
+        self.write(out_dir, fence=fence)
+
     @classmethod
     def read(cls, out_dir: str) -> Index | None:
+        """The folder's index; None without one; :class:`FolderRefused` for one
+        that cannot be read (truncated, edited, not ours)."""
         uri = storage.join(out_dir, schema.INDEX_FILE)
         if not storage.exists(uri):
             return None
-        return cls(**json.loads(storage.read_text(uri)))
+        try:
+            data = json.loads(storage.read_text(uri))
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError) as exc:  # JSONDecodeError, a missing field
+            raise FolderRefused(
+                f"{uri} cannot be read ({type(exc).__name__}: {exc}): a truncated or edited "
+                "index; run the job that wrote the folder again"
+            ) from None
+
+
+def check_folder(out_dir: str, index: Index | None, kind: str, *, allow_failed: bool = False):
+    """Refuse (:class:`FolderRefused`, ``FileNotFoundError`` without an index)
+    a folder whose ``kind`` files a reader must not use: written by another job
+    than :data:`WRITERS` allows, or by a job that failed (unless ``allow_failed``)."""
+    if index is None:
+        raise FileNotFoundError(
+            f"{storage.join(out_dir, schema.INDEX_FILE)} does not exist: not the output of a "
+            "finished speechtok job"
+        )
+    writers = WRITERS.get(kind)
+    if writers is not None and index.job not in writers:
+        raise FolderRefused(
+            f"{out_dir} is the output of `speechtok {index.job}`, not of "
+            f"{' / '.join('speechtok ' + w for w in writers if w != 'synthetic')} ({kind} shards)"
+        )
+    if index.status == FAILED and not allow_failed:
+        raise FolderRefused(f"{out_dir}: the {index.job} job that wrote it failed: {index.failure}")
+
+
+def file_digest(uri: str) -> tuple[int, str]:
+    """``(bytes, sha256)`` of a file, read in 1 MB chunks."""
+    digest, size = hashlib.sha256(), 0
+    with storage.open_read(uri) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def verify_file(out_dir: str, listed: Mapping, *, sha256: bool) -> None:
+    """Refuse a listed file (``{"path", "bytes", "sha256"}``) that is not what
+    the index says: its size always (a stat), its sha256 when asked (a read)."""
+    uri = storage.join(out_dir, listed["path"])
+    if not storage.exists(uri):
+        raise FolderRefused(f"{uri} is listed in {schema.INDEX_FILE} but missing")
+    size = storage.size(uri)
+    if listed.get("bytes") and size != int(listed["bytes"]):
+        raise FolderRefused(
+            f"{uri} holds {size} bytes, the index lists {listed['bytes']}: not the file the "
+            "job wrote (replaced or truncated)"
+        )
+    if sha256 and listed.get("sha256"):
+        _, digest = file_digest(uri)
+        if digest != listed["sha256"]:
+            raise FolderRefused(
+                f"{uri}: sha256 {digest[:12]}... is not the index's: not the file the job wrote"
+            )
 
 
 def shard_dicts(infos: Iterable[ShardInfo]) -> list[dict]:
@@ -319,11 +421,14 @@ def shard_dicts(infos: Iterable[ShardInfo]) -> list[dict]:
 
 @dataclass(frozen=True)
 class ShardFile:
-    """One shard the index lists: path (relative to the folder), partition, rows."""
+    """One shard the index lists: path (relative to the folder), partition, rows,
+    and what the file must be (size, sha256)."""
 
     path: str
     partition: dict[str, str]
     rows: int
+    bytes: int = 0
+    sha256: str = ""
 
 
 def parse_partition(rel_path: str, kind: str) -> dict[str, str]:
@@ -344,24 +449,26 @@ def parse_partition(rel_path: str, kind: str) -> dict[str, str]:
 
 
 def listed_shards(
-    out_dir: str, kind: str, *, where: Mapping[str, Collection[str] | None] | None = None
+    out_dir: str,
+    kind: str,
+    *,
+    where: Mapping[str, Collection[str] | None] | None = None,
+    allow_failed: bool = False,
 ) -> list[ShardFile]:
     """The shard files of ``kind`` that ``out_dir/_index.json`` lists, filtered by partition.
 
     ``where`` maps partition keys to allowed values (``None``: any). Raises
-    ``FileNotFoundError`` without an index: a folder without one is not a
-    finished job's output, and its files cannot be trusted to belong together.
+    ``FileNotFoundError`` without an index (a folder without one is not a
+    finished job's output, and its files cannot be trusted to belong
+    together) and :class:`FolderRefused` for another job's folder or a failed
+    job's (:func:`check_folder`).
     """
     _, keys = KINDS[kind]
     unknown = set(where or {}) - set(keys)
     if unknown:
         raise ValueError(f"{kind} shards are partitioned by {list(keys)}, not {sorted(unknown)}")
     index = Index.read(out_dir)
-    if index is None:
-        raise FileNotFoundError(
-            f"{storage.join(out_dir, schema.INDEX_FILE)} does not exist: not the output of a "
-            "finished speechtok job"
-        )
+    check_folder(out_dir, index, kind, allow_failed=allow_failed)
     wanted = {k: {str(v) for v in vals} for k, vals in (where or {}).items() if vals is not None}
     out = []
     for s in sorted(index.shards, key=lambda d: d["path"]):
@@ -369,24 +476,50 @@ def listed_shards(
             continue
         partition = parse_partition(s["path"], kind) if keys else {}
         if all(partition[k] in vals for k, vals in wanted.items()):
-            out.append(ShardFile(path=s["path"], partition=partition, rows=int(s["rows"])))
+            out.append(
+                ShardFile(
+                    path=s["path"],
+                    partition=partition,
+                    rows=int(s["rows"]),
+                    bytes=int(s.get("bytes") or 0),
+                    sha256=str(s.get("sha256") or ""),
+                )
+            )
     return out
 
 
 def read_shard(
-    out_dir: str, shard: ShardFile, kind: str, columns: Sequence[str] | None = None
+    out_dir: str,
+    shard: ShardFile,
+    kind: str,
+    columns: Sequence[str] | None = None,
+    *,
+    verify: bool = False,
 ) -> pa.Table:
     """One listed shard as rows of the kind's row schema (partition keys from the path).
 
     ``columns`` selects and orders the columns (default: the whole row schema).
-    The table keeps the file's key-value metadata (codebook sha256...).
+    The table keeps the file's key-value metadata (codebook sha256...). The
+    file must have the size the index lists, and with ``verify`` its sha256
+    (the file is read whole once, hashed, then decoded from memory), else
+    :class:`FolderRefused`.
     """
     row_schema, keys = KINDS[kind]
     names = list(columns) if columns is not None else row_schema.names
     unknown = [c for c in names if c not in row_schema.names]
     if unknown:
         raise ValueError(f"{kind} shards have no column(s) {unknown}")
-    with storage.open_read(storage.join(out_dir, shard.path)) as f:
+    listed = {"path": shard.path, "bytes": shard.bytes, "sha256": shard.sha256}
+    verify_file(out_dir, listed, sha256=False)
+    uri = storage.join(out_dir, shard.path)
+    if verify and shard.sha256:
+        data = storage.read_bytes(uri)
+        if hashlib.sha256(data).hexdigest() != shard.sha256:
+            raise FolderRefused(f"{uri}: sha256 is not the index's: not the file the job wrote")
+        source = contextlib.nullcontext(pa.BufferReader(data))
+    else:
+        source = storage.open_read(uri)
+    with source as f:
         parquet = pq.ParquetFile(f)
         stored = parquet.schema_arrow.names
         added = ADDED_COLUMNS.get(kind, frozenset())
@@ -414,10 +547,13 @@ def iter_shards(
     *,
     columns: Sequence[str] | None = None,
     where: Mapping[str, Collection[str] | None] | None = None,
+    verify: bool = False,
+    allow_failed: bool = False,
 ) -> Iterator[tuple[ShardFile, pa.Table]]:
-    """``(shard, table)`` for every listed shard in path order, one file in memory at a time."""
-    for shard in listed_shards(out_dir, kind, where=where):
-        yield shard, read_shard(out_dir, shard, kind, columns)
+    """``(shard, table)`` for every listed shard in path order, one file in memory
+    at a time (``verify``: sha256 too, :func:`read_shard`)."""
+    for shard in listed_shards(out_dir, kind, where=where, allow_failed=allow_failed):
+        yield shard, read_shard(out_dir, shard, kind, columns, verify=verify)
 
 
 def read_table(
@@ -426,13 +562,14 @@ def read_table(
     *,
     columns: Sequence[str] | None = None,
     where: Mapping[str, Collection[str] | None] | None = None,
+    verify: bool = False,
 ) -> pa.Table:
     """Every listed shard of ``kind`` (filtered by ``where``) as one table, in path order."""
     row_schema, _ = KINDS[kind]
     names = list(columns) if columns is not None else row_schema.names
     tables = [
         t.replace_schema_metadata(None)
-        for _, t in iter_shards(out_dir, kind, columns=names, where=where)
+        for _, t in iter_shards(out_dir, kind, columns=names, where=where, verify=verify)
     ]
     if not tables:
         return pa.schema([row_schema.field(c) for c in names]).empty_table()

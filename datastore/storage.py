@@ -189,7 +189,7 @@ def _read_capped(read, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def open_regular(uri: str) -> BinaryIO:
+def open_regular(uri: str, *, resolved: bool = False) -> BinaryIO:
     """Open one regular file for reading (seekable), refusing anything else.
 
     Why: a FIFO blocks its reader forever and a device (``/dev/zero``) never
@@ -199,6 +199,11 @@ def open_regular(uri: str) -> BinaryIO:
     file read; a ``stat`` before opening spares devices the side effects of an
     open. Anything but a regular file raises :class:`NotAFileError`. Other
     schemes open through Beam (object stores hold only regular objects).
+
+    ``resolved``: ``uri`` is a fully resolved path (:func:`resolve_under`, every
+    symlink followed, the path the path policy checked): the file actually
+    opened must be that one, so a component swapped for a symlink between the
+    check and the read raises :class:`PathEscapeError` instead of being read.
     """
     if not is_local(uri):
         return open_read(uri)
@@ -218,18 +223,34 @@ def open_regular(uri: str) -> BinaryIO:
     if not stat.S_ISREG(st.st_mode):
         f.close()
         raise NotAFileError(f"{path} is {_kind(st.st_mode)}, not a regular file")
+    if resolved:
+        opened = _opened_path(fd)
+        if opened is not None and opened != path:
+            f.close()
+            raise PathEscapeError(
+                f"{path} changed after it was checked: the file opened is {opened}"
+            )
     return f
 
 
-def read_bounded(uri: str, max_bytes: int) -> bytes:
-    """The bytes of one regular file (:func:`open_regular`), refusing anything larger.
+def _opened_path(fd: int) -> str | None:
+    """The real path of an open descriptor (Linux ``/proc``; None elsewhere)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def read_bounded(uri: str, max_bytes: int, *, resolved: bool = False) -> bytes:
+    """The bytes of one regular file (:func:`open_regular`, ``resolved`` as
+    there), refusing anything larger.
 
     At most ``max_bytes + 1`` bytes are read whatever the file claims to hold;
     more raises :class:`FileTooLargeError`.
     """
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
-    with open_regular(uri) as f:
+    with open_regular(uri, resolved=resolved) as f:
         size = os.fstat(f.fileno()).st_size if is_local(uri) else 0
         if size > max_bytes:
             raise FileTooLargeError(f"{local_path(uri)}: {size} bytes > max {max_bytes}")

@@ -25,7 +25,8 @@ from collections import Counter
 import apache_beam as beam
 
 from datastore import card, outfolder, schema, shards, storage
-from datastore.outlock import locks_output
+from datastore.outfolder import check_folder_job, readable_index
+from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import BitextJobConfig, bitext_config
 from pipelines.summary import finish_run
@@ -70,8 +71,9 @@ def _filter_group(numbered: tuple[int, list[str]], config: BitextJobConfig) -> d
     return summary
 
 
-def write_index(summaries: list[dict], config: BitextJobConfig) -> dict:
-    """``_index.json`` from the per-group summaries (raises when counts do not reconcile)."""
+def write_index(summaries: list[dict], config: BitextJobConfig, fence: str | None = None) -> dict:
+    """``_index.json`` from the per-group summaries (raises when counts do not
+    reconcile, or when the output lock no longer holds ``fence``)."""
     counts = {k: sum(s[k] for s in summaries) for k in ("input", "accepted", "rejected")}
     reasons: Counter[str] = Counter()
     for s in summaries:
@@ -82,8 +84,9 @@ def write_index(summaries: list[dict], config: BitextJobConfig) -> dict:
         counts=counts,
         rejects_by_reason=dict(sorted(reasons.items())),
         shards=sorted((i for s in summaries for i in s["shards"]), key=lambda i: i["path"]),
+        writer=common.writer_record(),
     )
-    index.write(config.out)
+    index.write(config.out, fence=fence)
     card.write_card(config.out, index)  # README.md, from the index: after it
     return counts
 
@@ -94,7 +97,7 @@ def build(pipeline: beam.Pipeline, config: BitextJobConfig, files: list[str]) ->
         | "LanguagePairs" >> beam.Create(list(enumerate(language_pairs(files))))
         | "Filter" >> FilterBitext(config)
         | "Gather" >> beam.combiners.ToList()
-        | "WriteIndex" >> beam.Map(write_index, config)
+        | "WriteIndex" >> beam.Map(write_index, config, held_token(config.out))
     )
 
 
@@ -108,6 +111,7 @@ def run(config: BitextJobConfig, beam_args: list[str] = ()) -> shards.Index:
             f"no WikiMatrix.*.tsv.gz file matches {config.input!r} (after --langs)"
         )
     print(f"bitext: {len(files)} file(s), keeping score >= {config.filters.min_score}", flush=True)
+    check_folder_job(config.out, readable_index(config.out), "bitext")
     outfolder.start_fresh(config.out, (schema.BITEXT_DIR, schema.REJECTS_DIR))
     options = common.pipeline_options(beam_args)
     pipeline = beam.Pipeline(options=options)

@@ -24,8 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from datastore.errors import UsageError
-from pipelines.outcome import JobFailed
+from datastore.errors import JobFailed, UsageError
 
 # subcommand -> "module:function" implementing it.
 COMMANDS = {
@@ -87,6 +86,14 @@ def speech_configs(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Unusable arguments exit 2 with one line, as every other refusal does
+    (argparse's default prints the whole usage first: 18 lines for tokenize)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from datastore.settings import add_flags
     from pipelines.job_configs import add_bitext_flags, add_fit_codebook_flags, add_tokenize_flags
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer.evaluate import EvalConfig
     from trainer.search import SearchConfig
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="speechtok",
         description="Turn speech corpora into discrete audio-token shards and train "
         "speech/text dual encoders on them (IWSLT 2024, 'Transforming LLMs into "
@@ -291,6 +298,8 @@ def check_input(key: str, args: argparse.Namespace) -> None:
         if not found:
             kind = "folder" if is_folder else "file"
             raise UsageError(f"{flag} {uri}: no such {kind}")
+        if not is_folder and storage.is_local(uri) and os.path.isdir(storage.local_path(uri)):
+            raise UsageError(f"{flag} {uri} is a folder: --format {args.format} reads a file")
 
 
 def _command_key(args: argparse.Namespace) -> str:
@@ -310,6 +319,37 @@ def _resolve(target: str):
     return getattr(module, func_name, None)
 
 
+# Commands that write --out: each holds its lock (datastore.outlock) while it runs.
+WRITES_OUT = ("tokenize", "fit-codebook", "bitext", "train", "eval", "embed", "export")
+
+
+def output_lock(key: str, args: argparse.Namespace):
+    """The lock of ``--out`` for a command that writes it (train: rank 0 only,
+    under torchrun every rank runs this)."""
+    import contextlib
+
+    out = getattr(args, "out", None)
+    if key not in WRITES_OUT or not out or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    from datastore.outlock import hold_output_lock
+
+    return hold_output_lock(out, key, break_lock=bool(getattr(args, "break_lock", False)))
+
+
+def _run(key: str, args: argparse.Namespace, extra: list[str], parser) -> int:
+    if key in BEAM_JOBS:  # before anything is read or written
+        from pipelines import beam_options
+
+        own = [s for a in command_parser(parser, key)._actions for s in a.option_strings]
+        beam_options.check(extra, own_flags=own, command=key)
+        check_input(key, args)
+    func = _resolve(COMMANDS[key])
+    if func is None:
+        print(f"speechtok {key}: not implemented yet", file=sys.stderr)
+        return 2
+    return int(func(args, extra) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -326,17 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and key not in BEAM_JOBS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if key in BEAM_JOBS:  # before anything is read or written
-            from pipelines import beam_options
-
-            own = [s for a in command_parser(parser, key)._actions for s in a.option_strings]
-            beam_options.check(extra, own_flags=own, command=key)
-            check_input(key, args)
-        func = _resolve(COMMANDS[key])
-        if func is None:
-            print(f"speechtok {key}: not implemented yet", file=sys.stderr)
-            return 2
-        return int(func(args, extra) or 0)
+        with output_lock(key, args):  # first: a busy --out is refused before any heavy import
+            return _run(key, args, extra, parser)
     except UsageError as exc:
         print(f"speechtok {key}: error: {exc}", file=sys.stderr)
         return 2

@@ -213,6 +213,19 @@ class FinaliseShards(beam.PTransform):
         return infos
 
 
+def writer_record() -> dict:
+    """Who writes an index: host, process and speechtok version."""
+    import os
+    import socket
+    from importlib import metadata
+
+    try:
+        version = metadata.version("speechtok")
+    except metadata.PackageNotFoundError:  # a source checkout without an install
+        version = "unknown"
+    return {"host": socket.gethostname(), "pid": os.getpid(), "version": version}
+
+
 def run_tally(run) -> dict[str, int]:
     """What a run file adds to the index's counts: its rows are accepted, or
     rejected (by reason)."""
@@ -248,8 +261,10 @@ class WriteIndex(beam.PTransform):
     the counts (``input``, ``accepted``, ``rejected``, ``reason:<code>``;
     other names are ignored); ``shard_infos``, the ``ShardInfo`` outputs of
     every :class:`FinaliseShards`; optional ``after``: outputs the index must
-    wait for. The write fails the job when the counts do not reconcile; the
-    run files are deleted once the index exists.
+    wait for. The write fails the job when the counts do not reconcile, or
+    when the output lock no longer holds ``fence`` (another job took the
+    folder over: this one must not publish); the run files are deleted once
+    the index exists.
     """
 
     def __init__(
@@ -259,10 +274,15 @@ class WriteIndex(beam.PTransform):
         config: dict,
         extra: dict | None = None,
         previous: shards.Index | None = None,
+        *,
+        settings: dict | None = None,
+        fence: str | None = None,
     ):
         super().__init__()
         self.out_dir, self.job, self.config, self.extra = out_dir, job, config, extra or {}
         self.previous = previous  # an earlier run's index this run appends to
+        self.settings = settings or {}  # what defines the rows (appends must match)
+        self.fence = fence  # the launcher's lock token, checked before publishing
 
     def expand(self, inputs):
         tallies = (
@@ -311,8 +331,11 @@ class WriteIndex(beam.PTransform):
             rejects_by_reason=reasons,
             shards=new_shards,
             extra=extra,
+            settings=self.settings,
+            writer=writer_record(),
         )
-        index.write(self.out_dir)  # raises (fails the job) when counts do not reconcile
+        # Raises (fails the job) when counts do not reconcile or the lock was lost.
+        index.write(self.out_dir, fence=self.fence)
         card.write_card(self.out_dir, index)  # README.md, from the index: after it
         outfolder.remove_runs(self.out_dir)
         return counts

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from datastore import shards, storage
-from datastore.outlock import locks_output
+from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import (
     FitCodebookJobConfig,
@@ -162,7 +162,9 @@ def build(
     spec = ModelSpec(
         encoder=config.encoder, task=FrameTask(downsample=config.downsample), identity=identity
     )
-    read = pipeline | "Read" >> ReadExamples(config.manifest, parts)
+    read = pipeline | "Read" >> ReadExamples(
+        config.manifest, parts, split_long=config.audio.split_long
+    )
     encoded = read["ok"] | "Encode" >> SpeechModelStage(
         config.audio, spec, config.decode_threads, config.decode_pool
     )
@@ -203,7 +205,9 @@ def build(
         "tallies": (read["tally"], encoded_tally, runs | "RunTally" >> beam.Map(common.run_tally)),
         "shard_infos": (infos,),
         "after": summary,
-    } | "Index" >> common.WriteIndex(out, "fit-codebook", config.as_dict(), {"encoder": identity})
+    } | "Index" >> common.WriteIndex(
+        out, "fit-codebook", config.as_dict(), {"encoder": identity}, fence=held_token(out)
+    )
 
 
 @locks_output("fit-codebook")  # before anything in --out is deleted

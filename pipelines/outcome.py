@@ -12,12 +12,17 @@ Example::
 
     reason = verdict(index.counts, index.rejects_by_reason, max_reject_fraction=0.1)
     if reason:
+        from datastore.outlock import held_token
+
+        index.mark_failed(out, reason, fence=held_token(out))  # readers refuse the folder
         raise JobFailed(reason)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from datastore.errors import JobFailed
 
 # What --input must name, per manifest format: the hint when nothing was found.
 INPUT_HINTS = {
@@ -27,10 +32,6 @@ INPUT_HINTS = {
     "jsonl": "jsonl expects one JSON object per line",
 }
 MAX_REASONS = 5
-
-
-class JobFailed(RuntimeError):
-    """The job ran but did not produce usable output; the message is the one line."""
 
 
 def _reasons(by_reason: Mapping[str, int]) -> str:
@@ -73,7 +74,9 @@ def verdict(
 
 
 def check(index, args) -> None:
-    """Raise :class:`JobFailed` unless the run behind ``index`` produced output.
+    """Raise :class:`JobFailed` unless the run behind ``index`` produced output;
+    the index then records the failure (``status: failed``), so that no reader
+    takes the folder for a good one.
 
     ``index``: the job's :class:`datastore.shards.Index` (None: none written);
     ``args``: the command's parsed flags (``--out``, ``--input``, ``--format``,
@@ -97,4 +100,7 @@ def check(index, args) -> None:
         hint=hint,
     )
     if reason:
+        from datastore.outlock import held_token
+
+        index.mark_failed(out, reason, fence=held_token(out))  # readers refuse the folder
         raise JobFailed(reason)

@@ -38,7 +38,8 @@ class ReadExamples(beam.PTransform):
 
     ``tally``: one ``{"input": n}`` per part, the records it read (examples
     and line rejects; ids in ``skip_ids``, already in the folder, are not
-    input). Duplicate ids take three passes over the manifest, each
+    input). With ``split_long``, ids of the windows' form (``x#w001``) are
+    refused: a window of ``x`` would take that id. Duplicate ids take three passes over the manifest, each
     streaming (:mod:`tokenizer.manifests.ids`): a census of id hashes, the
     claims of the few repeated ones (skipped when there are none), then the
     read that keeps each id's winner and rejects the others.
@@ -49,47 +50,69 @@ class ReadExamples(beam.PTransform):
         config: ManifestConfig,
         parts: list[SourcePart],
         skip_ids: frozenset[str] = frozenset(),
+        *,
+        split_long: bool = False,
     ):
         super().__init__()
         self.config, self.parts, self.skip_ids = config, parts, skip_ids
+        self.split_long = split_long
 
     def expand(self, pipeline):
         parts = pipeline | "Parts" >> beam.Create(list(enumerate(self.parts)))
+        read = _Reader(self.config, self.skip_ids, self.split_long)
         repeated = (
             parts
-            | "CensusRead" >> beam.Map(_census_part, self.config, self.skip_ids)
+            | "CensusRead" >> beam.Map(_census_part, read)
             | "IdCensus" >> beam.CombineGlobally(IdCensusFn())
         )
         winners = (
             parts
             | "ClaimsRead"
-            >> beam.FlatMap(
-                _claims, self.config, self.skip_ids, repeated=beam.pvalue.AsSingleton(repeated)
-            )
+            >> beam.FlatMap(_claims, read, repeated=beam.pvalue.AsSingleton(repeated))
             | "Winners" >> beam.CombinePerKey(min)
         )
-        read = parts | "ReadPart" >> beam.ParDo(
-            _ReadPart(self.config, self.skip_ids),
+        out = parts | "ReadPart" >> beam.ParDo(
+            _ReadPart(read),
             repeated=beam.pvalue.AsSingleton(repeated),
             winners=beam.pvalue.AsDict(winners),
         ).with_outputs("rejects", "tally", main="ok")
-        return {"ok": read.ok, "rejects": read.rejects, "tally": read.tally}
+        return {"ok": out.ok, "rejects": out.rejects, "tally": out.tally}
 
 
-def _examples(config: ManifestConfig, part: SourcePart, skip_ids: frozenset[str]):
-    """``(ordinal, item)`` per record of a part, ids in ``skip_ids`` left out;
-    ``ordinal`` counts every item the reader gave (the claims' tie-break)."""
-    for ordinal, item in enumerate(read_part(config, part)):
-        if skip_ids and isinstance(item, AudioExample) and item.id in skip_ids:
-            continue
-        yield ordinal, item
+class _Reader(NamedTuple):
+    """How every pass reads a part (the same items in the same order each time)."""
+
+    config: ManifestConfig
+    skip_ids: frozenset[str]
+    split_long: bool
+
+    def items(self, part: SourcePart):
+        """``(ordinal, item)`` per record, ids in ``skip_ids`` left out;
+        ``ordinal`` counts every item the reader gave (the claims' tie-break)."""
+        for ordinal, item in enumerate(read_part(self.config, part)):
+            if isinstance(item, AudioExample):
+                if self.skip_ids and item.id in self.skip_ids:
+                    continue
+                if self.split_long and audio.is_window_id(item.id):
+                    item = _reserved(item)
+            yield ordinal, item
 
 
-def _census_part(numbered: tuple[int, SourcePart], config, skip_ids) -> Any:
+def _reserved(example: AudioExample) -> Reject:
+    return Reject(
+        id=example.id,
+        source=example.uri,
+        stage="read",
+        reason=Reason.MALFORMED_LINE,
+        detail=f"id {example.id!r}: ids ending in #wNNN name --split-long's windows",
+    )
+
+
+def _census_part(numbered: tuple[int, SourcePart], read: _Reader) -> Any:
     """One part's id hashes (a uint64 array), read once; ticks progress's total."""
     start = time.perf_counter()
     _, part = numbered
-    ids = [i.id for _, i in _examples(config, part, skip_ids) if isinstance(i, AudioExample)]
+    ids = [i.id for _, i in read.items(part) if isinstance(i, AudioExample)]
     common.counter("time.read_ms").inc(int((time.perf_counter() - start) * 1000))
     progress.tick(read=len(ids))
     return id_hashes(ids)
@@ -119,13 +142,13 @@ class IdCensusFn(beam.CombineFn):
         return census.repeated()
 
 
-def _claims(numbered: tuple[int, SourcePart], config, skip_ids, repeated):
+def _claims(numbered: tuple[int, SourcePart], read: _Reader, repeated):
     """``(id, claim key)`` for each example whose id hash is repeated (none: no read)."""
     if len(repeated) == 0:
         return
     wanted = set(repeated.tolist())
     index, part = numbered
-    for ordinal, item in _examples(config, part, skip_ids):
+    for ordinal, item in read.items(part):
         if isinstance(item, AudioExample) and id_hash(item.id) in wanted:
             yield item.id, claim_key(item, index, ordinal)
 
@@ -134,8 +157,8 @@ class _ReadPart(beam.DoFn):
     """A part -> its examples (duplicates' losers as ``duplicate_id`` rejects),
     line rejects (``"rejects"``) and one ``{"input": n}`` (``"tally"``)."""
 
-    def __init__(self, config: ManifestConfig, skip_ids: frozenset[str]):
-        self.config, self.skip_ids = config, skip_ids
+    def __init__(self, read: _Reader):
+        self.read = read
         self._repeated: tuple[int, set[int]] | None = None
 
     def process(self, numbered: tuple[int, SourcePart], repeated, winners):
@@ -144,7 +167,7 @@ class _ReadPart(beam.DoFn):
         contested = self._repeated[1]
         index, part = numbered
         n_input, spent = 0, 0.0
-        items = _examples(self.config, part, self.skip_ids)
+        items = self.read.items(part)
         while True:
             start = time.perf_counter()
             numbered_item = next(items, None)

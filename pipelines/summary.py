@@ -78,10 +78,12 @@ def finish_run(
 ) -> shards.Index | None:
     """Add the timings to the folder's ``_index.json`` (when the job wrote one),
     print the summary, return the index."""
+    from datastore.outlock import held_token
+
     timings = run_timings(time.monotonic() - started, beam_counters)
     index = shards.Index.read(out_dir)
     if index is not None:
         index.extra["timings"] = timings
-        index.write(out_dir)
+        index.write(out_dir, fence=held_token(out_dir))
     print("\n".join(summary_lines(title or f"{job} -> {out_dir}", index, beam_counters, timings)))
     return index

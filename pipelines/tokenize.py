@@ -25,7 +25,7 @@ import time
 import apache_beam as beam
 
 from datastore import schema, shards
-from datastore.outlock import locks_output
+from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import TokenizeJobConfig, tokenize_config
 from pipelines.speech import ReadExamples, SpeechModelStage
@@ -42,6 +42,8 @@ def plan(config: TokenizeJobConfig) -> TokenPlan:
         manifest=config.manifest,
         out=config.out,
         append=config.skip_existing,
+        dedup=config.dedup,
+        audio=config.audio,
     )
 
 
@@ -61,7 +63,9 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         task=TokenTask(codebook=config.codebook, dedup=config.dedup),
         identity=the_plan.identity,
     )
-    read = pipeline | "Read" >> ReadExamples(config.manifest, the_plan.parts, the_plan.skip_ids)
+    read = pipeline | "Read" >> ReadExamples(
+        config.manifest, the_plan.parts, the_plan.skip_ids, split_long=config.audio.split_long
+    )
     encoded = read["ok"] | "Encode" >> SpeechModelStage(
         config.audio, spec, config.decode_threads, config.decode_pool
     )
@@ -94,7 +98,15 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
             runs | "RunTally" >> beam.Map(common.run_tally),
         ),
         "shard_infos": (infos,),
-    } | "Index" >> common.WriteIndex(out, "tokenize", config.as_dict(), extra, the_plan.previous)
+    } | "Index" >> common.WriteIndex(
+        out,
+        "tokenize",
+        config.as_dict(),
+        extra,
+        the_plan.previous,
+        settings=the_plan.settings,
+        fence=held_token(out),
+    )
 
 
 @locks_output("tokenize")  # before anything in --out is deleted
@@ -129,7 +141,7 @@ def run_cli(args, beam_args) -> int:
     try:
         config = tokenize_config(args)
         the_plan = plan(config)
-    except (FileNotFoundError, ValueError) as exc:  # CodebookMismatch is a ValueError
+    except (FileNotFoundError, ValueError) as exc:  # CodebookMismatch, FolderMismatch too
         raise UsageError(str(exc)) from None
     outcome.check(run(config, beam_args, the_plan, started=started), args)
     return 0

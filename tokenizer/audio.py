@@ -80,39 +80,49 @@ class Segment:
 SEGMENT_SLACK_S = 0.05
 
 
+def _time(seconds: float) -> str:
+    return f"{seconds:.3f}" if abs(seconds) < 1e9 else f"{seconds:.3g}"
+
+
 def _bounds(segment: Segment, sr: int, total: int, name: str) -> tuple[int, int]:
     """``(start, stop)`` frames of a segment in a recording of ``total`` frames."""
-    start = round(segment.offset_s * sr)
-    if start >= total:
+    # Compared as floats first: a time of 1e308 s is past the end, not an overflow.
+    if not segment.offset_s * sr < total:
         raise AudioError(
             Reason.BAD_SEGMENT,
-            f"{name}: segment starts at {segment.offset_s:.3f} s, the audio ends at "
+            f"{name}: segment starts at {_time(segment.offset_s)} s, the audio ends at "
             f"{total / sr:.3f} s",
         )
+    start = round(segment.offset_s * sr)
     if segment.duration_s is None:
         return start, total
-    stop = start + max(1, round(segment.duration_s * sr))
-    if stop - total > SEGMENT_SLACK_S * sr:
+    if not segment.duration_s * sr - (total - start) <= SEGMENT_SLACK_S * sr:
         raise AudioError(
             Reason.BAD_SEGMENT,
-            f"{name}: segment ends at {segment.end_s:.3f} s, the audio ends at {total / sr:.3f} s",
+            f"{name}: segment ends at {_time(segment.end_s)} s, the audio ends at "
+            f"{total / sr:.3f} s",
         )
+    stop = start + max(1, round(segment.duration_s * sr))
     return start, min(stop, total)
 
 
 def _read_segment(f, segment: Segment, config: AudioConfig, name: str) -> np.ndarray:
     """Seek to a segment in an open SoundFile and read only its frames."""
     sr = f.samplerate
+    known = f.frames < UNKNOWN_LENGTH
     start, stop = _bounds(segment, sr, f.frames, name)
-    if (stop - start) / sr > config.max_seconds and not config.split_long:
+    bounded = known or segment.duration_s is not None  # else stop is "the end", unknown
+    if bounded and (stop - start) / sr > config.max_seconds and not config.split_long:
         raise AudioError(
             Reason.TOO_LONG,
             f"{name}: segment of {(stop - start) / sr:.1f} s > max {config.max_seconds} s",
         )
     if start:
         f.seek(start)
-    wave = f.read(stop - start, dtype="float32", always_2d=True)
-    if len(wave) < 0.98 * (stop - start):
+    limit = config.max_decoded_frames(f.channels)
+    wave = f.read(min(stop - start, limit + 1), dtype="float32", always_2d=True)
+    _check_length(len(wave), sr, f.channels, config, name)
+    if known and len(wave) < 0.98 * (stop - start):
         raise AudioError(
             Reason.DECODE_ERROR, f"{name}: truncated ({len(wave)} of {stop - start} frames)"
         )
@@ -142,24 +152,27 @@ def decode(
     simple = read_pcm16(data) if segment is None else None
     if simple is not None:  # a complete 16-bit PCM WAV: libsndfile's samples, without it
         wave, sr = simple
-        if len(wave) / sr > config.max_seconds and not config.split_long:
-            raise AudioError(
-                Reason.TOO_LONG, f"{name}: {len(wave) / sr:.1f} s > max {config.max_seconds} s"
-            )
+        _check_length(len(wave), sr, wave.shape[1], config, name)
         return _finish(wave, sr, config, name, segment)
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sr, declared, is_mp3 = f.samplerate, f.frames, f.format == "MP3"
-            if segment is not None and not is_mp3:
+            unknown = declared >= UNKNOWN_LENGTH  # "length unknown" (a FLAC written to a pipe)
+            declared = 0 if unknown else declared
+            if segment is not None and not is_mp3 and not unknown:
                 wave = _read_segment(f, segment, config, name)
+            elif unknown and not is_mp3:
+                wave = _read_unknown_length(f, config, name)
+                if segment is not None:
+                    start, stop = _bounds(segment, sr, len(wave), name)
+                    wave = wave[start:stop]
             elif not is_mp3:
                 # Refuse overlong files before decoding them (cheap: header only).
-                if declared > 0 and declared / sr > config.max_seconds and not config.split_long:
-                    raise AudioError(
-                        Reason.TOO_LONG,
-                        f"{name}: {declared / sr:.1f} s > max {config.max_seconds} s",
-                    )
-                wave = f.read(dtype="float32", always_2d=True)
+                if declared > 0:
+                    _check_length(declared, sr, f.channels, config, name)
+                limit = config.max_decoded_frames(f.channels)
+                wave = f.read(limit + 1, dtype="float32", always_2d=True)
+                _check_length(len(wave), sr, f.channels, config, name)
         if is_mp3:
             wave, sr, declared = _mp3(data, config, name, segment)
     except AudioError:
@@ -180,6 +193,45 @@ def decode(
     return _finish(wave, sr, config, name, segment)
 
 
+# libsndfile's frame count for a stream whose length its header does not give.
+UNKNOWN_LENGTH = 1 << 62
+
+
+def _read_unknown_length(f, config: AudioConfig, name: str) -> np.ndarray:
+    """All frames of a stream whose header gives no length, block by block,
+    refused (``too_long``) once they pass what ``max_bytes`` holds.
+
+    Why the flag: soundfile asks libsndfile for the position after every read
+    of a seekable file, and libsndfile cannot tell it without a length ("psf_fseek()
+    failed"); read as a stream, the frames come out exactly.
+    """
+    f._info.seekable = 0  # soundfile's own switch for streams: no tell/seek around reads
+    blocks, n = [], 0
+    while True:
+        block = f.read(1 << 16, dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        blocks.append(block)
+        n += len(block)
+        _check_length(n, f.samplerate, f.channels, config, name)
+    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+
+
+def _check_length(frames: int, sr: int, channels: int, config: AudioConfig, name: str) -> None:
+    """Refuse (``too_long``) audio over ``max_seconds`` (without ``split_long``),
+    or whose decoded samples would not fit in ``max_bytes``."""
+    if frames / sr > config.max_seconds and not config.split_long:
+        raise AudioError(
+            Reason.TOO_LONG, f"{name}: {frames / sr:.1f} s > max {config.max_seconds} s"
+        )
+    if frames > config.max_decoded_frames(channels):
+        raise AudioError(
+            Reason.TOO_LONG,
+            f"{name}: over {frames / sr:.0f} s decoded ({channels} channel(s)) would exceed "
+            f"max_bytes {config.max_bytes} of samples",
+        )
+
+
 _OBJECT_AT = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
 
 
@@ -195,13 +247,16 @@ def _mp3(data: bytes, config: AudioConfig, name: str, segment: Segment | None):
     from tokenizer.mp3 import decode_mp3
 
     cap = None if config.split_long else config.max_seconds
+    held = config.max_bytes
     if segment is None:
-        return decode_mp3(data, cap, name)
+        return decode_mp3(data, cap, name, max_decoded_bytes=held)
     if segment.duration_s is not None and cap is not None and segment.duration_s > cap:
         raise AudioError(
             Reason.TOO_LONG, f"{name}: segment of {segment.duration_s:.1f} s > max {cap} s"
         )
-    wave, sr, declared = decode_mp3(data, cap, name, segment.offset_s, segment.end_s)
+    wave, sr, declared = decode_mp3(
+        data, cap, name, segment.offset_s, segment.end_s, max_decoded_bytes=held
+    )
     start, stop = _bounds(segment, sr, len(wave), name)
     return wave[start:stop], sr, declared
 
@@ -281,6 +336,8 @@ def _read_errors(uri: str, config: AudioConfig):
         yield
     except storage.NotAFileError as exc:
         raise AudioError(Reason.NOT_A_FILE, str(exc.args[0])) from None
+    except storage.PathEscapeError as exc:  # swapped for a symlink after the path check
+        raise AudioError(Reason.PATH_ESCAPE, str(exc)) from None
     except storage.FileTooLargeError:
         raise AudioError(
             Reason.TOO_LONG, f"{uri}: more than max_bytes {config.max_bytes} bytes"
@@ -297,24 +354,28 @@ def _read_errors(uri: str, config: AudioConfig):
         raise AudioError(Reason.MISSING_FILE, f"{uri}: {type(exc).__name__}: {exc}") from None
 
 
-def read_audio_bytes(uri: str, config: AudioConfig) -> bytes:
+def read_audio_bytes(uri: str, config: AudioConfig, *, resolved: bool = False) -> bytes:
     """The encoded bytes of one audio file, at most ``max_bytes``; raises :class:`AudioError`.
 
     Only a regular file is audio: a FIFO, device, socket or directory is
     ``not_a_file`` at once (a FIFO would block the reader forever, ``/dev/zero``
-    would never end); see :func:`datastore.storage.read_bounded`.
+    would never end); see :func:`datastore.storage.read_bounded` (``resolved``:
+    ``uri`` is what the path policy resolved, and only that file may be read).
     """
     with _read_errors(uri, config):
-        return storage.read_bounded(uri, config.max_bytes)
+        return storage.read_bounded(uri, config.max_bytes, resolved=resolved)
 
 
-def load_waveform(uri: str, config: AudioConfig, segment: Segment | None = None) -> np.ndarray:
-    """Read, decode and validate one file (or a segment of it); raises :class:`AudioError`."""
+def load_waveform(
+    uri: str, config: AudioConfig, segment: Segment | None = None, *, resolved: bool = False
+) -> np.ndarray:
+    """Read, decode and validate one file (or a segment of it); raises :class:`AudioError`.
+    ``resolved``: see :func:`read_audio_bytes` (a manifest example's path)."""
     if segment is None:
-        wave = decode(read_audio_bytes(uri, config), config, uri)
+        wave = decode(read_audio_bytes(uri, config, resolved=resolved), config, uri)
     else:
         with _read_errors(uri, config):
-            f = storage.open_regular(uri)
+            f = storage.open_regular(uri, resolved=resolved)
         with f:
             wave = decode_file(f, config, uri, segment)
     validate(wave, config, uri)
@@ -341,7 +402,9 @@ def prepare(example: AudioExample, config: AudioConfig) -> Prepared:
     segment = Segment.of(example)
     try:
         if example.audio_kind == FILE:
-            wave = load_waveform(example.uri, config, segment)
+            # The reader resolved a local path under the path policy: only it may be read.
+            local = storage.is_local(example.uri)
+            wave = load_waveform(example.uri, config, segment, resolved=local)
         else:
             from tokenizer import containers
 
@@ -388,6 +451,19 @@ def prepare_item(item, config: AudioConfig) -> Prepared:
         )
 
 
+_WINDOW_SUFFIX = re.compile(r"#w[0-9]{3,}$")
+
+
+def window_id(utt_id: str, index: int) -> str:
+    """The id of window ``index`` of a split recording: ``<id>#w000``, ..."""
+    return f"{utt_id}#w{index:03d}"
+
+
+def is_window_id(utt_id: str) -> bool:
+    """Whether an id has the form :func:`window_id` gives (reserved with ``split_long``)."""
+    return _WINDOW_SUFFIX.search(utt_id) is not None
+
+
 def windows(
     example: AudioExample, wave: np.ndarray, config: AudioConfig
 ) -> list[tuple[AudioExample, np.ndarray]]:
@@ -402,7 +478,7 @@ def windows(
     return [
         (
             example.replace(
-                id=f"{example.id}#w{i:03d}", offset_s=base + i * size / sr, duration_s=len(w) / sr
+                id=window_id(example.id, i), offset_s=base + i * size / sr, duration_s=len(w) / sr
             ),
             w,
         )

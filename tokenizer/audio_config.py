@@ -33,7 +33,10 @@ class AudioConfig:
     ``silence_peak``: a clip whose absolute peak stays below this is ``silent``.
     ``max_bytes``: files larger than this are refused (``too_long``): at most
     ``max_bytes + 1`` bytes are ever read, whatever size a file reports, so one
-    huge file (or a device) cannot exhaust a worker's memory.
+    huge file (or a device) cannot exhaust a worker's memory. The decoded
+    samples are held to the same bound (float32 frames x channels, the unit
+    :meth:`max_decoded_frames` counts): a small FLAC can hold hours, and
+    ``--split-long`` keeps a recording's windows in memory together.
     """
 
     sample_rate: int = TARGET_SAMPLE_RATE
@@ -56,6 +59,10 @@ class AudioConfig:
             )
         if self.silence_peak < 0 or self.max_bytes <= 0:
             raise ValueError("silence_peak must be >= 0 and max_bytes > 0")
+
+    def max_decoded_frames(self, channels: int) -> int:
+        """Frames of ``channels`` float32 samples that fit in ``max_bytes``."""
+        return self.max_bytes // (4 * max(1, channels))
 
 
 def decode_reject(example: AudioExample, reason: str, detail: str) -> Reject:

@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import math
 import re
@@ -39,7 +38,13 @@ import pyarrow as pa
 from datastore import schema, shards, storage
 from datastore.records import Reason, Reject
 from datastore.settings import setting
-from tokenizer.manifests.lines import iter_stream_lines, line_reject, raw_line_problem, text_problem
+from tokenizer.manifests.lines import (
+    Gunzip,
+    iter_stream_lines,
+    line_reject,
+    raw_line_problem,
+    text_problem,
+)
 
 _NAME = re.compile(r"WikiMatrix\.(?P<l1>[A-Za-z_\-]+?)-(?P<l2>[A-Za-z_\-]+)\.tsv(\.gz)?$")
 
@@ -180,7 +185,7 @@ def read_numbered(uri: str, config: BitextConfig) -> Iterator[tuple[int, BitextP
     lineno = 0
     try:
         with storage.open_read(uri) as raw_file:
-            stream = gzip.GzipFile(fileobj=raw_file) if uri.endswith(".gz") else raw_file
+            stream = Gunzip(raw_file) if uri.endswith(".gz") else raw_file
             for lineno, raw in iter_stream_lines(stream, config.max_line_bytes):
                 line, reject = raw_line_problem(uri, lineno, raw, config.max_line_bytes)
                 if reject:

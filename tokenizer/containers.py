@@ -29,6 +29,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator
@@ -232,7 +235,15 @@ def run_command(command: str, config: AudioConfig) -> bytes:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: a kill reaches the pipe's children
     )
+
+    def kill() -> None:
+        """The shell and everything it started (killing the shell alone leaves a
+        stalled ``sox ... |`` holding the pipe open: the read never ends)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
     tail = bytearray()
 
     def drain() -> None:
@@ -242,21 +253,20 @@ def run_command(command: str, config: AudioConfig) -> bytes:
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    timer = threading.Timer(COMMAND_TIMEOUT_S, proc.kill)
+    timer = threading.Timer(COMMAND_TIMEOUT_S, kill)
     timer.start()
     try:
         data = storage.read_capped(proc.stdout, config.max_bytes + 1)
         if len(data) > config.max_bytes:
-            proc.kill()
+            kill()
             raise AudioError(Reason.TOO_LONG, f"{command!r}: output over {config.max_bytes} bytes")
         proc.stdout.close()
         status = proc.wait()
         reader.join(timeout=5)
     finally:
         timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill()  # the group: what the shell started may outlive the shell
+        proc.wait()
     if status != 0:
         said = tail.decode("utf-8", "replace").strip().splitlines()
         detail = f"{command!r} exited with status {status}" + (f": {said[-1]}" if said else "")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datastore import outfolder, schema, shards
+from datastore.outfolder import FolderMismatch, check_folder_job, readable_index
 from tokenizer.assign import check_codebook_fits_int16
 from tokenizer.encoders import EncoderConfig
 from tokenizer.manifests import ManifestConfig, SourcePart, plan_parts
@@ -24,6 +25,50 @@ from tokenizer.manifests import ManifestConfig, SourcePart, plan_parts
 
 class CodebookMismatch(ValueError):
     """The codebook was fitted on other features, or the folder holds another codebook."""
+
+
+def row_settings(*, codebook, identity: dict, dedup: bool, audio) -> dict:
+    """The settings that define a tokenize folder's rows (recorded in its index):
+    rows made with other ones cannot sit in the same folder."""
+    return {
+        "codebook": codebook.id,
+        "encoder": {k: identity.get(k) for k in ("encoder", "layer", "mode", "frame_rate")},
+        "dedup": bool(dedup),
+        "downsample": int(codebook.metadata.get("downsample") or 1),
+        "sample_rate": audio.sample_rate,
+        "min_seconds": audio.min_seconds,
+        "max_seconds": audio.max_seconds,
+        "split_long": audio.split_long,
+    }
+
+
+def recorded_settings(index: shards.Index) -> dict:
+    """What an index says its rows were made with (older indexes: read from
+    the job's config and codebook id)."""
+    if index.settings:
+        return index.settings
+    config, audio = index.config or {}, (index.config or {}).get("audio") or {}
+    old = {"codebook": index.extra.get("codebook"), "dedup": config.get("dedup")}
+    old.update(
+        {
+            k: audio[k]
+            for k in ("sample_rate", "min_seconds", "max_seconds", "split_long")
+            if k in audio
+        }
+    )
+    return {k: v for k, v in old.items() if v is not None}
+
+
+def check_append(out: str, previous: shards.Index, settings: dict) -> None:
+    """Refuse an append whose row-defining settings differ from the folder's."""
+    before = recorded_settings(previous)
+    changed = [k for k in settings if k in before and before[k] != settings[k]]
+    if changed:
+        said = ", ".join(f"{k}={before[k]!r} (now {settings[k]!r})" for k in changed)
+        raise FolderMismatch(
+            f"{out} holds rows made with {said}: --skip-existing appends only rows made the "
+            "same way; use those settings or a new --out"
+        )
 
 
 @dataclass(frozen=True)
@@ -36,6 +81,7 @@ class TokenPlan:
     skip_ids: frozenset[str]  # appending: ids already in the folder
     first_index: dict[str, int]  # appending: first free shard number per partition folder
     previous: shards.Index | None  # appending: the index being extended
+    settings: dict  # what defines the rows (recorded in the index; appends must match)
 
 
 def check_identity(codebook_meta: dict, identity: dict) -> None:
@@ -49,12 +95,21 @@ def check_identity(codebook_meta: dict, identity: dict) -> None:
 
 
 def plan_tokens(
-    *, codebook_dir: str, encoder: EncoderConfig, manifest: ManifestConfig, out: str, append: bool
+    *,
+    codebook_dir: str,
+    encoder: EncoderConfig,
+    manifest: ManifestConfig,
+    out: str,
+    append: bool,
+    dedup: bool = False,
+    audio=None,
 ) -> TokenPlan:
     """Check the codebook against the encoder and the folder, then ready ``out``:
     appending after the run its index describes when ``append`` and there is
-    one, else fresh."""
+    one (its row-defining settings must match this run's), else fresh. A
+    folder another command wrote is refused either way."""
     from kmeans import Codebook
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.encoders import describe_config
     from tokenizer.speech_model import check_codebook_dim
 
@@ -63,7 +118,11 @@ def plan_tokens(
     identity = describe_config(encoder)
     check_identity(codebook.metadata, identity)
     check_codebook_dim(codebook.dim, identity["dim"], codebook_dir)
-    previous = shards.Index.read(out)
+    previous = readable_index(out)
+    check_folder_job(out, previous, "tokenize")
+    settings = row_settings(
+        codebook=codebook, identity=identity, dedup=dedup, audio=audio or AudioConfig()
+    )
     if previous is not None and previous.extra.get("codebook") not in (None, codebook.id):
         raise CodebookMismatch(
             f"{out} holds tokens of codebook {previous.extra['codebook']}, not {codebook.id}: "
@@ -71,12 +130,14 @@ def plan_tokens(
         )
     kinds = (schema.TOKENS_DIR, schema.REJECTS_DIR)
     if append and previous is not None:
+        check_append(out, previous, settings)
         point = outfolder.start_append(out, previous, kinds, id_kind=schema.TOKENS_DIR)
         skip_ids, first_index = point.skip_ids, point.first_index
     else:
         previous, skip_ids, first_index = None, frozenset(), {}
         outfolder.start_fresh(out, kinds)
-    return TokenPlan(codebook, identity, plan_parts(manifest), skip_ids, first_index, previous)
+    parts = plan_parts(manifest)
+    return TokenPlan(codebook, identity, parts, skip_ids, first_index, previous, settings)
 
 
 def plan_frames(
@@ -89,5 +150,6 @@ def plan_frames(
 
     identity = describe_config(encoder)  # from configs: no weights loaded here
     parts = plan_parts(manifest)
+    check_folder_job(out, readable_index(out), "fit-codebook")
     outfolder.start_fresh(out, (schema.REJECTS_DIR, METADATA_FILE, CENTROIDS_FILE))
     return identity, parts

@@ -84,7 +84,12 @@ def _has_length_header(data: bytes) -> bool:
 
 
 def decode_mp3(
-    data: bytes, max_seconds: float | None, name: str, start_s: float = 0.0, stop_s=None
+    data: bytes,
+    max_seconds: float | None,
+    name: str,
+    start_s: float = 0.0,
+    stop_s=None,
+    max_decoded_bytes: int | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Decode an MP3 up to a point: ``(frames x channels, sample rate, header frame count)``.
 
@@ -93,7 +98,8 @@ def decode_mp3(
     raises ``AudioError(too_long)`` as soon as more than ``max_seconds`` lie
     beyond ``start_s`` (``None``: no cap), so a long file is refused without
     holding all of it. A segment's start is decoded, not sought: mpg123 seeks
-    exactly only by decoding from the start anyway. The frame count is that
+    exactly only by decoding from the start anyway. ``max_decoded_bytes``
+    bounds the float32 samples held (``too_long`` past it). The frame count is that
     of a Xing/Info/VBRI header (the encoder's exact count, which a truncated
     file falls short of), else 0: libsndfile's own figure is then an estimate
     that decides nothing.
@@ -107,7 +113,18 @@ def decode_mp3(
     with sf.SoundFile(source) as f:
         sr, channels, declared = f.samplerate, f.channels, f.frames if counted else 0
         cap = None if max_seconds is None else (start_s + max_seconds) * sr
-        stop = None if stop_s is None else round(stop_s * sr)
+        # A stop past any real audio (1e308 s) is decoding to the end; the caller's
+        # bounds then call the segment what it is.
+        stop = None if stop_s is None or not stop_s * sr < 1 << 62 else round(stop_s * sr)
+        held_cap = None if max_decoded_bytes is None else max_decoded_bytes // (4 * channels)
+
+        def too_much(frames: int) -> AudioError:
+            return AudioError(
+                Reason.TOO_LONG,
+                f"{name}: over {frames / sr:.0f} s decoded would exceed max_bytes "
+                f"{max_decoded_bytes} of samples",
+            )
+
         if counted:
             # The header's count is exact: refuse, or read what is needed in one
             # call (reading block by block past the end makes mpg123 print
@@ -118,6 +135,8 @@ def decode_mp3(
                     f"{name}: {declared / sr - start_s:.1f} s > max {max_seconds} s",
                 )
             want = declared if stop is None else min(stop, declared)
+            if held_cap is not None and want > held_cap:
+                raise too_much(want)
             return f.read(want, dtype="float32", always_2d=True), sr, declared
         blocks, n = [], 0
         while stop is None or n < stop:
@@ -126,6 +145,8 @@ def decode_mp3(
                 break
             blocks.append(block)
             n += len(block)
+            if held_cap is not None and n > held_cap:
+                raise too_much(n)
             if cap is not None and n > cap and stop is None:
                 raise AudioError(
                     Reason.TOO_LONG,

@@ -170,7 +170,9 @@ class TokenRows:
         where = {"split": [split], "lang": langs, "corpus": corpora}
         try:
             parts = list(
-                shard_io.iter_shards(shards, schema.TOKENS_DIR, columns=TOKEN_COLUMNS, where=where)
+                shard_io.iter_shards(
+                    shards, schema.TOKENS_DIR, columns=TOKEN_COLUMNS, where=where, verify=True
+                )
             )
         except ValueError as exc:  # a listed file without the token columns
             raise ShardError(str(exc)) from None
@@ -241,7 +243,9 @@ class BitextRows:
         wanted = set(langs or ())
         tables = [
             t.replace_schema_metadata(None)
-            for shard, t in shard_io.iter_shards(bitext, schema.BITEXT_DIR, columns=BITEXT_COLUMNS)
+            for shard, t in shard_io.iter_shards(
+                bitext, schema.BITEXT_DIR, columns=BITEXT_COLUMNS, verify=True
+            )
             if not wanted or wanted & set(shard.partition.values())
         ]
         table = pa.concat_tables(tables) if tables else None

@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from datastore import card, outfolder, schema, shards, storage
+from datastore.errors import JobFailed
+from datastore.outlock import held_token
 from datastore.records import Reason, Reject
 from datastore.settings import setting
 
@@ -122,53 +124,34 @@ def shard_items(config: EmbedConfig, codebook_id: str) -> Iterator[Item]:
 
 
 def text_items(uri: str) -> Iterator[Item | Reject]:
-    """``{"id", "text", "lang"}`` per JSONL line (``id`` defaults to ``line:N``)."""
-    from tokenizer.manifests.lines import iter_lines
+    """``{"id", "text", "lang"}`` per JSONL line (``id`` defaults to ``line:N``).
+
+    A line is read like a manifest line (:func:`tokenizer.manifests.fields.
+    json_object`): whatever it holds is an item or one reject, never a crash.
+    """
+    from tokenizer.manifests.fields import clean_lang, json_object, lang_problem
+    from tokenizer.manifests.lines import iter_lines, line_reject, text_problem, unwritable
 
     for lineno, raw in iter_lines(uri, MAX_LINE_BYTES):
-        source = f"{uri}:{lineno}"
-        if raw is None:
-            yield Reject(
-                id=f"line:{lineno}",
-                source=source,
-                stage="read",
-                reason=Reason.MALFORMED_LINE,
-                detail=f"line longer than {MAX_LINE_BYTES} bytes",
-            )
+        obj, reject = json_object(uri, lineno, raw, MAX_LINE_BYTES)
+        if reject is not None:  # ids of lines without one read "line:N", as items'
+            yield dataclasses.replace(reject, id=f"line:{lineno}")
+        if obj is None:
             continue
-        if not raw.strip():
-            continue  # blank lines are not records
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            yield Reject(id=f"line:{lineno}", source=source, stage="read", reason=Reason.NON_UTF8)
-            continue
-        except json.JSONDecodeError as exc:
-            yield Reject(
-                id=f"line:{lineno}",
-                source=source,
-                stage="read",
-                reason=Reason.MALFORMED_LINE,
-                detail=str(exc),
-            )
-            continue
-        obj = obj if isinstance(obj, dict) else {}
-        row_id = str(obj.get("id") or f"line:{lineno}")
+        given = obj.get("id")
+        row_id = given if isinstance(given, str) and given and not unwritable(given) else None
+        row_id = row_id or f"line:{lineno}"
         text, lang = obj.get("text"), obj.get("lang")
-        if not isinstance(text, str) or not text.strip():
-            yield Reject(
-                id=row_id, source=source, stage="read", reason=Reason.BAD_TEXT, detail="no text"
-            )
-        elif not isinstance(lang, str) or not lang.strip():
-            yield Reject(
-                id=row_id,
-                source=source,
-                stage="read",
-                reason=Reason.MALFORMED_LINE,
-                detail="no lang",
-            )
-        else:
-            yield Item(id=row_id, lang=lang.strip(), modality="text", text=text)
+        problem = text_problem(text) if isinstance(text, str) else "no text"
+        if problem:
+            yield line_reject(uri, lineno, Reason.BAD_TEXT, problem, id=row_id)
+            continue
+        lang = clean_lang(lang) if isinstance(lang, str) else None
+        problem = "no lang" if not lang else lang_problem(lang)
+        if problem:
+            yield line_reject(uri, lineno, Reason.MALFORMED_LINE, problem, id=row_id)
+            continue
+        yield Item(id=row_id, lang=lang, modality="text", text=text)
 
 
 def embed_items(model, items: list[Item], *, batch_size: int, autocast_dtype) -> np.ndarray:
@@ -204,11 +187,7 @@ def embedding_table(items: list[Item], embeddings: np.ndarray):
 
 
 def _prepare_out(out: str) -> None:
-    previous = shards.Index.read(out)
-    if previous is not None and previous.job != "embed":
-        raise ValueError(
-            f"{out} holds the output of `speechtok {previous.job}`: choose another --out"
-        )
+    outfolder.check_folder_job(out, outfolder.readable_index(out), "embed")
     outfolder.start_fresh(out, (schema.EMBEDDINGS_DIR, schema.REJECTS_DIR, FAISS_FILE))
 
 
@@ -285,12 +264,13 @@ def embed(config: EmbedConfig) -> shards.Index:
         infos += shards.write_partition(
             rejects, out_dir=config.out, kind=schema.REJECTS_DIR, config=write
         )
+    files = []
     if index_faiss is not None:
         faiss = import_faiss()
 
-        storage.write_bytes(
-            storage.join(config.out, FAISS_FILE), faiss.serialize_index(index_faiss).tobytes()
-        )
+        data = faiss.serialize_index(index_faiss).tobytes()
+        storage.write_bytes(storage.join(config.out, FAISS_FILE), data)
+        files.append(listed_file(FAISS_FILE, data))
     index = shards.Index(
         job="embed",
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
@@ -299,10 +279,23 @@ def embed(config: EmbedConfig) -> shards.Index:
         shards=shards.shard_dicts(infos),
         extra=run_identity(config.run, run_config, model.embed_dim, config.precision)
         | {"faiss": FAISS_FILE if config.faiss else None},
+        files=files,
     )
-    index.write(config.out)
+    if n_in == 0:  # published as failed: search refuses the folder
+        where = config.shards or config.text
+        index.status, index.failure = shards.FAILED, f"no input records found in {where}"
+    index.write(config.out, fence=held_token(config.out))
     card.write_card(config.out, index)
+    if n_in == 0:
+        raise JobFailed(index.failure)
     return index
+
+
+def listed_file(path: str, data: bytes) -> dict:
+    """An index's entry for a file it lists besides shards."""
+    import hashlib
+
+    return {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def run_identity(run: str, run_config: dict, dim: int, precision: str) -> dict:

@@ -110,7 +110,11 @@ def read_split(shards: str, split: str | tuple[str, ...], langs=None) -> Split:
     tables, shas = [], set()
     wanted = [split] if isinstance(split, str) else list(split)
     where = {"split": wanted, "lang": langs}
-    for _, table in shard_io.iter_shards(shards, schema.TOKENS_DIR, columns=COLUMNS, where=where):
+    # verify: each file's sha256 against the index (a swapped shard must not be scored).
+    listed = shard_io.iter_shards(
+        shards, schema.TOKENS_DIR, columns=COLUMNS, where=where, verify=True
+    )
+    for _, table in listed:
         meta = table.schema.metadata or {}
         if schema.META_CODEBOOK_SHA256 in meta:  # the file's own record of its codebook
             shas.add(meta[schema.META_CODEBOOK_SHA256].decode())
@@ -268,6 +272,13 @@ def evaluate(config: EvalConfig) -> dict:
             "%s: R@1 %.3f (chance %.3f), %d queries", lang, m["r_at_1"], 1 / len(texts), len(rows)
         )
     langs = sorted(results)
+    unknown = sorted(set(config.seen or ()) - set(langs))
+    if unknown:  # a typo here would silently count a seen language as unseen
+        log.warning(
+            "--seen names %s, which the evaluated shards do not hold (they hold %s)",
+            ", ".join(unknown),
+            ", ".join(langs),
+        )
     rep = _Report(
         results=results,
         seen=[x for x in langs if x in seen],

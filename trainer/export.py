@@ -236,49 +236,87 @@ scores = enc.embed_speech([[3, 17, 250]], ["fr"]) @ enc.embed_text(["Bonjour"], 
 
 
 def export(run: str, out: str) -> dict:
-    """Write the export folder ``out`` from the run folder ``run``; returns ``dual_encoder.json``."""
+    """Write the export folder ``out`` from the run folder ``run``; returns ``dual_encoder.json``.
+
+    Everything is written to a temporary folder beside ``out`` and published
+    with renames at the end (:func:`datastore.outfolder.publish_folder`): a
+    failed export leaves no folder that looks complete, and an earlier export
+    in ``out`` stays until the new one replaces it. The codebook is copied
+    only after it loads (no pickle) with the sha256 the run recorded.
+    """
     from safetensors.torch import save
 
+    from datastore import outfolder
     from trainer.backbones import _quiet_transformers
     from trainer.checkpoint import load_run
 
-    _prepare_out(out)
+    _check_out(out)
     model, tokenizer, run_config = load_run(run, device="cpu")
+    codebook_files = _verified_codebook(run, run_config)
     backbone = model.backbone
     embedding, t, a = _merged_embedding(model)
     backbone.set_input_embeddings(embedding)
     backbone.config.vocab_size = t + a
     tokenizer = _add_audio_tokens(tokenizer, t, a)
     meta = settings(model, run_config, t, a)
-    with tempfile.TemporaryDirectory() as tmp, _quiet_transformers():
-        backbone.save_pretrained(tmp, safe_serialization=True)  # local folders only
-        tokenizer.save_pretrained(tmp)
+    with outfolder.staging(out) as work, tempfile.TemporaryDirectory() as tmp:
+        with _quiet_transformers():
+            backbone.save_pretrained(tmp, safe_serialization=True)  # local folders only
+            tokenizer.save_pretrained(tmp)
         for root, _, files in os.walk(tmp):
             for name in sorted(files):
                 rel = os.path.relpath(os.path.join(root, name), tmp).split(os.sep)
                 storage.write_bytes(
-                    storage.join(out, *rel), storage.read_bytes(os.path.join(root, name))
+                    storage.join(work, *rel), storage.read_bytes(os.path.join(root, name))
                 )
-    projection = {
-        k: v.detach().cpu().contiguous() for k, v in model.projection.state_dict().items()
-    }
-    storage.write_bytes(
-        storage.join(out, PROJECTION_FILE), save(projection, metadata={"format": EXPORT_FORMAT})
-    )
-    storage.write_text(storage.join(out, SETTINGS_FILE), json.dumps(meta, indent=2, sort_keys=True))
-    storage.write_text(storage.join(out, "encode.py"), SNIPPET)
-    storage.write_text(storage.join(out, "README.md"), readme(meta))
-    tokens = run_config.get("tokens") or {}
-    if tokens.get("codebook_dir"):
-        for name in CODEBOOK_FILES:
-            src = storage.join(run, tokens["codebook_dir"], name)
-            storage.write_bytes(storage.join(out, CODEBOOK_DIR, name), storage.read_bytes(src))
+        projection = {
+            k: v.detach().cpu().contiguous() for k, v in model.projection.state_dict().items()
+        }
+        storage.write_bytes(
+            storage.join(work, PROJECTION_FILE),
+            save(projection, metadata={"format": EXPORT_FORMAT}),
+        )
+        storage.write_text(storage.join(work, "encode.py"), SNIPPET)
+        storage.write_text(storage.join(work, "README.md"), readme(meta))
+        for name, data in codebook_files.items():
+            storage.write_bytes(storage.join(work, CODEBOOK_DIR, name), data)
+        # Last: the file that marks a folder as an export.
+        storage.write_text(
+            storage.join(work, SETTINGS_FILE), json.dumps(meta, indent=2, sort_keys=True)
+        )
     return meta
 
 
-def _prepare_out(out: str) -> None:
-    """An earlier export in ``out`` is replaced; any other non-empty folder is refused."""
+def _verified_codebook(run: str, run_config: dict) -> dict[str, bytes]:
+    """The run's codebook files, once they load (``.npy`` without pickle) and
+    carry the sha256 the run was trained with; ``{}`` for a run without one."""
+    from kmeans import Codebook
+
+    tokens = run_config.get("tokens") or {}
+    if not tokens.get("codebook_dir"):
+        return {}
+    folder = storage.join(run, tokens["codebook_dir"])
+    files = {name: storage.read_bytes(storage.join(folder, name)) for name in CODEBOOK_FILES}
+    try:
+        codebook = Codebook.load(folder)
+    except Exception as exc:  # a pickle, a header that lies, edited metadata
+        raise ValueError(f"{folder}: not a usable codebook ({type(exc).__name__}: {exc})") from None
+    want = (tokens.get("codebook") or run_config.get("codebook") or {}).get("sha256")
+    if want and codebook.sha256 != want:
+        raise ValueError(
+            f"{folder} holds codebook {codebook.sha256[:12]}..., the run was trained with "
+            f"{want[:12]}...: not the run's codebook"
+        )
+    return files
+
+
+def _check_out(out: str) -> None:
+    """An earlier export in ``out`` is replaced; any other non-empty folder is
+    refused (the job's own lock file aside)."""
+    from datastore.outlock import LOCK_NAME
+
     if storage.exists(storage.join(out, SETTINGS_FILE)):
-        storage.delete(out)
-    elif storage.exists(out) and storage.list_files(out):
+        return
+    held = [f for f in storage.list_files(out) if storage.basename(f) != LOCK_NAME]
+    if storage.exists(out) and held:
         raise ValueError(f"{out} is not empty and holds no earlier export: choose another --out")

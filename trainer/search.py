@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from dataclasses import dataclass
 
@@ -75,13 +76,27 @@ def check_folder(index: shards.Index, run: str, run_config: dict, dim: int) -> N
     """Refuse an embedding folder made by another run (or another step of this one)."""
     if index.job != "embed":
         raise ValueError(f"--index holds `speechtok {index.job}` output, not embeddings")
+    if index.status == shards.FAILED:
+        raise ValueError(f"--index: the embed run that wrote it failed: {index.failure}")
     want = run_identity(run, run_config, dim, index.extra.get("precision", "fp32"))
+    made_by = index.extra.get("run")
+    if made_by and _same_path(made_by) != _same_path(run):
+        raise ValueError(
+            f"the embeddings were made with run {made_by} (step {index.extra.get('run_step')}), "
+            f"not with {run} (step {want['run_step']}): embed again with this run"
+        )
     for key in ("run_step", "codebook", "llm", "dim"):
         if index.extra.get(key) != want[key]:
             raise ValueError(
                 f"the embeddings were made with {key}={index.extra.get(key)!r}, this run has "
                 f"{want[key]!r}: embed again with this run"
             )
+
+
+def _same_path(uri: str) -> str:
+    import os
+
+    return os.path.realpath(uri) if storage.is_local(uri) else uri.rstrip("/")
 
 
 def embed_query(model, config: SearchConfig, run_config: dict, device: str, precision: str):
@@ -98,15 +113,34 @@ def embed_query(model, config: SearchConfig, run_config: dict, device: str, prec
 
 
 def top_hits(folder: str, query: np.ndarray, k: int) -> list[tuple[float, int]]:
-    """``(score, row)`` of the best ``k`` rows, best first (ties: lower row first)."""
+    """``(score, row)`` of the best ``k`` rows, best first (ties: lower row first).
+
+    The faiss index must be the file the folder's index lists (size, sha256)
+    and hold one vector per listed row; ``k`` is clamped to the rows."""
     query = np.asarray(query, dtype=np.float32).reshape(-1)
+    n_rows = sum(s.rows for s in shards.listed_shards(folder, schema.EMBEDDINGS_DIR))
+    k = min(k, n_rows)  # --top-k 1000000000 must not allocate a billion results
+    if k < 1:
+        return []
     faiss_uri = storage.join(folder, FAISS_FILE)
     if storage.exists(faiss_uri):
         faiss = import_faiss()
 
-        index = faiss.deserialize_index(
-            np.frombuffer(storage.read_bytes(faiss_uri), dtype=np.uint8)
-        )
+        data = storage.read_bytes(faiss_uri)
+        listed = {f["path"]: f for f in shards.Index.read(folder).files}.get(FAISS_FILE)
+        if listed is not None and (
+            len(data) != listed["bytes"] or hashlib.sha256(data).hexdigest() != listed["sha256"]
+        ):
+            raise ValueError(
+                f"{faiss_uri} is not the file its embed run wrote (size or sha256 differs from "
+                "_index.json): run embed again"
+            )
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.ntotal != n_rows:
+            raise ValueError(
+                f"{faiss_uri} holds {index.ntotal} vectors but the folder lists {n_rows} rows: "
+                "it belongs to another run of embed (run embed again)"
+            )
         scores, rows = index.search(query[None, :], k)
         return [(float(s), int(r)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
     best: list[tuple[float, int]] = []

@@ -44,7 +44,7 @@ def test_format_flags_reach_the_manifest_config():
         (["--format", "nemo", "--input", "m", "--columns", "text=t"], "hf-parquet only"),
         (["--format", "hf-parquet", "--input", "x", "--columns", "words"], "KEY=COLUMN"),
         (["--format", "hf-parquet", "--input", "x", "--columns", "txt=a"], "unknown keys"),
-        (["--format", "nemo", "--input", "m", "--lang", "fr/x"], "plain code"),
+        (["--format", "nemo", "--input", "m", "--lang", "fr/x"], "not a language code"),
         (
             ["--format", "kaldi", "--input", "d", "--allow-commands", "--confine-audio-to", "/"],
             "confined",

@@ -15,6 +15,7 @@ import pytest
 
 from datastore import schema
 from pipelines.cli import main
+from tests.reliability.helpers import relist
 from trainer import checkpoint
 from trainer.backbones import BackboneReferenceError, resolve_run_reference
 from trainer.synthetic import write_synthetic_shards
@@ -66,6 +67,7 @@ def test_eval_refuses_a_forged_codebook_id(trained, tmp_path, capsys):
         table = pq.read_table(part)
         meta = {**table.schema.metadata, schema.META_CODEBOOK_SHA256: b"0" * 64}
         pq.write_table(table.replace_schema_metadata(meta), part)
+        relist(forged, part.relative_to(forged).as_posix())  # a forgery the index agrees with
     assert main(eval_argv(run, forged, tmp_path / "rep")) == 2
     err = capsys.readouterr().err
     assert "sha256 0000000000000000" in err and info_a["codebook_sha256"][:16] in err

@@ -137,6 +137,7 @@ def test_reads_stop_at_max_bytes_whatever_the_size_claims():
     assert os.stat(maps).st_size == 0 and len(storage.read_bounded(maps, 1 << 24)) > 64
     with pytest.raises(storage.FileTooLargeError):
         storage.read_bounded(maps, 64)
-    rej = audio.prepare(_example(maps), audio.AudioConfig(max_bytes=64))
+    # resolved as a reader would (/proc/self is a symlink to this process's folder)
+    rej = audio.prepare(_example(storage.resolve_under("/", maps)), audio.AudioConfig(max_bytes=64))
     assert isinstance(rej, Reject) and rej.reason == Reason.TOO_LONG
     assert "max_bytes 64" in rej.detail

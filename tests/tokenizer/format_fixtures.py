@@ -104,7 +104,7 @@ def nemo(root: Path) -> Built:
     )
     add(
         {"audio_filepath": "audio/long.wav", "offset": 2.0, "duration": 1.0, "text": "deux"},
-        utt_id="audio/long@2.000",
+        utt_id="audio/long@2.000+1.000",
         accept=Utt("deux", 16000, 2.0),
     )
     add(
@@ -126,7 +126,7 @@ def nemo(root: Path) -> Built:
             "duration": 2.0,
             "text": "absolu",
         },
-        utt_id=f"{root}/audio/clip@1.000",
+        utt_id=f"{root}/audio/clip@1.000+2.000",
         accept=Utt("absolu", 32000, 1.0),
     )
     add(
@@ -156,7 +156,7 @@ def nemo(root: Path) -> Built:
     lines.append(
         {"audio_filepath": "audio/long.wav", "offset": 7.0, "duration": 2.0, "text": "après la fin"}
     )
-    b.decode_rejects.append(Expected(Reason.BAD_SEGMENT, "past_end", id="audio/long@7.000"))
+    b.decode_rejects.append(Expected(Reason.BAD_SEGMENT, "past_end", id="audio/long@7.000+2.000"))
     lines.append({"audio_filepath": "audio/absent.wav", "text": "absent"})
     b.decode_rejects.append(Expected(Reason.MISSING_FILE, "missing", id="audio/absent"))
     _lines(manifest, lines)

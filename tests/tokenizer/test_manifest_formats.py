@@ -368,7 +368,7 @@ def test_nemo_gzip_and_ids(tmp_path):
     examples, rejects = read(ManifestConfig(format="nemo", input=str(manifest), lang="fr"))
     assert not rejects
     assert [(e.id, e.offset_s, e.duration_s) for e in examples] == [
-        ("clips/long@2.000", 2.0, 1.0),
+        ("clips/long@2.000+1.000", 2.0, 1.0),
         ("clips/long@3.250", 3.25, None),
         ("clips/short", None, None),
     ]

@@ -3,6 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datastore import schema, shards
+from tests.reliability.helpers import relist
 from trainer.data import (
     BitextRows,
     CodebookInfo,
@@ -86,6 +87,7 @@ def test_mixed_codebooks_and_out_of_range_tokens_are_refused(tmp_path):
         table.schema.get_field_index("codebook"), "codebook", pa.array([bad_id] * len(table))
     )
     pq.write_table(table.cast(shards.file_schema("tokens")), path)
+    relist(tmp_path / "b", "tokens/corpus=synthetic/split=test/lang=de/part-00000.parquet")
     with pytest.raises(ShardError, match="outside codebook"):
         TokenRows.read(str(tmp_path / "b"), split="test")
 

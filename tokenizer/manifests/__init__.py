@@ -131,9 +131,16 @@ class ManifestConfig:
             raise ValueError("input must be a path or URI")
         if self.max_line_bytes < 1024:
             raise ValueError("max_line_bytes must be at least 1024")
-        for flag, value in (("--lang", self.lang), ("--split", self.split)):
-            if value is not None and (not value.strip() or any(c in value for c in "/= \t")):
-                raise ValueError(f"{flag} {value!r}: must be a plain code (it names a folder)")
+        if self.lang is not None:
+            from tokenizer.manifests.fields import clean_lang, lang_problem
+
+            object.__setattr__(self, "lang", clean_lang(self.lang))
+            if lang_problem(self.lang):
+                raise ValueError(f"--lang {self.lang!r}: {lang_problem(self.lang)}")
+        if self.split is not None and (
+            not self.split.strip() or any(c in self.split for c in "/= \t")
+        ):
+            raise ValueError(f"--split {self.split!r}: must be a plain code (it names a folder)")
         if self.split is not None and self.format in OWN_SPLITS:
             raise ValueError(
                 f"--split: {self.format} records carry their own split (--splits selects)"

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 import zlib
 from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import Reason, Reject
 from tokenizer.manifests.lines import (
+    Gunzip,
     LineSpan,
     iter_lines,
     iter_stream_lines,
@@ -30,16 +33,15 @@ def json_objects(
     when its name ends in ``.gz``; only a plain file is read by ``span``),
     ``(line number, None, reject)`` per bad line; blank lines are skipped. A
     corrupt gzip stream ends the file with one ``bad_gzip`` reject (the lines it
-    hid cannot be counted). A blank line yields ``(n, None, None)``."""
-    import gzip
-
+    hid cannot be counted; every whole line before it is read). A blank line
+    yields ``(n, None, None)``."""
     if span is not None:
         for lineno, line_bytes in iter_lines(source, max_line_bytes, span):
-            yield lineno, *_json_object(source, lineno, line_bytes, max_line_bytes)
+            yield lineno, *json_object(source, lineno, line_bytes, max_line_bytes)
         return
     lineno = 0
     with storage.open_read(source) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if source.endswith(".gz") else raw
+        stream = Gunzip(raw) if source.endswith(".gz") else raw
         lines = iter_stream_lines(stream, max_line_bytes)
         while True:
             try:
@@ -52,10 +54,14 @@ def json_objects(
                 return
             if lineno is None:
                 return
-            yield lineno, *_json_object(source, lineno, line_bytes, max_line_bytes)
+            yield lineno, *json_object(source, lineno, line_bytes, max_line_bytes)
 
 
-def _json_object(source: str, lineno: int, line_bytes, max_line_bytes: int):
+def json_object(source: str, lineno: int, line_bytes, max_line_bytes: int):
+    """``(object, None)`` for a line holding a JSON object, ``(None, reject)``
+    for any other line, ``(None, None)`` for a blank one. Never raises on what a
+    line holds: an integer of 5,000 digits (Python's int limit) or a 3,000-deep
+    nesting (the parser's recursion) is a ``malformed_line`` like bad syntax."""
     line, reject = raw_line_problem(source, lineno, line_bytes, max_line_bytes)
     if reject:
         return None, reject
@@ -66,6 +72,9 @@ def _json_object(source: str, lineno: int, line_bytes, max_line_bytes: int):
     except json.JSONDecodeError as exc:
         detail = f"invalid JSON: {exc.msg}"
         return None, line_reject(source, lineno, Reason.MALFORMED_LINE, detail)
+    except (ValueError, RecursionError) as exc:  # int digits limit, nesting depth
+        detail = f"unreadable JSON: {type(exc).__name__}: {exc}"[:300]
+        return None, line_reject(source, lineno, Reason.MALFORMED_LINE, detail)
     if not isinstance(obj, dict):
         return None, line_reject(source, lineno, Reason.MALFORMED_LINE, "not a JSON object")
     return obj, None
@@ -75,10 +84,12 @@ def lang_codes(value: str) -> tuple[str, str | None]:
     """``(short code, corpus code or None)`` of a language as a manifest writes
     it: a short code (``fr``), a FLEURS code (``fr_fr``), a Common Voice code
     (``zh-CN``) or an English name (``French``, as lhotse recipes and the hub's
-    FLEURS ``language`` column write it)."""
+    FLEURS ``language`` column write it). Unicode compatibility forms are
+    folded first (NFKC: a full-width ``ｆｒ`` is ``fr``); :func:`lang_problem`
+    then refuses what is still not a code."""
     from tokenizer import languages
 
-    text = value.strip()
+    text = unicodedata.normalize("NFKC", value).strip()
     by_name = _names().get(text.lower())
     if by_name:
         return by_name, None
@@ -97,12 +108,26 @@ def _names() -> dict[str, str]:
     return _NAMES
 
 
+# A language code: ASCII letters, then optional subtags (``fr``, ``zh-cn``, ``sr_latn``).
+_LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
+
+
 def lang_problem(code: str | None) -> str | None:
+    """Why a language code cannot name a ``lang=`` folder (None: it can).
+
+    Only ASCII letters, digits, ``-`` and ``_``: a zero-width space, a
+    look-alike Cyrillic letter or a space would make a folder that reads like
+    ``lang=fr`` and that ``--langs fr`` never selects."""
     if not code or not code.strip():
         return "no language (give --lang for records without one)"
-    if any(c in code for c in "/=") or any(c.isspace() for c in code):
-        return f"language {code!r} must not contain '/', '=' or spaces (it names a folder)"
+    if not _LANG_CODE.fullmatch(code):
+        return f"language {code!r} is not a language code (ASCII letters, digits, - and _)"
     return None
+
+
+def clean_lang(value: str) -> str:
+    """A short language code as a row stores it: NFKC-folded, trimmed, lower case."""
+    return unicodedata.normalize("NFKC", value).strip().lower()
 
 
 def number(value) -> float | None:
@@ -110,8 +135,11 @@ def number(value) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{value!r} is not a number")
-    out = float(value)
+        raise ValueError(f"{str(value)[:40]!r} is not a number")
+    try:
+        out = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(f"{str(value)[:40]}... is out of range") from None
     if not math.isfinite(out):
         raise ValueError(f"{value!r} is not finite")
     return out
@@ -126,13 +154,26 @@ def segment_problem(offset: float | None, duration: float | None) -> str | None:
     return None
 
 
-def path_id(path: str, offset: float | None = None) -> str:
-    """A deterministic id from an audio path (as written, extension dropped) and
-    a segment's offset: ``clips/a`` or ``clips/a@2.000``."""
+def path_id(path: str, offset: float | None = None, duration: float | None = None) -> str:
+    """A deterministic id from an audio path (as written, extension dropped)
+    and a segment's times: ``clips/a``, ``clips/a@2.560`` or
+    ``clips/a@2.560+1.250``. Times keep their exact value (``seconds_text``),
+    and a segment's duration is part of its id: segments that share a start
+    (a NeMo manifest may cut one offset several ways) stay distinct."""
     head, _, tail = path.rpartition("/")
     stem = tail.rsplit(".", 1)[0] if "." in tail.lstrip(".") else tail
     base = f"{head}/{stem}" if head else stem
-    return base if offset is None else f"{base}@{offset:.3f}"
+    if offset is None:
+        return base
+    span = "" if duration is None else f"+{seconds_text(duration)}"
+    return f"{base}@{seconds_text(offset)}{span}"
+
+
+def seconds_text(value: float) -> str:
+    """Seconds as an id writes them: three decimals when that is exact
+    (``2.560``), else the float's shortest exact form (``2.5601``)."""
+    short = f"{value:.3f}"
+    return short if float(short) == value else repr(float(value))
 
 
 def stem(path: str) -> str:

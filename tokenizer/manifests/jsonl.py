@@ -13,18 +13,17 @@ folder) and may not climb out of it with ``..``; an absolute path or a URI
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import AudioExample, Reason
 from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests.fields import clean_lang, json_object, lang_problem
 from tokenizer.manifests.lines import (
     LineSpan,
     example_reject,
     iter_lines,
     line_reject,
-    raw_line_problem,
     unwritable,
     unwritable_field,
 )
@@ -50,19 +49,10 @@ class JsonlReader:
     ) -> Iterator[AudioExample]:
         root = config.audio_root or storage.dirname(source)
         for lineno, raw in iter_lines(source, config.max_line_bytes, span):
-            line, reject = raw_line_problem(source, lineno, raw, config.max_line_bytes)
+            obj, reject = json_object(source, lineno, raw, config.max_line_bytes)
             if reject:
                 yield reject
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield line_reject(source, lineno, Reason.MALFORMED_LINE, f"invalid JSON: {exc.msg}")
-                continue
-            if not isinstance(obj, dict):
-                yield line_reject(source, lineno, Reason.MALFORMED_LINE, "not a JSON object")
+            if obj is None:
                 continue
             problem = _structure_problem(obj)
             if problem:
@@ -70,9 +60,15 @@ class JsonlReader:
                 obj_id = None if obj_id and unwritable(obj_id) else obj_id
                 yield line_reject(source, lineno, Reason.MALFORMED_LINE, problem, id=obj_id or None)
                 continue
+            lang = clean_lang(obj["lang"])
+            problem = lang_problem(lang)
+            if problem:
+                yield line_reject(
+                    source, lineno, Reason.MALFORMED_LINE, problem, id=_safe(obj["id"])
+                )
+                continue
             if not (
-                config.wants_split(obj["split"])
-                and config.wants_lang(obj["lang"], obj.get("source_lang"))
+                config.wants_split(obj["split"]) and config.wants_lang(lang, obj.get("source_lang"))
             ):
                 continue
             # Before any reject names the id or the path: a reject must be writable too.
@@ -97,7 +93,7 @@ class JsonlReader:
                 id=obj["id"],
                 uri=uri,
                 text=text,
-                lang=obj["lang"],
+                lang=lang,
                 split=obj["split"],
                 corpus=extras["corpus"] or "jsonl",
                 source_lang=extras["source_lang"],
@@ -107,6 +103,11 @@ class JsonlReader:
                 tgt_lang=extras["tgt_lang"],
             )
             yield example_reject(example, source, lineno) or example
+
+
+def _safe(utt_id: str) -> str | None:
+    """An id a reject can carry (None when it cannot be written as UTF-8)."""
+    return None if unwritable(utt_id) else utt_id
 
 
 def _structure_problem(obj: dict) -> str | None:

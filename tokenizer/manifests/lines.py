@@ -124,6 +124,61 @@ def iter_stream_lines(
         yield lineno + 1, None if overflow else _without_bom(lineno + 1, buf)
 
 
+class Gunzip:
+    """A gzip stream (one member or several) decoded as far as its bytes allow.
+
+    Why not :class:`gzip.GzipFile`: on a truncated or corrupt stream it raises
+    from the ``read`` that hits the damage, losing everything that read had
+    decoded (a 1 MB read: thousands of good lines). This returns every byte
+    that decodes, and raises (``EOFError`` for a cut stream, ``zlib.error`` for
+    damage) only once nothing decoded is left, so a reader keeps every whole
+    line before the damage. Decoded data is produced 1 MB at a time whatever
+    the compression ratio.
+    """
+
+    _IN, _OUT = 1 << 16, 1 << 20
+
+    def __init__(self, raw: BinaryIO):
+        import zlib
+
+        self._zlib = zlib
+        self._raw = raw
+        self._d = zlib.decompressobj(wbits=31)
+        self._buf = bytearray()
+        self._pending = b""  # compressed bytes not yet given to a decoder
+        self._started = self._done = False
+        self._error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self._buf) < n) and not self._done:
+            self._fill()
+        if not self._buf and self._error is not None:
+            raise self._error
+        take = len(self._buf) if n < 0 else min(n, len(self._buf))
+        out = bytes(self._buf[:take])
+        del self._buf[:take]
+        return out
+
+    def _fill(self) -> None:
+        data = self._d.unconsumed_tail or self._pending or self._raw.read(self._IN)
+        self._pending = b""
+        if not data:
+            self._done = True
+            if self._started and not self._d.eof:
+                self._error = EOFError("compressed stream ended before the end-of-stream marker")
+            return
+        if self._d.eof:  # the previous member ended: a new one starts
+            self._d = self._zlib.decompressobj(wbits=31)
+        try:
+            self._buf += self._d.decompress(data, self._OUT)
+        except self._zlib.error as exc:
+            self._done, self._error = True, exc
+            return
+        self._started = True
+        if self._d.eof:
+            self._pending = self._d.unused_data
+
+
 def _without_bom(lineno: int, buf: bytearray) -> bytes:
     return bytes(buf[len(BOM) :]) if lineno == 1 and buf.startswith(BOM) else bytes(buf)
 
@@ -191,17 +246,38 @@ def unwritable_field(fields: Mapping[str, object]) -> str | None:
     return None
 
 
+# Bidirectional formatting characters: they reorder how an id displays, so two
+# different ids can look the same (and one can look like another).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def id_problem(utt_id: str) -> str | None:
+    """Why an utterance id is unusable (None when fine): empty, a control
+    character (NUL, newline: ids end up in file names, logs and TSVs) or a
+    bidirectional formatting mark."""
+    if not utt_id:
+        return "empty id"
+    bad = next((c for c in utt_id if unicodedata.category(c) == "Cc" or c in _BIDI), None)
+    if bad is not None:
+        return f"id {utt_id!r} holds {bad!r} (control or bidirectional formatting character)"
+    return None
+
+
 def example_reject(example: AudioExample, source: str, lineno: int) -> Reject | None:
-    """The ``bad_text`` reject for an example a reader built, or ``None``.
+    """The reject for an example a reader built, or ``None``.
 
     Every string field must be writable as UTF-8 (checked first, so the
     reject itself can be written: its id falls back to the line when the id
-    is the bad field) and the transcript must pass :func:`text_problem`.
+    is the bad field; ``bad_text``), the id must pass :func:`id_problem`
+    (``malformed_line``) and the transcript :func:`text_problem` (``bad_text``).
     """
     problem = unwritable_field(dataclasses.asdict(example))
     if problem:
         reject_id = None if unwritable(example.id) else example.id
         return line_reject(source, lineno, Reason.BAD_TEXT, problem, id=reject_id)
+    problem = id_problem(example.id)
+    if problem:
+        return line_reject(source, lineno, Reason.MALFORMED_LINE, problem)
     problem = text_problem(example.text)
     if problem:
         return line_reject(source, lineno, Reason.BAD_TEXT, problem, id=example.id)

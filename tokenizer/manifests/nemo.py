@@ -5,7 +5,8 @@ Required keys: ``audio_filepath``, ``text``. Optional: ``offset`` and
 only ``[offset, offset + duration)`` is tokenized, to the end without
 ``duration``; without ``offset`` the whole file is, as NeMo writes
 ``duration`` = the file's length there), ``lang`` (else ``--lang``), ``id``
-(else derived from the path and offset: ``clips/a`` or ``clips/a@2.000``),
+(else derived from the path and the segment: ``clips/a``, ``clips/a@2.000`` or
+``clips/a@2.000+1.500``, exact times: segments sharing an offset stay apart),
 ``speaker``. NeMo manifests name no split: ``--split`` (default ``train``).
 Relative paths resolve against ``--audio-root`` (default: the manifest's
 folder, as NeMo resolves them).
@@ -68,7 +69,9 @@ class NemoReader:
                 continue
             offset, duration = number(obj.get("offset")), number(obj.get("duration"))
             path = obj["audio_filepath"]
-            utt_id = obj.get("id") or path_id(path, offset)
+            utt_id = obj.get("id") or path_id(
+                path, offset, duration if offset is not None else None
+            )
             short, code = lang_codes(obj["lang"]) if obj.get("lang") else (config.lang, None)
             problem = lang_problem(short)
             if problem:

@@ -1,0 +1,178 @@
+"""The LLM-initialisation claim as a learning curve: arms x step counts.
+
+:mod:`benchmarks.retrieval_full` tested the claim at one depth of training (24
+steps of 16 pairs, all 18 layers) and found LLM initialisation no better than
+random. 24 steps may be too few for the pretrained geometry to meet the new
+audio rows, so here every arm (``random``, ``llm``, ``llm-bitext``; the same
+data, settings and seeds as there) trains longer on a cheaper backbone cut
+(``--layers``, ``--max-speech-tokens``: stated in the table) and is read at
+several step counts spanning 10x (``--curve``, default 30, 60, 120, 300).
+
+One run per arm and seed gives the whole curve: at each step count ``S`` the
+run is evaluated on **dev** (seen languages only) at ``S/2`` and ``S``, the
+better is chosen, and **test** is evaluated once for that choice. Three seeds
+at every step count; intervals as in ``retrieval_full`` (bootstrap over
+queries of the seed-averaged outcome, t over seeds; LLM - random paired by
+query). Every stage is cached in ``--work`` (data shared with
+``retrieval_full``), so an interrupted curve resumes where it stopped::
+
+    python -m benchmarks.retrieval_curve                         # hours, resumable
+    python -m benchmarks.retrieval_curve --measure 3             # s/step only
+    python -m benchmarks.retrieval_curve --markdown              # the tables benchmarks/README.md quotes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+
+from benchmarks.retrieval_full import (
+    ARMS,
+    Plan,
+    _bleu,
+    _configs,
+    _evaluate,
+    _means,
+    default_seen,
+    measure,
+    prepare_data,
+)
+from benchmarks.retrieval_summary import markdown_table, pct, print_table, summarize
+from datastore import storage
+
+CURVE = (30, 60, 120, 300)
+
+
+def checkpoints(curve: tuple[int, ...]) -> list[int]:
+    """Every step a run is evaluated at on dev: each count and its half."""
+    return sorted({s for c in curve for s in (c // 2, c)})
+
+
+def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...]) -> dict:
+    """One run of ``max(curve)`` steps: dev at every checkpoint, test once per step count.
+
+    Cached in ``result.json``; an interrupted run resumes from its last checkpoint."""
+    from trainer.checkpoint import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, read_config
+    from trainer.train import train
+
+    name = (
+        f"{arm}-curve{'-'.join(map(str, curve))}-{plan.max_speech_tokens}tok"
+        f"-L{plan.layers or 'all'}-{plan.precision}-s{seed}"
+    )
+    run = storage.join(plan.work, "curve-runs", name)
+    result_file = storage.join(run, "result.json")
+    if storage.exists(result_file):
+        return json.loads(storage.read_text(result_file))
+    config = _configs(plan, data, arm, seed, run)
+    record = {"arm": arm, "seed": seed, "train_s": 0.0, "dev": {}, "at": {}}
+    for step in checkpoints(curve):
+        folder = storage.join(run, f"step-{step}")
+        if not storage.exists(storage.join(folder, CONFIG_FILE)):
+            try:
+                done = int(read_config(run)["step"])
+            except Exception:  # no run yet, or one killed before its first checkpoint
+                done = 0
+            start = time.perf_counter()
+            train(config, resume=done > 0, stop_after=step - done)
+            record["train_s"] += time.perf_counter() - start
+            storage.makedirs(folder)
+            for file in (MODEL_FILE, CONFIG_FILE):  # a loadable run folder of this step
+                storage.write_bytes(
+                    storage.join(folder, file), storage.read_bytes(storage.join(run, file))
+                )
+        record["dev"][step] = _means(plan, _evaluate(plan, data, folder, "dev"))
+    for count in curve:
+        chosen = max((count // 2, count), key=lambda s: (record["dev"][s]["seen"], s))
+        folder = storage.join(run, f"step-{chosen}")
+        test = _evaluate(plan, data, folder, "test")
+        record["at"][count] = {
+            "chosen_step": chosen,
+            "test": {**_means(plan, test), "bleu": _bleu(plan, test)},
+            "test_dir": storage.join(folder, "eval-test"),
+        }
+    storage.delete(storage.join(run, OPTIMIZER_FILE))  # the curve never resumes a done run
+    storage.write_text(result_file, json.dumps(record, indent=2))
+    return record
+
+
+def at_count(records: dict[str, list[dict]], count: int) -> dict[str, list[dict]]:
+    """Each run's record at one step count, shaped as ``retrieval_full``'s runs."""
+    out = {}
+    for arm, recs in records.items():
+        out[arm] = [
+            {"arm": arm, "seed": r["seed"], "train_s": r["train_s"], **r["at"][str(count)]}
+            for r in recs
+        ]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default=Plan.work, help="cached stages and runs")
+    p.add_argument("--json", default="benchmarks/results/retrieval_curve.json")
+    p.add_argument("--curve", default=",".join(map(str, CURVE)), help="step counts")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--layers", type=int, default=2, help="Gemma layers kept")
+    p.add_argument("--max-speech-tokens", type=int, default=96)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
+    p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    curve = tuple(sorted(int(c) for c in args.curve.split(",")))
+    plan = Plan(
+        work=args.work,
+        seen=default_seen(),
+        steps=max(curve),
+        seeds=tuple(args.seeds),
+        layers=args.layers,
+        max_speech_tokens=args.max_speech_tokens,
+        precision=args.precision,
+    )
+    start = time.perf_counter()
+    data = prepare_data(plan)
+    print(f"data ready ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.measure:
+        print(json.dumps(measure(plan, data, args.measure)), flush=True)
+        return 0
+    records: dict[str, list[dict]] = {arm: [] for arm in args.arms}
+    for seed in plan.seeds:  # seed-major: a cut-short curve has every arm's first seeds
+        for arm in args.arms:
+            t0 = time.perf_counter()
+            rec = json.loads(json.dumps(run_curve(plan, data, arm, seed, curve)))  # str keys
+            records[arm].append(rec)
+            figures = ", ".join(
+                f"{c}: {pct(rec['at'][str(c)]['test']['seen'])}/"
+                f"{pct(rec['at'][str(c)]['test']['unseen'])}"
+                for c in curve
+            )
+            print(
+                f"{time.strftime('%H:%M:%S')} {arm} seed {seed} (test R@1 seen/unseen by "
+                f"steps) {figures} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    summaries = {}
+    for count in curve:
+        summaries[count] = summarize(plan, at_count(records, count))
+        print(f"\n=== {count} steps ===")
+        print_table(summaries[count])
+        if args.markdown:
+            print(markdown_table(summaries[count]))
+    result = {
+        "plan": dataclasses.asdict(plan),
+        "curve": list(curve),
+        "by_steps": summaries,
+        "runs": records,
+        "wall_s": time.perf_counter() - start,
+    }
+    storage.write_text(args.json, json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
