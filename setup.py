@@ -59,6 +59,8 @@ EXTRAS_REQUIRE = {
         "datasets>=3.0",  # shards must load in HF datasets
         "duckdb>=1.0",  # ... and in DuckDB
         "polars>=1.0",  # ... and in polars
+        "lhotse>=1.30",  # manifests written by lhotse itself
+        "sentence-transformers>=5.0",  # the export as its users load it
         "psutil>=5.9",
     ],
 }

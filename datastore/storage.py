@@ -27,6 +27,7 @@ import errno
 import functools
 import glob as _glob
 import os
+import posixpath
 import shutil
 import stat
 import uuid
@@ -109,6 +110,18 @@ def _use_anonymous_gcs() -> None:
     with auth._Credentials._credentials_lock:
         auth._Credentials._credentials_init = True
         auth._Credentials._credentials = None
+
+
+def absolute_uri(uri: str) -> str:
+    """A URI with a scheme (``gs://``, ``file://``...) as written; a local path made absolute.
+
+    Relative local paths are resolved against the current directory; symlinks
+    are not resolved here. The manifest readers already hand over the path
+    that is opened (:func:`resolve_under`: symlinks followed, so
+    a git-annex clip's row names its annex object), and this keeps it.
+    """
+    uri = str(uri)
+    return uri if scheme(uri) else os.path.abspath(uri)
 
 
 def join(base: str, *parts: str) -> str:
@@ -431,8 +444,10 @@ def resolve_under(root: str, path: str, *, confine: str | None = None) -> str:
     """Where a manifest's audio path points, under the one path policy of every
     format; what it returns is exactly what the job opens.
 
-    - A relative path resolves under ``root`` (the corpus root) and may not
-      climb above it with ``..`` (checked on the path as written).
+    - A relative path resolves against ``root`` (the manifest's folder, or
+      ``--audio-root``), ``..`` included, as NeMo and Kaldi tools resolve
+      theirs: refusing ``..`` protected nothing while absolute paths are
+      taken as written; ``confine`` is the one confinement switch.
     - An absolute path or a URI (``gs://...``, ``file://...``) is taken as
       written.
     - Symlinks are followed: a symlinked clips folder or symlinked clips
@@ -456,9 +471,11 @@ def resolve_under(root: str, path: str, *, confine: str | None = None) -> str:
         target = path  # a URI, as written
     elif os.path.isabs(local_path(path)):
         target = local_path(path)
+    elif is_local(root):
+        _check_names_a_file(path, root)
+        target = os.path.join(local_path(root), path)  # ".." resolved below, as the kernel would
     else:
-        parts = relative_parts(path, root)
-        target = os.path.join(local_path(root), path) if is_local(root) else join(root, *parts)
+        target = _join_uri(root, path)
     if is_local(target):
         try:  # symlinks and ".." of whatever exists, in order, as the kernel resolves them
             target = _resolve_local(target)
@@ -490,6 +507,30 @@ def _resolve_local(target: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _resolved_folder(folder: str) -> str:
     return str(Path(folder).resolve())
+
+
+def _check_names_a_file(path: str, root: str) -> None:
+    if posixpath.normpath(path) in (".", "/") or path.endswith("/"):
+        raise PathEscapeError(f"{path!r} names a folder under {root!r}, not a file")
+
+
+def _join_uri(root: str, path: str) -> str:
+    """``root`` (``gs://bucket/a/b``) joined with a relative path, ``.``/``..``
+    applied lexically (an object store has no links); above the bucket is refused."""
+    _check_names_a_file(path, root)
+    scheme_, rest = root.split("://", 1)
+    bucket, _, prefix = rest.partition("/")
+    parts: list[str] = []
+    for seg in [*prefix.split("/"), *path.split("/")]:
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not parts:
+                raise PathEscapeError(f"{path!r} climbs above {scheme_}://{bucket}")
+            parts.pop()
+        else:
+            parts.append(seg)
+    return f"{scheme_}://{bucket}/" + "/".join(parts)
 
 
 def relative_parts(path: str, root: str) -> list[str]:

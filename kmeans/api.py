@@ -101,11 +101,13 @@ def fit_frame_sample(
     seed: int = 0,
     backend: str = "torch",
     device: str | None = None,
+    fitted_on: dict | None = None,
 ) -> Codebook | None:
     """A codebook for the frames of a :class:`~kmeans.sampling.FrameSample`,
     with the metadata that ties it to its features: the encoder ``identity``
-    (``encoder``, ``layer``, ``mode``, ``frame_rate``), the frame averaging
-    and what the sample saw per language. None when the sample holds fewer
+    (``encoder``, ``layer``, ``mode``, ``frame_rate``), the frame averaging,
+    what the sample saw per language and ``fitted_on`` (the input's format,
+    languages and splits as selected). None when the sample holds fewer
     than ``k`` frames (nothing to fit)."""
     from kmeans.postprocess import PostprocessConfig
 
@@ -124,5 +126,6 @@ def fit_frame_sample(
         seen_frames=sample.seen_frames,
         seen_utterances=sample.seen_utts,
         max_frames_per_utt=max_frames_per_utt,
+        **({"fitted_on": fitted_on} if fitted_on else {}),
         **post.to_metadata(),
     )

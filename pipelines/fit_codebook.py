@@ -135,6 +135,11 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
         seed=config.seed,
         backend=config.backend,
         device=config.encoder.device,
+        fitted_on={
+            "format": config.manifest.format,
+            "langs": sorted(sample.per_lang),  # the languages that gave frames
+            "splits": list(config.manifest.splits) if config.manifest.splits else None,
+        },
     )
     if codebook is None:
         # Nothing to fit (e.g. every input rejected): no codebook, but the job

@@ -18,7 +18,7 @@ from datastore.settings import add_flags, setting, values
 from tokenizer.audio import AudioConfig
 from tokenizer.bitext import BitextConfig
 from tokenizer.encoders import EncoderConfig
-from tokenizer.manifests import ManifestConfig
+from tokenizer.manifests import OWN_SPLITS, ManifestConfig
 from tokenizer.prefetch import POOLS
 
 
@@ -75,9 +75,16 @@ def _backends():
     return available_backends()
 
 
+# What fit-codebook reads of a corpus with splits when --splits names none.
+FIT_SPLITS = ("train",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FitCodebookJobConfig:
-    """``sample_frames``: frames k-means sees (split evenly over languages);
+    """Fitted on the **train** split unless ``--splits`` says otherwise (formats
+    whose records carry a split: the test audio must not shape the codebook
+    unless asked); ``codebook.json`` records the splits and languages fitted on.
+    ``sample_frames``: frames k-means sees (split evenly over languages);
     ``max_frames_per_utt``: so one long file cannot dominate; ``save_sample``:
     also write that sample (``OUT/sample/frames.npy`` float32 [n, dim] and
     ``langs.npy``), to refit with other k or backends without re-encoding."""
@@ -112,6 +119,10 @@ class FitCodebookJobConfig:
             raise ValueError(f"sample_frames ({self.sample_frames}) must be >= k ({self.k})")
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+        if self.manifest.splits is None and self.manifest.format in OWN_SPLITS:
+            object.__setattr__(
+                self, "manifest", dataclasses.replace(self.manifest, splits=FIT_SPLITS)
+            )
         _check_decode(self)
 
     def as_dict(self) -> dict:

@@ -24,7 +24,7 @@ import time
 
 import apache_beam as beam
 
-from datastore import schema, shards
+from datastore import schema, shards, storage
 from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import TokenizeJobConfig, tokenize_config
@@ -89,7 +89,13 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
     infos = runs | "Shards" >> common.FinaliseShards(
         out, config.write, {schema.TOKENS_DIR: metadata}, the_plan.first_index
     )
-    extra = {"codebook": cb.id, "codebook_sha256": cb.sha256, "encoder": the_plan.identity}
+    extra = {
+        "codebook": cb.id,
+        "codebook_sha256": cb.sha256,
+        # Where the codebook is, absolute: a run trained from elsewhere finds it.
+        "codebook_uri": storage.absolute_uri(config.codebook),
+        "encoder": the_plan.identity,
+    }
     _ = {
         # input: the records read plus, per split recording, its windows beyond the first
         "tallies": (

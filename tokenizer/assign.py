@@ -6,7 +6,7 @@ the job asks; this module only lays the row out. The row follows
 :data:`datastore.schema.TOKEN_SCHEMA`; ``n_frames`` counts frames after
 downsampling, so ``len(tokens) == n_frames`` without dedup and
 ``sum(durations) == n_frames`` with it. The ``audio`` column holds an
-absolute local path or the URI as written (:func:`absolute_uri`), so the
+absolute local path or the URI as written (:func:`datastore.storage.absolute_uri`), so the
 shards stay usable once they move away from the job's working directory.
 A segment's row describes the segment: ``audio`` names its recording,
 ``offset_s`` where it starts, and ``duration_s``/``n_frames`` its own length.
@@ -19,8 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from datastore import storage
@@ -32,18 +30,6 @@ INT16_MAX = np.iinfo(np.int16).max
 def check_codebook_fits_int16(k: int) -> None:
     if k - 1 > INT16_MAX:
         raise ValueError(f"codebook has k={k} centroids; token shards store int16 ids (k <= 32768)")
-
-
-def absolute_uri(uri: str) -> str:
-    """A URI with a scheme (``gs://``, ``file://``...) as written; a local path made absolute.
-
-    Relative local paths are resolved against the current directory; symlinks
-    are not resolved here. The manifest readers already hand over the path
-    that is opened (:func:`datastore.storage.resolve_under`: symlinks followed, so
-    a git-annex clip's row names its annex object), and this keeps it.
-    """
-    uri = str(uri)
-    return uri if storage.scheme(uri) else os.path.abspath(uri)
 
 
 def token_row(
@@ -68,7 +54,7 @@ def token_row(
         "lang": example.lang,
         "source_lang": example.source_lang,
         "modality": "speech",
-        "audio": absolute_uri(example.uri),
+        "audio": storage.absolute_uri(example.uri),
         "offset_s": example.offset_s,
         "duration_s": float(n_samples) / sample_rate,
         "n_frames": int(n_frames),

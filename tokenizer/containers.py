@@ -173,6 +173,7 @@ def _member_bytes(tar, info, archive: str, config: AudioConfig) -> bytes | Audio
 # memory holds a few clips' bytes, not the row group's (hub row groups are 100
 # rows: 25-100 MB of audio for clips of 8-30 s, far more for long recordings).
 PARQUET_BATCH_ROWS = 8
+ARROW_SUFFIX = ".arrow"
 PARQUET_BUFFER_BYTES = 1 << 20
 
 
@@ -191,17 +192,20 @@ def _parquet_rows(examples, config: AudioConfig):
     failure: AudioError | None = None
     try:
         with storage.open_regular(file) as f:
-            pf = pq.ParquetFile(f, buffer_size=PARQUET_BUFFER_BYTES)
-            is_struct = pa.types.is_struct(pf.schema_arrow.field(column).type)
-            read = f"{column}.bytes" if is_struct else column
-            batches = pf.iter_batches(
-                batch_size=PARQUET_BATCH_ROWS, row_groups=[row_group], columns=[read]
-            )
+            if is_arrow(file):
+                batches = _arrow_group(f, row_group, column)
+            else:
+                pf = pq.ParquetFile(f, buffer_size=PARQUET_BUFFER_BYTES)
+                is_struct = pa.types.is_struct(pf.schema_arrow.field(column).type)
+                read = f"{column}.bytes" if is_struct else column
+                batches = (
+                    _bytes_cells(batch.column(0), is_struct)
+                    for batch in pf.iter_batches(
+                        batch_size=PARQUET_BATCH_ROWS, row_groups=[row_group], columns=[read]
+                    )
+                )
             start = 0
-            for batch in batches:
-                cells = batch.column(0)
-                if is_struct:
-                    cells = cells.field("bytes")
+            for cells in batches:
                 for i in range(len(cells)):
                     for e in wanted.pop(start + i, ()):
                         yield e, _cell(e, cells[i].as_py(), config)
@@ -216,6 +220,49 @@ def _parquet_rows(examples, config: AudioConfig):
     for group in wanted.values():  # unread: a failed read, or rows past the row group
         for e in group:
             yield e, failure or _cell(e, None, config)
+
+
+def _bytes_cells(cells, is_struct: bool):
+    """An audio column's encoded bytes: the column, or its ``bytes`` field (``{bytes, path}``)."""
+    return cells.field("bytes") if is_struct else cells
+
+
+def is_arrow(file: str) -> bool:
+    """An Arrow IPC file, as ``datasets``' ``save_to_disk`` writes (``data-00000-of-00001.arrow``)."""
+    return file.endswith(ARROW_SUFFIX)
+
+
+def open_arrow(f):
+    """A reader of an Arrow IPC file (stream format, as ``datasets`` writes, or
+    the random-access file format): ``schema`` and ``iter_batches()``."""
+    import pyarrow as pa
+
+    head = f.read(6)
+    f.seek(0)
+    if head == b"ARROW1":
+        reader = pa.ipc.open_file(f)
+        return _ArrowBatches(
+            reader.schema, lambda: map(reader.get_batch, range(reader.num_record_batches))
+        )
+    reader = pa.ipc.open_stream(f)
+    return _ArrowBatches(reader.schema, lambda: iter(reader))
+
+
+class _ArrowBatches(NamedTuple):
+    schema: object
+    iter_batches: object  # () -> Iterator[RecordBatch], once
+
+
+def _arrow_group(f, batch_index: int, column: str):
+    """The audio bytes of one record batch of an Arrow file (a "row group" there)."""
+    import pyarrow as pa
+
+    arrow = open_arrow(f)
+    is_struct = pa.types.is_struct(arrow.schema.field(column).type)
+    for i, batch in enumerate(arrow.iter_batches()):
+        if i == batch_index:
+            yield _bytes_cells(batch.column(column), is_struct)
+            return
 
 
 def _cell(example: AudioExample, value: bytes | None, config: AudioConfig):

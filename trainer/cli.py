@@ -72,11 +72,12 @@ def run_train(args, extra) -> int:
         raise _usage_error(str(exc)) from exc
     from trainer.checkpoint import CheckpointError
     from trainer.data import ShardError
+    from trainer.provenance import ProvenanceError
     from trainer.train import train
 
     try:
         summary = train(config, resume=bool(getattr(args, "resume", False)))
-    except (CheckpointError, ShardError, FileNotFoundError) as exc:
+    except (CheckpointError, ShardError, ProvenanceError, FileNotFoundError) as exc:
         raise _usage_error(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under torchrun
         print(json.dumps(summary))

@@ -19,13 +19,11 @@ Example::
 from __future__ import annotations
 
 import json
-import logging
 
 import numpy as np
 
 from datastore import storage
 
-log = logging.getLogger(__name__)
 CODEBOOK_DIR = "codebook"
 CODEBOOK_FILES = ("centroids.npy", "codebook.json")
 
@@ -45,12 +43,15 @@ def token_provenance(shards: str, codebook: dict) -> dict:
 
     index = Index.read(shards)
     config = (index.config if index else {}) or {}
-    identity = ((index.extra if index else {}) or {}).get("encoder")
+    extra = (index.extra if index else {}) or {}
+    identity = extra.get("encoder")
     encoder = config.get("encoder") if isinstance(config.get("encoder"), dict) else None
-    source = config.get("codebook") if isinstance(config.get("codebook"), str) else None
-    meta = _codebook_meta(source, codebook.get("sha256"))
+    # The absolute location tokenize records; older indexes hold --codebook as typed.
+    source = extra.get("codebook_uri") or config.get("codebook")
+    source = storage.absolute_uri(source) if isinstance(source, str) else None
+    meta = _codebook_meta(source, codebook.get("sha256"), shards)
     return {
-        "shards": shards,
+        "shards": storage.absolute_uri(shards),
         "job": index.job if index else None,
         "encoder": (
             {k: encoder.get(k) for k in ("name", "layer", "mode", "dtype")} if encoder else None
@@ -69,16 +70,25 @@ def token_provenance(shards: str, codebook: dict) -> dict:
     }
 
 
-def _codebook_meta(source: str | None, sha256: str | None) -> dict | None:
-    """``codebook.json`` of the folder the shards name, if it is there and is theirs."""
-    if not source or not storage.exists(storage.join(source, "codebook.json")):
-        if source:
-            log.warning("codebook folder %s not found: the run cannot tokenize new audio", source)
+def _codebook_meta(source: str | None, sha256: str | None, shards: str) -> dict | None:
+    """``codebook.json`` of the folder the shards were made with (None when they
+    name none, e.g. synthetic shards). A named folder that is not there, or
+    holds another codebook, is an error: a run without its codebook cannot
+    tokenize new audio, and the cause must be said now, not at search time."""
+    if not source:
         return None
+    if not storage.exists(storage.join(source, "codebook.json")):
+        raise ProvenanceError(
+            f"{shards} was tokenized with the codebook {source}, which is not there (an "
+            "older tokenize index records --codebook as typed: train from the folder tokenize "
+            "ran in, or tokenize again)"
+        )
     meta = json.loads(storage.read_text(storage.join(source, "codebook.json")))
     if sha256 and meta.get("sha256") != sha256:
-        log.warning("codebook folder %s is not the shards' codebook (sha256 differs)", source)
-        return None
+        raise ProvenanceError(
+            f"{source} holds codebook {meta.get('sha256', '?')[:12]}..., the shards in {shards} "
+            f"were made with {sha256[:12]}...: not their codebook"
+        )
     return meta
 
 

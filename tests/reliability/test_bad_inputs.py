@@ -60,7 +60,7 @@ def fitted(catalogue, tmp_path_factory):
     layout = catalogue.layouts["jsonl"]
     proc = speechtok(
         "fit-codebook", *layout.cli_args(), "--encoder", "mfcc", "--k", K,
-        "--sample-frames", 2000, "--out", out,
+        "--sample-frames", 2000, "--out", out, "--splits", "test",  # the catalogue's split
     )  # fmt: skip
     return proc, out
 

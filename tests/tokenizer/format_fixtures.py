@@ -152,7 +152,14 @@ def nemo(root: Path) -> Built:
         Reason.BAD_TEXT,
         "empty_text",
     )
-    add({"audio_filepath": "../outside.wav", "text": "évasion"}, Reason.PATH_ESCAPE, "dotdot")
+    # NeMo resolves a relative path against the manifest's folder, ".." included.
+    (root.parent / "nemo_up").mkdir(exist_ok=True)
+    (root.parent / "nemo_up" / "up.wav").write_bytes((root / "audio" / "short.wav").read_bytes())
+    add(
+        {"audio_filepath": "../nemo_up/up.wav", "text": "au-dessus"},
+        utt_id="../nemo_up/up",
+        accept=Utt("au-dessus", 20800),
+    )
     lines.append(
         {"audio_filepath": "audio/long.wav", "offset": 7.0, "duration": 2.0, "text": "après la fin"}
     )
@@ -254,7 +261,7 @@ def lhotse_cuts(root: Path) -> Built:
     )
     escape = _recording("esc", "../outside.wav", 1.0)
     cut("c6", escape, 0.0, 1.0, [_sup("s6", "esc", 0.0, 1.0, "évasion", language="fr")])
-    b.read_rejects.append(Expected(Reason.PATH_ESCAPE, "dotdot", id="s6"))
+    b.decode_rejects.append(Expected(Reason.MISSING_FILE, "dotdot_absent", id="s6"))
     cut("c7", long, 6.0, 1.5, [_sup("s7", "long", 1.0, 1.0, "au-delà", language="fr")])
     b.read_rejects.append(Expected(Reason.BAD_SEGMENT, "past_recording", id="s7"))
     lines.append("{truncated")
@@ -341,19 +348,16 @@ def kaldi(root: Path) -> Built:
             "u3": Utt("entier", 20800, 0.0),
         }
     )
-    for n, (reason, case) in enumerate(
-        [
-            (Reason.SHELL_COMMAND, "command"),
-            (Reason.PATH_ESCAPE, "dotdot"),
-            (Reason.BAD_SEGMENT, "end_before_start"),
-            (Reason.MALFORMED_LINE, "bad_wav_scp_line"),
-            (Reason.MALFORMED_LINE, "no_segment"),
-            (Reason.MALFORMED_LINE, "bad_times"),
-        ],
-        start=4,
-    ):
+    for n, reason, case in [
+        (4, Reason.SHELL_COMMAND, "command"),
+        (6, Reason.BAD_SEGMENT, "end_before_start"),
+        (7, Reason.MALFORMED_LINE, "bad_wav_scp_line"),
+        (8, Reason.MALFORMED_LINE, "no_segment"),
+        (9, Reason.MALFORMED_LINE, "bad_times"),
+    ]:
         b.read_rejects.append(Expected(reason, case, source=f"{src}:{n}"))
     b.decode_rejects.append(Expected(Reason.BAD_SEGMENT, "past_end", id="u10"))
+    b.decode_rejects.append(Expected(Reason.MISSING_FILE, "dotdot_absent", id="u5"))
     b.read_rejects.append(Expected(Reason.BAD_TEXT, "empty_text", source=f"{src}:11"))
     return b
 

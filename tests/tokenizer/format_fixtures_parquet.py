@@ -96,7 +96,7 @@ def hf_common_voice(root: Path) -> Built:
     b.accepted["fr/common_voice_fr_2"] = Utt("Salut", 20800)
     b.accepted["fr/cv_3"] = Utt("Par chemin", 20800)
     b.accepted["de/common_voice_de_5"] = Utt("Hallo", 20800, lang="de")
-    b.read_rejects.append(Expected(Reason.PATH_ESCAPE, "dotdot", id="fr/x"))
+    b.decode_rejects.append(Expected(Reason.MISSING_FILE, "dotdot_absent", id="fr/x"))
     n = len(clips)
     table = pa.table(
         {

@@ -38,7 +38,7 @@ def fleurs_dir(tmp_path, make_wav):
         fleurs_row("8", "103.wav", "Au revoir", extra=""),  # tolerated 8th column
         "9\t104.wav\tonly three",  # too few columns
         fleurs_row("10", "105.wav", "   "),  # empty transcript
-        fleurs_row("11", "../../../etc/passwd", "escape"),  # path escape
+        fleurs_row("11", "../../../etc/passwd", "up"),  # resolved as written, not refused
     ]
     fr.write_bytes(
         ("\n".join(lines) + "\n").encode()
@@ -53,8 +53,10 @@ def fleurs_dir(tmp_path, make_wav):
 def test_fleurs_reader(fleurs_dir):
     cfg = ManifestConfig(format="fleurs", input=str(fleurs_dir), langs=("fr",))
     examples, rejects = split_items(read_manifest(cfg))
-    assert [e.id for e in examples] == ["fr_fr/101", "fr_fr/102", "fr_fr/103"]
-    assert [e.sentence_id for e in examples] == ["7", "7", "8"]
+    assert [e.id for e in examples] == ["fr_fr/101", "fr_fr/102", "fr_fr/103", "fr_fr/passwd"]
+    assert [e.sentence_id for e in examples] == ["7", "7", "8", "11"]
+    # ".." resolves against the audio folder (confinement is --confine-audio-to's job)
+    assert examples[3].uri == str(fleurs_dir / "etc/passwd")
     assert {(e.lang, e.source_lang, e.split, e.corpus) for e in examples} == {
         ("fr", "fr_fr", "test", "fleurs")
     }
@@ -62,10 +64,9 @@ def test_fleurs_reader(fleurs_dir):
     assert Counter(r.reason for r in rejects) == {
         Reason.MALFORMED_LINE: 1,
         Reason.BAD_TEXT: 1,
-        Reason.PATH_ESCAPE: 1,
         Reason.NON_UTF8: 1,
     }
-    assert {r.source.rsplit(":", 1)[1] for r in rejects} == {"4", "5", "6", "7"}
+    assert {r.source.rsplit(":", 1)[1] for r in rejects} == {"4", "5", "7"}
 
 
 def test_fleurs_sources_filter_by_lang_and_split(fleurs_dir):
@@ -150,7 +151,7 @@ def test_covost_reader_joins_validated(covost_files):
     assert examples[0].translation == "Hello" and examples[0].tgt_lang == "en"
     assert {(e.lang, e.corpus) for e in examples} == {("fr", "covost")}
     assert sorted(r.reason for r in rejects) == sorted(
-        [Reason.MISSING_FILE, Reason.MALFORMED_LINE, Reason.PATH_ESCAPE]
+        [Reason.MISSING_FILE, Reason.MISSING_FILE, Reason.MALFORMED_LINE]
     )
 
 
@@ -192,11 +193,11 @@ def test_jsonl_reader(tmp_path, make_wav):
     m = tmp_path / "m.jsonl"
     m.write_text("\n".join(lines) + "\n\n")
     examples, rejects = split_items(read_manifest(ManifestConfig(format="jsonl", input=str(m))))
-    assert [e.id for e in examples] == ["a"]
+    assert [e.id for e in examples] == ["a", "c"]
     assert examples[0].uri == str(tmp_path / "clips/a.wav") and examples[0].translation == "salut"
+    assert examples[1].uri == str(tmp_path.parent / "outside.wav")  # ".." as written
     assert [(r.id, r.reason) for r in rejects] == [
         ("b", Reason.BAD_TEXT),
-        ("c", Reason.PATH_ESCAPE),
         ("d", Reason.MALFORMED_LINE),
         (f"{m}:5", Reason.MALFORMED_LINE),
         (f"{m}:6", Reason.MALFORMED_LINE),
@@ -252,3 +253,26 @@ def test_wants_lang_compares_short_codes():
     assert cfg.wants_lang("fr") and cfg.wants_lang("fr_fr") and cfg.wants_lang("cmn_hans_cn")
     assert cfg.wants_lang("zh") and not cfg.wants_lang("de") and not cfg.wants_lang(None)
     assert ManifestConfig(format="jsonl", input="m.jsonl").wants_lang("anything")
+
+
+def test_nemo_canary_manifest_languages_and_answers(tmp_path, make_wav):
+    """Canary-style lines: ``source_lang``/``target_lang``/``taskname``/``answer``.
+    A row's own language wins over ``--lang`` (which only fills lines naming none)."""
+    make_wav("a.wav", 1.0)
+    lines = [
+        {"audio_filepath": "a.wav", "duration": 1.0, "source_lang": "de", "target_lang": "de",
+         "taskname": "asr", "answer": "hallo welt", "id": "asr"},
+        {"audio_filepath": "a.wav", "duration": 1.0, "source_lang": "de", "target_lang": "en",
+         "taskname": "s2t_translation", "text": "hallo welt", "answer": "hello world", "id": "ast"},
+        {"audio_filepath": "a.wav", "duration": 1.0, "text": "bonjour", "id": "none"},
+    ]  # fmt: skip
+    (tmp_path / "m.json").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    cfg = ManifestConfig(format="nemo", input=str(tmp_path / "m.json"), lang="fr")
+    examples, rejects = split_items(read_manifest(cfg))
+    assert rejects == []
+    got = [(e.id, e.lang, e.text, e.translation, e.tgt_lang) for e in examples]
+    assert got == [
+        ("asr", "de", "hallo welt", None, None),
+        ("ast", "de", "hallo welt", "hello world", "en"),
+        ("none", "fr", "bonjour", None, None),
+    ]

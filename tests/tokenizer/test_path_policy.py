@@ -1,6 +1,6 @@
-"""One path policy for every manifest format: a relative path resolves under the
-corpus root and may not climb out with ``..``; absolute paths and URIs are
-taken as written; symlinks are followed (a symlinked clips folder, clips that
+"""One path policy for every manifest format: a relative path resolves against
+the corpus root, ``..`` included (as NeMo and Kaldi tools resolve theirs);
+absolute paths and URIs are taken as written; symlinks are followed (a symlinked clips folder, clips that
 are git-annex / DVC links); ``--confine-audio-to ROOT`` refuses everything that
 does not resolve under ROOT, checked on the path that is opened."""
 
@@ -20,7 +20,9 @@ from tokenizer.manifests import ManifestConfig, read_manifest
 
 FORMATS = ("jsonl", "nemo", "lhotse", "kaldi", "hf-parquet", "fleurs", "covost")
 ALWAYS_OK = {"inside"}
-FOLLOWED = {"absolute", "annex", "linked_dir"}  # accepted by default, refused when confined
+# Accepted by default, refused when confined (``..`` too: refusing it while absolute
+# paths are taken protected nothing; --confine-audio-to is the one switch).
+FOLLOWED = {"absolute", "annex", "linked_dir", "dotdot"}
 
 
 def clip(path: Path, seed: int) -> None:
@@ -150,10 +152,7 @@ def outcome(config: ManifestConfig) -> dict[str, str]:
 def test_default_policy(tmp_path, fmt):
     fields, _ = write(fmt, tmp_path)
     got = outcome(ManifestConfig(**fields))
-    assert got == {
-        **{name: "accepted" for name in ALWAYS_OK | FOLLOWED},
-        "dotdot": Reason.PATH_ESCAPE,
-    }
+    assert got == {name: "accepted" for name in ALWAYS_OK | FOLLOWED}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -162,7 +161,7 @@ def test_confined_refuses_every_escape(tmp_path, fmt):
     got = outcome(ManifestConfig(**fields, confine_audio_to=str(root)))
     assert got == {
         **{name: "accepted" for name in ALWAYS_OK},
-        **{name: Reason.PATH_ESCAPE for name in FOLLOWED | {"dotdot"}},
+        **{name: Reason.PATH_ESCAPE for name in FOLLOWED},
     }
     # Confined to a folder holding the link targets too: followed links are fine.
     assert outcome(ManifestConfig(**fields, confine_audio_to=str(tmp_path)))["annex"] == "accepted"

@@ -91,7 +91,7 @@ class ManifestConfig:
         None, help="comma-separated language codes to keep (default: all)"
     )
     splits: tuple[str, ...] | None = setting(
-        None, help="comma-separated splits to read (default: all)"
+        None, help="comma-separated splits to read (default: all; fit-codebook: train)"
     )
     lang: str | None = setting(
         None,
@@ -141,6 +141,10 @@ class ManifestConfig:
             not self.split.strip() or any(c in self.split for c in "/= \t")
         ):
             raise ValueError(f"--split {self.split!r}: must be a plain code (it names a folder)")
+        if self.lang is not None and self.format in OWN_LANGS:
+            raise ValueError(
+                f"--lang: {self.format} records carry their own language (--langs selects)"
+            )
         if self.split is not None and self.format in OWN_SPLITS:
             raise ValueError(
                 f"--split: {self.format} records carry their own split (--splits selects)"
@@ -179,6 +183,8 @@ class ManifestConfig:
 
 # Formats whose records name their split (``--split`` does not apply).
 OWN_SPLITS = ("fleurs", "covost", "jsonl")
+# Formats whose every record names its language (--lang would be ignored).
+OWN_LANGS = ("fleurs", "covost", "jsonl")
 # What ``columns`` may map (hf-parquet).
 COLUMN_KEYS = ("audio", "text", "lang", "id", "speaker", "sentence_id")
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from datastore import storage
 from datastore.records import FILE, PARQUET, AudioExample, Reason, Reject
-from tokenizer.containers import parquet_ref
+from tokenizer.containers import is_arrow, open_arrow, parquet_ref
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.fields import lang_codes, lang_problem, stem
 from tokenizer.manifests.lines import example_reject, line_reject, unwritable_field
@@ -93,14 +93,17 @@ class HfParquetReader:
         if any(c in inp for c in "*?["):
             files = storage.glob(inp)
         elif storage.is_local(inp) and os.path.isdir(storage.local_path(inp)):
-            files = storage.glob(storage.join(inp, "**", "*.parquet"))
+            files = storage.glob(storage.join(inp, "**", "*.parquet")) or [
+                f  # a `datasets` save_to_disk folder: its Arrow files (not map() caches)
+                for f in storage.glob(storage.join(inp, "**", "*.arrow"))
+                if not storage.basename(f).startswith("cache-")
+            ]
         else:
             files = [inp]
         return [f for f in files if config.wants_split(split_of(f, config))]
 
     @staticmethod
     def read(config: ManifestConfig, source: str) -> Iterator[AudioExample]:
-        import pyarrow.parquet as pq
 
         split = split_of(source, config)
         if not config.wants_split(split):
@@ -110,32 +113,73 @@ class HfParquetReader:
         )
         with storage.open_read(source) as f:
             try:
-                pf = pq.ParquetFile(f)
-                layout = detect(pf.schema_arrow, dict(config.columns))
-            except Exception as exc:  # not Parquet, or no usable audio/text column
+                table = _TableFile(f, source)
+                layout = detect(table.schema, dict(config.columns))
+            except Exception as exc:  # not Parquet/Arrow, or no usable audio/text column
                 yield _file_reject(source, f"{type(exc).__name__}: {exc}")
                 return
             if layout.lang is None and not config.lang:
                 yield _file_reject(source, "no language column: give --lang or --columns lang=C")
                 return
             first = 0
-            for rg in range(pf.num_row_groups):
-                n = pf.metadata.row_group(rg).num_rows
-                try:
-                    table = pf.read_row_group(rg, columns=layout.columns())
-                    has_bytes = _has_bytes(pf, rg, n, layout)
-                except Exception as exc:  # a damaged row group: each of its rows
-                    detail = f"row group {rg} unreadable: {type(exc).__name__}: {exc}"[:500]
+            for rg, n, group in table.groups(layout):
+                if isinstance(group, Exception):  # a damaged row group: each of its rows
+                    detail = f"row group {rg} unreadable: {type(group).__name__}: {group}"[:500]
                     for row in range(n):
                         yield line_reject(source, first + row, Reason.MALFORMED_LINE, detail)
                     first += n
                     continue
-                values = {name: table.column(name).to_pylist() for name in table.column_names}
+                values, has_bytes = group
                 for row in range(n):
                     cells = {name: column[row] for name, column in values.items()}
                     ref = parquet_ref(file_uri, rg, row, layout.audio) if has_bytes[row] else None
                     yield from _row(config, source, first + row, layout, cells, ref, split)
                 first += n
+
+
+class _TableFile:
+    """A Parquet file's row groups, or an Arrow file's record batches (``datasets``'
+    ``save_to_disk``): the columns the reader wants, and which rows hold bytes."""
+
+    def __init__(self, f, source: str):
+        import pyarrow.parquet as pq
+
+        self.arrow = open_arrow(f) if is_arrow(source) else None
+        self.parquet = None if self.arrow else pq.ParquetFile(f)
+        self.schema = self.arrow.schema if self.arrow else self.parquet.schema_arrow
+
+    def groups(self, layout: Layout):
+        """``(index, rows, (values by column, has bytes per row) | the read error)``."""
+        if self.arrow:
+            for rg, batch in enumerate(self.arrow.iter_batches()):
+                yield rg, batch.num_rows, _batch_values(batch, layout)
+            return
+        pf = self.parquet
+        for rg in range(pf.num_row_groups):
+            n = pf.metadata.row_group(rg).num_rows
+            try:
+                table = pf.read_row_group(rg, columns=layout.columns())
+                has_bytes = _has_bytes(pf, rg, n, layout)
+            except Exception as exc:
+                yield rg, n, exc
+                continue
+            yield rg, n, ({c: table.column(c).to_pylist() for c in table.column_names}, has_bytes)
+
+
+def _batch_values(batch, layout: Layout):
+    """An Arrow record batch's wanted columns (the audio struct's ``path`` only:
+    the bytes stay in the file until decoding) and which rows hold bytes."""
+    values = {}
+    for name in layout.columns():
+        if name == f"{layout.audio}.path":
+            paths = batch.column(layout.audio).field("path").to_pylist()
+            values[layout.audio] = [{"path": p} for p in paths]
+        else:
+            values[name] = batch.column(name).to_pylist()
+    cells = batch.column(layout.audio)
+    if layout.audio_struct:
+        cells = cells.field("bytes")
+    return values, cells.is_valid().to_pylist()
 
 
 def detect(schema, flags: dict[str, str]) -> Layout:

@@ -4,7 +4,10 @@ Required keys: ``audio_filepath``, ``text``. Optional: ``offset`` and
 ``duration`` (seconds; with ``offset`` the line is a segment of the file and
 only ``[offset, offset + duration)`` is tokenized, to the end without
 ``duration``; without ``offset`` the whole file is, as NeMo writes
-``duration`` = the file's length there), ``lang`` (else ``--lang``), ``id``
+``duration`` = the file's length there), ``lang`` or Canary's ``source_lang``
+(``--lang`` only for lines naming none), Canary's ``target_lang``,
+``taskname`` and ``answer`` (the transcript of an ``asr`` task, else a
+translation: the row's ``translation`` and ``tgt_lang``), ``id``
 (else derived from the path and the segment: ``clips/a``, ``clips/a@2.000`` or
 ``clips/a@2.000+1.500``, exact times: segments sharing an offset stay apart),
 ``speaker``. NeMo manifests name no split: ``--split`` (default ``train``).
@@ -29,7 +32,11 @@ from tokenizer.manifests.fields import (
 )
 from tokenizer.manifests.lines import LineSpan, example_reject, line_reject, unwritable_field
 
-STRINGS = ("audio_filepath", "lang", "id", "speaker")
+STRINGS = (
+    "audio_filepath", "lang", "id", "speaker", "source_lang", "target_lang", "taskname", "answer",
+)  # fmt: skip
+# Canary-style tasks whose ``answer`` is the transcript (else it is a translation).
+TRANSCRIBE_TASKS = ("asr", "transcribe")
 
 
 @register_reader("nemo")
@@ -67,20 +74,22 @@ class NemoReader:
             if problem:
                 yield bad(Reason.BAD_TEXT, problem)
                 continue
+            text, translation, target = _texts(obj)
             offset, duration = number(obj.get("offset")), number(obj.get("duration"))
             path = obj["audio_filepath"]
             utt_id = obj.get("id") or path_id(
                 path, offset, duration if offset is not None else None
             )
-            short, code = lang_codes(obj["lang"]) if obj.get("lang") else (config.lang, None)
+            own = obj.get("lang") or obj.get("source_lang")  # Canary manifests: source_lang
+            short, code = lang_codes(own) if own else (config.lang, None)  # --lang: only if none
             problem = lang_problem(short)
             if problem:
                 yield bad(Reason.MALFORMED_LINE, problem, utt_id)
                 continue
             if not config.wants_lang(short, code):
                 continue
-            if not isinstance(obj.get("text"), str):
-                yield bad(Reason.BAD_TEXT, "missing or non-string text", utt_id)
+            if not isinstance(text, str):
+                yield bad(Reason.BAD_TEXT, "missing or non-string text (or asr answer)", utt_id)
                 continue
             if offset is None:
                 duration = None  # the file's own length; the decoded length decides
@@ -96,16 +105,33 @@ class NemoReader:
             example = AudioExample(
                 id=utt_id,
                 uri=uri,
-                text=obj["text"],
+                text=text,
                 lang=short,
                 split=split,
                 corpus="nemo",
                 source_lang=code,
                 speaker=obj.get("speaker"),
+                translation=translation,
+                tgt_lang=target,
                 offset_s=offset,
                 duration_s=duration,
             )
             yield example_reject(example, source, lineno) or example
+
+
+def _texts(obj: dict) -> tuple[str | None, str | None, str | None]:
+    """``(transcript, translation, target language)`` of a line: ``text``, and a
+    Canary-style ``answer``, which is the transcript for an ``asr`` task (or
+    when ``target_lang`` is the source's) and a translation into
+    ``target_lang`` otherwise."""
+    text, answer = obj.get("text"), obj.get("answer")
+    source, target = obj.get("source_lang") or obj.get("lang"), obj.get("target_lang")
+    if not isinstance(answer, str):
+        return text, None, None
+    task = (obj.get("taskname") or "").lower()
+    if task in TRANSCRIBE_TASKS or (target and target == source) or not target:
+        return (text if isinstance(text, str) else answer), None, None
+    return text, answer, lang_codes(target)[0]
 
 
 def _structure_problem(obj: dict) -> str | None:

@@ -1,0 +1,96 @@
+"""Manifests written by the real producer libraries, not by our own fixtures:
+``datasets`` (``save_to_disk`` Arrow folders) and lhotse (``CutSet.to_file``
+of trimmed cuts). Every clip must decode to exactly its samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.reliability.catalogue import encoded, tone
+from tests.tokenizer.test_manifest_formats import decode_all, read
+from tokenizer import audio, containers
+from tokenizer.manifests import ManifestConfig
+
+SR = 16000
+
+
+def _wav(path, seconds: float, seed: int) -> np.ndarray:
+    samples = tone(seconds, SR, (200.0 + 40 * seed,), seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded(samples, SR, "WAV", "PCM_16"))
+    return sf.read(path, dtype="float32")[0]
+
+
+def test_datasets_save_to_disk_folder_is_read(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    clips = {name: _wav(tmp_path / "src" / f"{name}.wav", 0.5 + i / 4, i)
+             for i, name in enumerate(["a", "b", "c"])}  # fmt: skip
+    features = datasets.Features(
+        {
+            "audio": datasets.Audio(decode=False),
+            "sentence": datasets.Value("string"),
+            "locale": datasets.Value("string"),
+            "path": datasets.Value("string"),
+        }
+    )
+
+    def split(names):
+        # An Audio column as datasets stores it ({bytes, path}); built from Arrow
+        # because encoding through the Audio feature needs torchcodec.
+        import pyarrow as pa
+        from datasets.table import InMemoryTable
+
+        audio = [{"bytes": (tmp_path / "src" / f"{n}.wav").read_bytes(), "path": f"{n}.wav"}
+                 for n in names]  # fmt: skip
+        table = pa.table(
+            {
+                "audio": pa.array(audio, type=features["audio"].pa_type),
+                "sentence": [f"phrase {n}" for n in names],
+                "locale": ["fr"] * len(names),
+                "path": [f"{n}.wav" for n in names],
+            }
+        )
+        return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features))
+
+    folder = tmp_path / "saved"
+    datasets.DatasetDict({"train": split(["a", "b"]), "test": split(["c"])}).save_to_disk(
+        str(folder)
+    )
+    examples, rejects = read(ManifestConfig(format="hf-parquet", input=str(folder)))
+    assert rejects == []
+    got = {(e.id, e.split, e.lang, e.text) for e in examples}
+    assert got == {
+        ("fr/a", "train", "fr", "phrase a"),
+        ("fr/b", "train", "fr", "phrase b"),
+        ("fr/c", "test", "fr", "phrase c"),
+    }
+    assert decode_all(examples) == {e.id: [len(clips[e.id[3:]])] for e in examples}
+    for e in examples:  # the very samples, read from the Arrow file's record batch
+        ((_, payload),) = containers.iter_group(
+            containers.make_group(containers.group_key(e), [e]), audio.AudioConfig()
+        )
+        ((_, samples),) = audio.prepare_bytes(e, payload, audio.AudioConfig())
+        np.testing.assert_allclose(samples, clips[e.id[3:]], atol=1e-4)
+    only_test = ManifestConfig(format="hf-parquet", input=str(folder), splits=("test",))
+    assert [e.id for e in read(only_test)[0]] == ["fr/c"]
+
+
+def test_lhotse_cutset_written_by_lhotse_is_read_exactly(tmp_path, monkeypatch):
+    lhotse = pytest.importorskip("lhotse")
+    samples = _wav(tmp_path / "audio" / "long.wav", 3.0, 0)
+    monkeypatch.chdir(tmp_path)  # lhotse records paths as given: relative to the working dir
+    recording = lhotse.Recording.from_file("audio/long.wav")
+    sup = lhotse.SupervisionSegment(
+        id="s1", recording_id=recording.id, start=0.0, duration=1.0, text="un", language="fr"
+    )
+    cut = lhotse.MonoCut(
+        id="c1", start=0.5, duration=1.0, channel=0, recording=recording, supervisions=[sup]
+    )
+    lhotse.CutSet.from_cuts([cut]).to_file(str(tmp_path / "cuts.jsonl.gz"))
+    config = ManifestConfig(format="lhotse", input=str(tmp_path / "cuts.jsonl.gz"), audio_root=".")
+    examples, rejects = read(config)
+    assert rejects == [] and [(e.id, e.lang, e.text) for e in examples] == [("s1", "fr", "un")]
+    ((_, got),) = audio.prepare(examples[0], audio.AudioConfig())
+    np.testing.assert_allclose(got, samples[8000:24000], atol=1e-4)
