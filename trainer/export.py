@@ -78,23 +78,33 @@ class DualEncoder:
 
     @torch.no_grad()
     def _embed(self, bodies, langs, modality, batch_size=32):
-        cfg, out = self.cfg, []
+        out = []
         for i in range(0, len(bodies), batch_size):
             chunk = zip(bodies[i : i + batch_size], langs[i : i + batch_size])
-            rows = [self._row(body, lang, modality) for body, lang in chunk]
-            width = max(len(r) for r, _ in rows)
-            ids = torch.full((len(rows), width), cfg["pad_id"], dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            pool = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, (row, start) in enumerate(rows):
-                ids[j, : len(row)] = torch.tensor(row)
-                mask[j, : len(row)] = 1
-                pool[j, 0 if cfg["pool_prefix"] or start == len(row) else start : len(row)] = 1
-            ids, mask, pool = ids.to(self.device), mask.to(self.device), pool.to(self.device)
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            out.append(self._pool(hidden, pool))
-        emb = self.proj(torch.cat(out).float())
-        return torch.nn.functional.normalize(emb, dim=-1) if cfg["normalize"] else emb
+            out.append(self.pooled(**self.pack([self._row(b, lang, modality) for b, lang in chunk])))
+        return self.project(torch.cat(out))
+
+    def pack(self, rows):
+        """Rows of ``_row`` -> padded ``input_ids``, ``attention_mask`` and the
+        ``pool_mask`` of the positions pooled (the content, after the prefix)."""
+        width = max(len(r) for r, _ in rows)
+        ids = torch.full((len(rows), width), self.cfg["pad_id"], dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        pool = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, (row, start) in enumerate(rows):
+            ids[j, : len(row)] = torch.tensor(row)
+            mask[j, : len(row)] = 1
+            pool[j, 0 if self.cfg["pool_prefix"] or start == len(row) else start : len(row)] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
+                "pool_mask": pool.to(self.device)}  # fmt: skip
+
+    def pooled(self, input_ids, attention_mask, pool_mask):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._pool(hidden, pool_mask)
+
+    def project(self, pooled):
+        emb = self.proj(pooled.float())
+        return torch.nn.functional.normalize(emb, dim=-1) if self.cfg["normalize"] else emb
 
     def _pool(self, hidden, mask):
         pos = torch.arange(mask.shape[1], device=mask.device)
@@ -107,21 +117,103 @@ class DualEncoder:
         weights = mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
+    def text_body(self, text):
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.cfg["max_text_tokens"]]
+
+    def speech_body(self, codes):
+        """codes: audio-token ids of one utterance (0 <= c < codebook_size), as in the shards."""
+        cap, name = self.cfg["max_speech_tokens"], self.cfg["audio_token"]
+        return self.tokenizer.convert_tokens_to_ids([name.format(int(c)) for c in codes[:cap]])
+
     def embed_text(self, texts, langs):
-        cap = self.cfg["max_text_tokens"]
-        bodies = [self.tokenizer(t, add_special_tokens=False)["input_ids"][:cap] for t in texts]
-        return self._embed(bodies, langs, "text")
+        return self._embed([self.text_body(t) for t in texts], langs, "text")
 
     def embed_speech(self, codes, langs):
         """codes: audio-token ids per utterance (0 <= c < codebook_size), as in the shards."""
-        cfg = self.cfg
-        cap, name = cfg["max_speech_tokens"], cfg["audio_token"]
-        bodies = [
-            self.tokenizer.convert_tokens_to_ids([name.format(int(c)) for c in seq[:cap]])
-            for seq in codes
-        ]
-        return self._embed(bodies, langs, "speech")
+        return self._embed([self.speech_body(seq) for seq in codes], langs, "speech")
 '''
+
+# sentence-transformers loads the folder through this module (``modules.json``),
+# with the snippet above pasted before it: the same tokens and vectors as
+# DualEncoder, so as ``speechtok embed``. Without ``trust_remote_code=True``
+# sentence-transformers refuses to load the folder (it never guesses a pooling).
+ST_MODULE_FILE = "sentence_transformer_module.py"
+ST_SNIPPET = '''
+
+import re
+
+
+class SpeechtokModule(torch.nn.Module):
+    """A speechtok dual encoder as one sentence-transformers module.
+
+        model = SentenceTransformer(path, trust_remote_code=True)
+        model.encode(["Bonjour"], prompt_name="text-fr")            # or prompt="[fr] [text]"
+        model.encode(["<a3><a17><a250>"], prompt_name="speech-fr")  # audio tokens (or "3 17 250")
+
+    The prompt names the language and the modality (the prefix of every row);
+    it is required: the model was trained with it.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.encoder = DualEncoder(path)
+        self.backbone, self.projection = self.encoder.model, self.encoder.proj
+        template = re.escape(self.encoder.cfg["prefix_template"])
+        template = template.replace(re.escape("{lang}"), "(?P<lang>.+?)")
+        self.prompt = re.compile(template.replace(re.escape("{modality}"), "(?P<modality>speech|text)"))
+
+    @staticmethod
+    def load(path):
+        return SpeechtokModule(path)
+
+    def save(self, path, *args, **kwargs):
+        raise NotImplementedError("a speechtok export is written by `speechtok export`")
+
+    def get_sentence_embedding_dimension(self):
+        return self.encoder.cfg["embedding_dim"]
+
+    def preprocess(self, inputs, prompt=None, **kwargs):
+        found = self.prompt.fullmatch((prompt or "").strip())
+        if not found:
+            raise ValueError(
+                f"prompt {prompt!r}: a speechtok model needs the language and the modality of its "
+                "inputs: encode(..., prompt_name='text-fr') or prompt='"
+                + self.encoder.cfg["prefix_template"].format(lang="fr", modality="text") + "'"
+            )
+        lang, modality = found["lang"], found["modality"]
+        if modality == "speech":
+            bodies = [self.encoder.speech_body([int(c) for c in re.findall(r"\\d+", x)]) for x in inputs]
+        else:
+            bodies = [self.encoder.text_body(x) for x in inputs]
+        return self.encoder.pack([self.encoder._row(b, lang, modality) for b in bodies])
+
+    def forward(self, features, **kwargs):
+        self.encoder.device = features["input_ids"].device
+        pooled = self.encoder.pooled(
+            features["input_ids"], features["attention_mask"], features["pool_mask"]
+        )
+        features["sentence_embedding"] = self.encoder.project(pooled)
+        return features
+'''
+
+
+def sentence_transformers_files(meta: dict) -> dict[str, str]:
+    """``modules.json``, ``config_sentence_transformers.json`` (a prompt per
+    trained language and modality; others by ``prompt=``) and the module file."""
+    prompts = {
+        f"{modality}-{lang}": meta["prefix_template"].format(lang=lang, modality=modality)
+        for lang in meta["languages"]
+        for modality in meta["modalities"]
+    }
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformer_module.SpeechtokModule"}
+    ]
+    config = {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "dot"}
+    return {
+        "modules.json": json.dumps(modules, indent=2),
+        "config_sentence_transformers.json": json.dumps(config, indent=2, sort_keys=True),
+        ST_MODULE_FILE: SNIPPET + ST_SNIPPET,
+    }
 
 
 def _merged_embedding(model) -> tuple[torch.nn.Module, int, int]:
@@ -185,14 +277,21 @@ def settings(model, run_config: dict, t: int, a: int) -> dict:
         "tokens": run_config.get("tokens"),
         "llm": run_config.get("llm"),
         "run_step": run_config.get("step"),
-        "languages": sorted(((run_config.get("train") or {}).get("data") or {}).get("langs") or []),
+        # The languages trained on (recorded by the run; older runs: --langs as given).
+        "languages": sorted(
+            (run_config.get("tokens") or {}).get("langs")
+            or ((run_config.get("train") or {}).get("data") or {}).get("langs")
+            or []
+        ),
     }
 
 
 def readme(meta: dict) -> str:
     langs = ", ".join(meta["languages"]) or "(every language of its training shards)"
+    language = "".join(f"\n- {lang}" for lang in meta["languages"])
     return f"""---
 library_name: transformers
+language:{language or " []"}
 tags:
 - speechtok
 - sentence-similarity
@@ -231,6 +330,20 @@ dot product. Trained languages: {langs}.
 from encode import DualEncoder
 enc = DualEncoder(".")
 scores = enc.embed_speech([[3, 17, 250]], ["fr"]) @ enc.embed_text(["Bonjour"], ["fr"]).T
+```
+
+## Usage (sentence-transformers)
+
+The same vectors, through `{ST_MODULE_FILE}` (this folder's code, hence
+`trust_remote_code=True`; without it sentence-transformers refuses the folder).
+The prompt names the language and the modality; it is required:
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer(".", trust_remote_code=True)
+text = model.encode(["Bonjour"], prompt_name="text-fr")   # or prompt="[fr] [text]"
+speech = model.encode(["<a3><a17><a250>"], prompt_name="speech-fr")
+scores = speech @ text.T
 ```
 """
 
@@ -277,6 +390,8 @@ def export(run: str, out: str) -> dict:
             save(projection, metadata={"format": EXPORT_FORMAT}),
         )
         storage.write_text(storage.join(work, "encode.py"), SNIPPET)
+        for name, text in sentence_transformers_files(meta).items():
+            storage.write_text(storage.join(work, name), text)
         storage.write_text(storage.join(work, "README.md"), readme(meta))
         for name, data in codebook_files.items():
             storage.write_bytes(storage.join(work, CODEBOOK_DIR, name), data)

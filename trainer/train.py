@@ -169,7 +169,10 @@ class Trainer:
             "k": self.rows.codebook.k,
             "sha256": self.rows.codebook.sha256,
         }
-        self.tokens = token_provenance(data.shards, self.codebook)
+        self.tokens = {  # how audio became tokens, and the languages trained on
+            **token_provenance(data.shards, self.codebook),
+            "langs": sorted({str(lang) for lang in self.rows.langs}),
+        }
         if saved is not None and saved["codebook"] != self.codebook:
             raise ckpt.CheckpointError(
                 f"shards use codebook {self.codebook}, the run {saved['codebook']}"

@@ -37,12 +37,25 @@ def test_file_scheme_is_local(tmp_path):
     assert storage.exists(uri) and storage.read_bytes(uri) == b"abc" and storage.size(uri) == 3
 
 
-@pytest.mark.parametrize("bad", ["../x.wav", "a/../../x.wav", "", ".", "a/.."])
-def test_resolve_under_refuses_climbing_out(tmp_path, bad):
+@pytest.mark.parametrize("bad", ["", ".", "a/.."])
+def test_resolve_under_refuses_what_names_no_file(tmp_path, bad):
     with pytest.raises(storage.PathEscapeError):
         storage.resolve_under(str(tmp_path), bad)
     with pytest.raises(storage.PathEscapeError):
         storage.resolve_under("gs://bkt/corpus", bad)
+
+
+def test_resolve_under_resolves_dotdot_as_the_tools_do(tmp_path):
+    """``..`` resolves against the root (NeMo: the manifest's folder); only
+    ``confine`` refuses what lands elsewhere, and nothing climbs above a bucket."""
+    (tmp_path / "c").mkdir()
+    assert storage.resolve_under(str(tmp_path / "c"), "../x.wav") == str(tmp_path / "x.wav")
+    assert storage.resolve_under(str(tmp_path / "c"), "a/../../x.wav") == str(tmp_path / "x.wav")
+    assert storage.resolve_under("gs://bkt/corpus", "../x.wav") == "gs://bkt/x.wav"
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under("gs://bkt/corpus", "../../x.wav")
+    with pytest.raises(storage.PathEscapeError):
+        storage.resolve_under(str(tmp_path / "c"), "../x.wav", confine=str(tmp_path / "c"))
 
 
 def test_resolve_under_takes_absolute_paths_and_uris_as_written(tmp_path):
@@ -81,8 +94,8 @@ def test_resolve_under_follows_symlinks_unless_confined(tmp_path):
 def test_resolve_under_on_object_stores():
     assert storage.resolve_under("gs://bkt/corpus", "clips/a.mp3") == "gs://bkt/corpus/clips/a.mp3"
     assert storage.resolve_under("gs://bkt/corpus", "a/./b/../c.wav") == "gs://bkt/corpus/a/c.wav"
-    with pytest.raises(storage.PathEscapeError):
-        storage.resolve_under("gs://bkt/corpus", "clips/../../other/a.mp3")
+    other = storage.resolve_under("gs://bkt/corpus", "clips/../../other/a.mp3")
+    assert other == "gs://bkt/other/a.mp3"  # ".." applied lexically: no links in a bucket
     assert (
         storage.resolve_under("gs://bkt/corpus", "gs://bkt/corpus2/a.mp3")
         == "gs://bkt/corpus2/a.mp3"

@@ -11,6 +11,7 @@ exported folder in a fresh ``python -I`` that cannot import speechtok.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -172,7 +173,30 @@ np.save(out, np.concatenate([speech, text]), allow_pickle=False)
 """
 
 
-def _parity(run, tokens_dir, split, tmp_path) -> tuple[float, np.ndarray]:
+# The export through sentence-transformers, as its users load it (prompts name the
+# language and modality); first refused without trust_remote_code.
+ST_SCRIPT = (
+    PARITY_SCRIPT.split("import numpy as np")[0]
+    + r"""
+import numpy as np
+from sentence_transformers import SentenceTransformer
+data = json.load(open(inputs))
+try:
+    SentenceTransformer(export_dir)
+    raise SystemExit("loaded without trust_remote_code")
+except ValueError as exc:
+    assert "trust_remote_code" in str(exc), exc
+model = SentenceTransformer(export_dir, trust_remote_code=True)
+speech = [model.encode(["".join(f"<a{c}>" for c in codes)], prompt_name=f"speech-{lang}")[0]
+          for codes, lang in zip(data["tokens"], data["speech_langs"])]
+text = [model.encode([t], prompt_name=f"text-{lang}")[0]
+        for t, lang in zip(data["texts"], data["text_langs"])]
+np.save(out, np.asarray(speech + text, dtype=np.float32), allow_pickle=False)
+"""
+)
+
+
+def _parity(run, tokens_dir, split, tmp_path, script=PARITY_SCRIPT) -> tuple[float, np.ndarray]:
     """Max abs difference between `speechtok embed` and the exported folder loaded
     without speechtok, on 20 recordings and 20 texts of the shards."""
     model_dir = tmp_path / "model"
@@ -208,10 +232,12 @@ def _parity(run, tokens_dir, split, tmp_path) -> tuple[float, np.ndarray]:
     )
     out = tmp_path / "theirs.npy"
     proc = subprocess.run(
-        [sys.executable, "-I", "-c", PARITY_SCRIPT, str(model_dir), str(inputs), str(out)],
+        [sys.executable, "-I", "-c", script, str(model_dir), str(inputs), str(out)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        # dynamic modules are copied under HF_HOME; nothing is fetched
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = np.load(out, allow_pickle=False)
@@ -229,6 +255,17 @@ def test_export_gives_the_embeddings_of_speechtok_embed(run, tokens, tmp_path):
     assert (model_dir / "codebook" / "centroids.npy").is_file()
     assert json.loads((model_dir / "config.json").read_text())["vocab_size"] == 260 + 64
     assert "from encode import DualEncoder" in (model_dir / "README.md").read_text()
+
+
+def test_export_loads_in_sentence_transformers_with_the_same_vectors(run, tokens, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    diff, _ = _parity(run, tokens, None, tmp_path, script=ST_SCRIPT)
+    assert diff < 1e-4
+    meta = json.loads((tmp_path / "model" / "dual_encoder.json").read_text())
+    trained = sorted({r["lang"] for r in _train_rows(tokens)})
+    assert meta["languages"] == trained and len(trained) > 1  # every language trained on
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "language:" + "".join(f"\n- {lang}" for lang in trained) + "\n" in card
 
 
 @pytest.mark.slow
