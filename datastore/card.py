@@ -103,10 +103,17 @@ def configs(index: Index) -> list[dict]:
                 {"config_name": f"{src}-{tgt}", "data_files": [{"split": "train", "path": path}]}
             )
     if schema.EMBEDDINGS_DIR in kinds:
+        split = index.config.get("split") if index.job == "embed" else None
         out.append(
             {
                 "config_name": "default" if not out else "embeddings",
-                "data_files": [{"split": "train", "path": "embeddings/part-*.parquet"}],
+                # embed --split test: the rows are the test split's
+                "data_files": [
+                    {
+                        "split": split if split and _SPLIT_NAME.match(split) else "train",
+                        "path": "embeddings/part-*.parquet",
+                    }
+                ],
             }
         )
     if schema.REJECTS_DIR in kinds:
@@ -119,9 +126,48 @@ def configs(index: Index) -> list[dict]:
     return out
 
 
-def _yaml(configs_: list[dict]) -> str:
+# The hub's size buckets (dataset cards' ``size_categories``).
+_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+          (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))  # fmt: skip
+
+
+def size_category(rows: int) -> str:
+    return next((name for limit, name in _SIZES if rows < limit), "n>10M")
+
+
+def languages(index: Index) -> list[str]:
+    """The languages of the folder's rows, from its partitions (token ``lang``,
+    bitext ``src_lang`` and ``tgt_lang``)."""
+    found: set[str] = set()
+    for kind, keys in (
+        (schema.TOKENS_DIR, ("lang",)),
+        (schema.BITEXT_DIR, ("src_lang", "tgt_lang")),
+    ):
+        for s in _kinds(index).get(kind, []):
+            found.update(parse_partition(s["path"], kind)[k] for k in keys)
+    return sorted(found)
+
+
+def header_facts(out_dir: str, index: Index) -> dict:
+    """The card's hub metadata: ``pretty_name``, ``language``, ``license``, ``size_categories``."""
+    rows = sum(int(s["rows"]) for s in index.shards if not s["path"].startswith("rejects/"))
+    write = index.config.get("write") if isinstance(index.config.get("write"), dict) else {}
+    return {
+        "pretty_name": storage.basename(out_dir.rstrip("/")) or out_dir,
+        "language": languages(index),
+        "license": write.get("license") or "unknown",
+        "size_categories": [size_category(rows)],
+    }
+
+
+def _yaml(configs_: list[dict], facts: dict | None = None) -> str:
     """The YAML header; strings are JSON-quoted (valid YAML double-quoted scalars)."""
     lines = ["---"]
+    for key, value in (facts or {}).items():
+        if isinstance(value, list):
+            lines.append(f"{key}:" + ("".join(f"\n- {json.dumps(v)}" for v in value) or " []"))
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
     if configs_:
         lines.append("configs:")
         for c in configs_:
@@ -276,7 +322,7 @@ def render(out_dir: str, index: Index) -> str:
     c = index.counts
     title = storage.basename(out_dir) or out_dir
     body = [
-        _yaml(configs(index)),
+        _yaml(configs(index), header_facts(out_dir, index)),
         "",
         f"# {title}",
         "",

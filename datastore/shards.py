@@ -62,8 +62,13 @@ class WriteConfig:
     rows_per_shard: int = setting(50_000, help="target rows per shard")
     row_group_rows: int = 10_000
     compression: str = setting("zstd", help="Parquet compression")
+    license: str = setting(
+        "unknown", help="the data's license (an SPDX id: cc-by-4.0...), for the dataset card"
+    )
 
     def __post_init__(self) -> None:
+        if not self.license.strip() or any(c in self.license for c in "\n\r\"'"):
+            raise ValueError(f"--license {self.license!r}: one line, no quotes")
         if self.rows_per_shard < 1 or self.row_group_rows < 1:
             raise ValueError("rows_per_shard and row_group_rows must be >= 1")
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):

@@ -48,7 +48,15 @@ def summary_lines(title: str, index: shards.Index | None, counters: dict, timing
         lines.append("no _index.json written")
     else:
         c = index.counts
-        lines += [f"{name:<12}{c[name]:>10}" for name in ("input", "accepted", "rejected")]
+        runs = index.extra.get("runs") or []
+        if len(runs) > 1:  # an append: this run's records, then the folder's
+            lines.append(f"{'':<12}{'this run':>10}{'folder':>10}   ({len(runs)} runs)")
+            lines += [
+                f"{name:<12}{runs[-1][name]:>10}{c[name]:>10}"
+                for name in ("input", "accepted", "rejected")
+            ]
+        else:
+            lines += [f"{name:<12}{c[name]:>10}" for name in ("input", "accepted", "rejected")]
         for reason, n in sorted(index.rejects_by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {reason:<22}{n:>8}")
         kinds: dict[str, list[dict]] = {}

@@ -36,7 +36,11 @@ RESUMABLE_CHANGES = (
 class DualEncoderConfig:
     """What defines the model (stored in the run's ``config.json``)."""
 
-    llm: str = setting(DEFAULT_BACKBONE, help=f"{DEFAULT_BACKBONE} | hf:<dir or hub id>")
+    llm: str = setting(
+        DEFAULT_BACKBONE,
+        help=f"{DEFAULT_BACKBONE} | gemma-3-270m-random (its architecture, random weights) | "
+        "debug (tiny, random: tests) | hf:<dir or hub id>",
+    )
     layers: int | None = setting(None, help="keep only the first N backbone layers")
     pooling: str = setting("mean", help="mean | last | first")
     projection_dim: int | None = None  # None: the backbone's hidden size
@@ -73,9 +77,7 @@ class DualEncoderConfig:
 class LossConfig:
     """Weights of the loss terms."""
 
-    spread_out_weight: float = setting(
-        1.0, help="weight of the spread-out regulariser (the demo uses 0.1)"
-    )
+    spread_out_weight: float = setting(1.0, help="weight of the spread-out regulariser")
 
     def __post_init__(self):
         if self.spread_out_weight < 0:
@@ -132,7 +134,7 @@ class TrainConfig:
         "random",
         choices=AUDIO_INITS,
         help="audio rows start random (as in the paper) or from the characters they align "
-        "with in the training transcripts (the demo uses aligned)",
+        "with in the training transcripts",
     )
     save_every: int = setting(500, help="checkpoint every N steps")
     log_every: int = 10

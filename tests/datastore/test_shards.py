@@ -184,4 +184,8 @@ def test_card_configs_follow_the_listed_partitions(tmp_path):
     ]
     assert configs["rejects"] == [{"split": "train", "path": "rejects/part-*.parquet"}]
     text = card.render(str(tmp_path), index)
-    assert text.startswith("---\nconfigs:\n") and "| dev | 0 | 3 | 3 |" in text
+    assert (
+        text.startswith("---\npretty_name: ")
+        and "\nconfigs:\n" in text
+        and "| dev | 0 | 3 | 3 |" in text
+    )

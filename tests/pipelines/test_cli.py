@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +264,19 @@ def test_max_reject_fraction_must_be_a_fraction(capsys):
             cli.main([*TOKENIZE_ARGV, "--max-reject-fraction", bad])
         assert exc.value.code == 2
     assert "--max-reject-fraction" in capsys.readouterr().err
+
+
+def test_train_help_names_every_backbone_and_no_stale_demo_setting(capsys):
+    from dataclasses import fields
+
+    from pipelines.demo import DemoConfig
+    from trainer.backbones import backbone_names
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in backbone_names() if name != "hf")
+    demo = {f.name.replace("_", "-"): f.default for f in fields(DemoConfig)}
+    for said in re.finditer(r"\(the demo uses ([^)]+)\)", text):
+        flag = re.findall(r"  ?--([a-z-]+) [A-Z_{]", text[: said.start()])[-1]
+        assert str(demo[flag]) == said[1], (flag, said[1], demo.get(flag))

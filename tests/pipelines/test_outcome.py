@@ -126,6 +126,21 @@ def test_append_run_with_nothing_new_is_a_success(tmp_path):
         outcome.check(lone, args)
 
 
+def test_append_summary_shows_this_run_and_the_folder():
+    from pipelines.summary import run_timings, summary_lines
+
+    first = {"input": 18, "accepted": 18, "rejected": 0}
+    nothing_new = dict.fromkeys(first, 0)
+    index = Index(job="tokenize", config={}, counts=first, extra={"runs": [first, nothing_new]})
+    lines = summary_lines("tokenize -> out", index, {}, run_timings(1.0, {}))
+    assert lines[1].split() == ["this", "run", "folder", "(2", "runs)"]
+    assert [line.split() for line in lines[2:5]] == [
+        ["input", "0", "18"],
+        ["accepted", "0", "18"],
+        ["rejected", "0", "0"],
+    ]
+
+
 # -- through the real jobs ---------------------------------------------------
 
 

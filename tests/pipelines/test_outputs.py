@@ -159,7 +159,7 @@ def test_load_dataset_gives_the_splits_from_the_card(outputs, tmp_path):
 def test_the_card_describes_the_whole_folder_after_an_append(outputs):
     card = (outputs["tok"] / "README.md").read_text()
     index = shards.Index.read(str(outputs["tok"]))
-    assert card.startswith("---\nconfigs:\n")
+    assert card.startswith("---\n") and "\nconfigs:\n" in card.split("\n---\n")[0]
     c = index.counts
     assert f"input {c['input']}, accepted {c['accepted']}, rejected {c['rejected']}" in card
     assert "| runs | 2 (appended with `--skip-existing`) |" in card
@@ -170,6 +170,29 @@ def test_the_card_describes_the_whole_folder_after_an_append(outputs):
     assert 'config_name: "fr"' in first and 'config_name: "de"' not in first
     n_files = sum(1 for s in index.shards if s["path"].startswith("tokens/"))
     assert f"| tokens shards | {n_files} files, {c['accepted']} rows |" in card
+
+
+def test_the_card_header_has_the_hub_metadata(outputs):
+    yaml = pytest.importorskip("yaml")
+    index = shards.Index.read(str(outputs["tok"]))
+    langs = sorted(
+        {s.partition["lang"] for s in shards.listed_shards(str(outputs["tok"]), "tokens")}
+    )
+    header = yaml.safe_load((outputs["tok"] / "README.md").read_text().split("---")[1])
+    assert header["pretty_name"] == "tok" and header["license"] == "unknown"
+    assert header["language"] == langs and len(langs) > 1
+    assert header["size_categories"] == ["n<1K"] and index.counts["accepted"] < 1000
+    bt = yaml.safe_load((outputs["bt"] / "README.md").read_text().split("---")[1])
+    pairs = {s.partition[k] for s in shards.listed_shards(str(outputs["bt"]), "bitext")
+             for k in ("src_lang", "tgt_lang")}  # fmt: skip
+    assert bt["language"] == sorted(pairs)
+
+
+def test_license_flag_reaches_the_card(mini_corpus, tmp_path):
+    wm = str(mini_corpus / "wikimatrix" / "*.tsv.gz")
+    args = ["bitext", "--input", wm, "--min-score", "1.04", "--out", str(tmp_path / "bt")]
+    assert main([*args, "--license", "cc-by-sa-4.0"]) == 0
+    assert '\nlicense: "cc-by-sa-4.0"\n' in (tmp_path / "bt" / "README.md").read_text()
 
 
 def test_codebook_folder_card(outputs):

@@ -126,7 +126,7 @@ def nemo(root: Path) -> Built:
             "duration": 2.0,
             "text": "absolu",
         },
-        utt_id=f"{root}/audio/clip@1.000+2.000",
+        utt_id="audio/clip@1.000+2.000",  # absolute, under the manifest's folder: relative id
         accept=Utt("absolu", 32000, 1.0),
     )
     add(

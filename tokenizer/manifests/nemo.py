@@ -9,7 +9,9 @@ only ``[offset, offset + duration)`` is tokenized, to the end without
 ``taskname`` and ``answer`` (the transcript of an ``asr`` task, else a
 translation: the row's ``translation`` and ``tgt_lang``), ``id``
 (else derived from the path and the segment: ``clips/a``, ``clips/a@2.000`` or
-``clips/a@2.000+1.500``, exact times: segments sharing an offset stay apart),
+``clips/a@2.000+1.500``, exact times: segments sharing an offset stay apart;
+an absolute path under the manifest's folder counts from that folder, so ids
+do not change with where the corpus sits),
 ``speaker``. NeMo manifests name no split: ``--split`` (default ``train``).
 Relative paths resolve against ``--audio-root`` (default: the manifest's
 folder, as NeMo resolves them).
@@ -17,6 +19,7 @@ folder, as NeMo resolves them).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from datastore import storage
@@ -78,7 +81,7 @@ class NemoReader:
             offset, duration = number(obj.get("offset")), number(obj.get("duration"))
             path = obj["audio_filepath"]
             utt_id = obj.get("id") or path_id(
-                path, offset, duration if offset is not None else None
+                _relative_to(path, root), offset, duration if offset is not None else None
             )
             own = obj.get("lang") or obj.get("source_lang")  # Canary manifests: source_lang
             short, code = lang_codes(own) if own else (config.lang, None)  # --lang: only if none
@@ -117,6 +120,17 @@ class NemoReader:
                 duration_s=duration,
             )
             yield example_reject(example, source, lineno) or example
+
+
+def _relative_to(path: str, root: str) -> str:
+    """An absolute path under the manifest's folder (or ``--audio-root``) as a
+    relative one, so a clip's id does not depend on where the corpus sits
+    (NeMo's own tools write absolute paths); other paths as written."""
+    if not (os.path.isabs(path) and storage.is_local(root)):
+        return path
+    folder = os.path.abspath(storage.local_path(root))
+    inside = os.path.commonpath([folder, os.path.abspath(path)]) == folder
+    return os.path.relpath(path, folder).replace(os.sep, "/") if inside else path
 
 
 def _texts(obj: dict) -> tuple[str | None, str | None, str | None]:
