@@ -152,9 +152,16 @@ def _tar_pass(examples, config: AudioConfig):
             yield e, failure or missing
 
 
+# A member named ``STEM.*`` is ``STEM`` with whatever audio extension it has
+# (lhotse Shar writes ``CUT_ID.flac`` or ``.wav``... beside ``CUT_ID.json``).
+ANY_AUDIO = "*"
+
+
 def _wanted_name(stored: str, wanted: dict, done: set) -> str | None:
     name = stored[2:] if stored.startswith("./") else stored
-    for candidate in (name, name.split("/", 1)[-1]):
+    stem, dot, ext = name.rpartition(".")
+    any_ext = [f"{stem}.{ANY_AUDIO}"] if dot and ext != "json" else []
+    for candidate in (name, name.split("/", 1)[-1], *any_ext):
         if candidate in wanted and candidate not in done:
             return candidate
     return None

@@ -94,3 +94,47 @@ def test_lhotse_cutset_written_by_lhotse_is_read_exactly(tmp_path, monkeypatch):
     assert rejects == [] and [(e.id, e.lang, e.text) for e in examples] == [("s1", "fr", "un")]
     ((_, got),) = audio.prepare(examples[0], audio.AudioConfig())
     np.testing.assert_allclose(got, samples[8000:24000], atol=1e-4)
+
+
+def test_lhotse_shar_folder_is_read_exactly(tmp_path, monkeypatch):
+    """``CutSet.to_shar``: cuts shards + recording tar shards (the cuts' own audio)."""
+    lhotse = pytest.importorskip("lhotse")
+    samples = _wav(tmp_path / "audio" / "long.wav", 3.0, 0)
+    monkeypatch.chdir(tmp_path)
+    recording = lhotse.Recording.from_file("audio/long.wav")
+    cuts = []
+    for i, (start, sup_start) in enumerate([(0.5, 0.25), (1.0, 0.0), (2.0, 0.5)]):
+        sup = lhotse.SupervisionSegment(
+            id=f"s{i}", recording_id=recording.id, start=sup_start, duration=0.5,
+            text=f"mot {i}", language="French",
+        )  # fmt: skip
+        cuts.append(
+            lhotse.MonoCut(
+                id=f"c{i}",
+                start=start,
+                duration=1.0,
+                channel=0,
+                recording=recording,
+                supervisions=[sup],
+            )
+        )
+    (tmp_path / "shar").mkdir()
+    lhotse.CutSet.from_cuts(cuts).to_shar(
+        str(tmp_path / "shar"), fields={"recording": "flac"}, shard_size=2
+    )
+    config = ManifestConfig(format="lhotse", input=str(tmp_path / "shar"))
+    examples, rejects = read(config)
+    assert rejects == []
+    assert [(e.id, e.lang, e.text) for e in examples] == [
+        ("s0", "fr", "mot 0"), ("s1", "fr", "mot 1"), ("s2", "fr", "mot 2"),
+    ]  # fmt: skip
+    decoded = {}
+    for e in examples:
+        key = containers.group_key(e)
+        for ex, payload in containers.iter_group(
+            containers.make_group(key, [e]), audio.AudioConfig()
+        ):
+            ((_, decoded[ex.id]),) = audio.prepare_bytes(ex, payload, audio.AudioConfig())
+    for i, (start, sup_start) in enumerate([(0.5, 0.25), (1.0, 0.0), (2.0, 0.5)]):
+        first = round((start + sup_start) * SR)
+        np.testing.assert_allclose(decoded[f"s{i}"], samples[first : first + 8000], atol=1e-4)

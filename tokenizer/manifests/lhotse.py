@@ -20,16 +20,25 @@ supervision ids; ``language`` may be a name (``English``) or a code (else
 Sources: ``file`` (path policy as every format: relative to
 ``--audio-root``, default the manifest's folder), ``url`` (a URI, taken as
 written), ``command`` (a shell command: a ``shell_command`` reject unless
-``--allow-commands``); ``memory`` and ``shar`` sources, MixedCuts and audio
-transforms other than ``Resample`` are refused as ``malformed_line``.
+``--allow-commands``); ``memory`` sources, MixedCuts and audio transforms
+other than ``Resample`` are refused as ``malformed_line``.
+
+lhotse Shar (``CutSet.to_shar``): ``--input`` a Shar folder, whose
+``cuts.NNNNNN.jsonl.gz`` shards are read in order; a cut's ``shar`` source is
+the member ``CUT_ID.EXT`` of ``recording.NNNNNN.tar`` beside it (the cut's own
+audio: lhotse writes the cut with ``start`` 0), read in one pass per archive
+as every tar member is.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 
 from datastore import storage
-from datastore.records import COMMAND, FILE, AudioExample, Reason
+from datastore.records import COMMAND, FILE, TAR, AudioExample, Reason
+from tokenizer.containers import ANY_AUDIO, tar_ref
 from tokenizer.manifests import ManifestConfig, register_reader
 from tokenizer.manifests.fields import json_objects, lang_codes, lang_problem, number
 from tokenizer.manifests.lines import (
@@ -42,6 +51,7 @@ from tokenizer.manifests.lines import (
 
 CUT_TYPES = ("MonoCut", "MultiCut")
 PAIR_MARK = "supervisions"
+SHAR_CUTS = re.compile(r"^cuts\.(?P<shard>\d+)\.jsonl(\.gz)?$")
 
 
 class Refused(Exception):
@@ -63,6 +73,12 @@ def recordings_file(supervisions: str) -> str:
 class LhotseReader:
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
+        if storage.is_local(config.input) and os.path.isdir(storage.local_path(config.input)):
+            shards = [f for f in storage.glob(storage.join(config.input, "cuts.*.jsonl*"))
+                      if SHAR_CUTS.match(storage.basename(f))]  # fmt: skip
+            if not shards:
+                raise ValueError(f"lhotse: {config.input} is a folder without Shar cuts.*.jsonl.gz")
+            return sorted(shards)
         if PAIR_MARK in storage.basename(config.input):
             recordings = recordings_file(config.input)
             if not storage.exists(recordings):
@@ -80,7 +96,7 @@ class LhotseReader:
     ) -> Iterator[AudioExample]:
         if not config.wants_split(config.default_split):
             return
-        recordings = None
+        recordings, archive = None, shar_archive(source)
         if PAIR_MARK in storage.basename(source):
             recordings = _load_recordings(recordings_file(source), config.max_line_bytes)
         for lineno, obj, reject in json_objects(source, config.max_line_bytes, span):
@@ -89,7 +105,7 @@ class LhotseReader:
             if obj is None:
                 continue
             try:
-                pairs = _pair(obj, recordings) if recordings is not None else _cut(obj)
+                pairs = _pair(obj, recordings) if recordings is not None else _cut(obj, archive)
                 items = [
                     item
                     for sup, recording, offset in pairs
@@ -125,7 +141,16 @@ def _load_recordings(uri: str, max_line_bytes: int) -> dict[str | None, dict | s
     return out
 
 
-def _cut(obj: dict):
+def shar_archive(cuts: str) -> str | None:
+    """The ``recording`` tar of a Shar cuts shard (``cuts.000003.jsonl.gz`` ->
+    ``recording.000003.tar``), None for other files."""
+    found = SHAR_CUTS.match(storage.basename(cuts))
+    if not found:
+        return None
+    return storage.join(storage.dirname(cuts), f"recording.{found['shard']}.tar")
+
+
+def _cut(obj: dict, archive: str | None = None):
     kind = obj.get("type", "MonoCut")
     if kind not in CUT_TYPES:
         raise Refused(Reason.MALFORMED_LINE, f"cut type {kind!r} is not supported ({CUT_TYPES})")
@@ -142,6 +167,8 @@ def _cut(obj: dict):
     if not sups:
         raise Refused(Reason.BAD_TEXT, "cut without a supervision: no transcript")
     channel = obj.get("channel")
+    if archive is not None:  # Shar: the cut's audio is a member of the shard's archive
+        recording = {**recording, "_shar": (archive, _id(obj))}
     return [({"channel": channel, **sup}, recording, start) for sup in sups]
 
 
@@ -244,9 +271,14 @@ def _audio(config: ManifestConfig, manifest: str, recording: dict, channel: int 
     if src is None:
         raise Refused(Reason.MALFORMED_LINE, "several sources and no channel to choose one")
     kind, where, channels = src.get("type"), src.get("source"), src.get("channels") or []
+    in_file = channels.index(channel) if channel is not None and len(channels) > 1 else None
+    if kind == "shar":
+        archive, cut_id = recording.get("_shar") or (None, None)
+        if archive is None or not cut_id:
+            raise Refused(Reason.MALFORMED_LINE, "a shar source outside a Shar folder's cuts")
+        return TAR, tar_ref(archive, f"{cut_id}.{ANY_AUDIO}"), in_file
     if not isinstance(where, str) or not where:
         raise Refused(Reason.MALFORMED_LINE, f"{kind} source without a source string")
-    in_file = channels.index(channel) if channel is not None and len(channels) > 1 else None
     if kind == "command":
         if not config.allow_commands:
             detail = f"recording audio comes from a shell command ({where[:200]!r}); "
