@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--curve", default=",".join(map(str, CURVE)), help="step counts")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--layers", type=int, default=2, help="Gemma layers kept")
+    p.add_argument("--layers", type=int, default=4, help="Gemma layers kept (4: see premise)")
     p.add_argument("--max-speech-tokens", type=int, default=96)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
     p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
