@@ -58,7 +58,7 @@ TARGETS = {
 
 # -- data ---------------------------------------------------------------------
 WORK = ROOT / "benchmarks" / "results" / "kmeans-work"
-# The reference data: 74k frames of synthesized speech in 6 languages.
+# The reference data of the k-means comparison: 74k frames of synthesized speech in 6 languages.
 FRAME_LANGS = ("fr", "de", "es", "it", "sw", "hi")
 FRAME_COUNT = 74_000
 

@@ -263,11 +263,6 @@ def write_partition(
     ]
 
 
-def existing_shards(out_dir: str, kind: str, partition: dict[str, str] | None = None) -> list[str]:
-    """Shard files already present in one partition folder (sorted)."""
-    return storage.glob(storage.join(out_dir, partition_dir(kind, partition), "part-*.parquet"))
-
-
 def sweep_temp_files(out_dir: str) -> int:
     """Delete temp files a killed run left behind; returns how many."""
     if not storage.is_local(out_dir) or not storage.exists(out_dir):

@@ -279,14 +279,16 @@ def check_input(key: str, args: argparse.Namespace) -> None:
     starts, not a read failure inside the pipeline. Object-store folders are
     prefixes, not objects, so only files are checked there."""
     from datastore import storage
+    from tokenizer import manifests
 
     if key == "bitext":
         return  # a glob: the job refuses one that matches nothing before it starts
-    if args.format == "hf-parquet" and any(c in args.input for c in "*?["):
+    kind = manifests.reader(args.format).input
+    if kind == manifests.ANY_INPUT and any(c in args.input for c in "*?["):
         return  # a glob: no match is "no input", said by the job
-    folder = args.format in ("fleurs", "kaldi")
-    if args.format == "hf-parquet" and storage.is_local(args.input):
-        folder = os.path.isdir(storage.local_path(args.input))  # a folder of Parquet files, or one
+    folder = kind == manifests.FOLDER
+    if kind in (manifests.FILE_OR_FOLDER, manifests.ANY_INPUT) and storage.is_local(args.input):
+        folder = os.path.isdir(storage.local_path(args.input))  # a folder, or one file
     wanted = [("--input", args.input, folder)]
     audio_root = getattr(args, "audio_root", None)  # generated flags: absent when not given
     if audio_root:

@@ -25,12 +25,6 @@ from collections.abc import Mapping
 from datastore.errors import JobFailed
 
 # What --input must name, per manifest format: the hint when nothing was found.
-INPUT_HINTS = {
-    "fleurs": "fleurs expects the data folder holding {lang}/{split}.tsv, "
-    "and --langs/--splits keep only what they name",
-    "covost": "covost expects a covost_v2.{src}_{tgt}.tsv; --langs/--splits may exclude it",
-    "jsonl": "jsonl expects one JSON object per line",
-}
 MAX_REASONS = 5
 
 
@@ -91,7 +85,8 @@ def check(index, args) -> None:
     if counts["input"] == 0 and len(runs) > 1:
         return  # --skip-existing found every id already tokenized
     fmt = getattr(args, "format", None)
-    hint = f"--input {args.input}" + (f": {INPUT_HINTS[fmt]}" if fmt in INPUT_HINTS else "")
+    said = _input_hint(fmt)
+    hint = f"--input {args.input}" + (f": {said}" if said else "")
     reason = verdict(
         counts,
         index.rejects_by_reason,
@@ -104,3 +99,10 @@ def check(index, args) -> None:
 
         index.mark_failed(out, reason, fence=held_token(out))  # readers refuse the folder
         raise JobFailed(reason)
+
+
+def _input_hint(fmt: str | None) -> str:
+    """What ``--format``'s reader says its input should be ("" for jobs without one)."""
+    from tokenizer.manifests import available_formats, reader
+
+    return reader(fmt).hint if fmt in available_formats() else ""

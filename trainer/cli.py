@@ -24,13 +24,6 @@ def _usage_error(message: str) -> Exception:
     return UsageError(message)
 
 
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    if not value:
-        return None
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    return items or None
-
-
 def add_train_flags(parser) -> None:
     """``speechtok train``'s flags, generated from the configs' user fields
     (help, choices and defaults live in :mod:`trainer.configs` and

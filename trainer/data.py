@@ -277,10 +277,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids) + len(self.bitext_src)
 
-    @property
-    def n_speech_tokens(self) -> int:
-        return int(sum(len(s) for s in self.speech))
-
 
 def plan_epoch(
     lengths: np.ndarray,

@@ -23,7 +23,7 @@ def _wav(path, seconds: float, seed: int) -> np.ndarray:
     return sf.read(path, dtype="float32")[0]
 
 
-def test_datasets_save_to_disk_folder_is_read(tmp_path):
+def test_datasets_save_to_disk_folder_is_read(tmp_path, mfcc_codebook):
     datasets = pytest.importorskip("datasets")
     clips = {name: _wav(tmp_path / "src" / f"{name}.wav", 0.5 + i / 4, i)
              for i, name in enumerate(["a", "b", "c"])}  # fmt: skip
@@ -73,6 +73,9 @@ def test_datasets_save_to_disk_folder_is_read(tmp_path):
         )
         ((_, samples),) = audio.prepare_bytes(e, payload, audio.AudioConfig())
         np.testing.assert_allclose(samples, clips[e.id[3:]], atol=1e-4)
+    _tokenize_exits_clean(
+        ManifestConfig(format="hf-parquet", input=str(folder)), mfcc_codebook, tmp_path / "tok", 3
+    )
     only_test = ManifestConfig(format="hf-parquet", input=str(folder), splits=("test",))
     assert [e.id for e in read(only_test)[0]] == ["fr/c"]
 
@@ -96,7 +99,18 @@ def test_lhotse_cutset_written_by_lhotse_is_read_exactly(tmp_path, monkeypatch):
     np.testing.assert_allclose(got, samples[8000:24000], atol=1e-4)
 
 
-def test_lhotse_shar_folder_is_read_exactly(tmp_path, monkeypatch):
+def _tokenize_exits_clean(config, codebook, out, accepted: int) -> None:
+    """The CLI takes the input as given (a folder here) and accepts every clip."""
+    from datastore import shards
+    from pipelines.cli import main
+
+    args = ["tokenize", "--format", config.format, "--input", config.input, "--encoder", "mfcc"]
+    assert main([*args, "--codebook", str(codebook), "--out", str(out)]) == 0
+    assert shards.Index.read(str(out)).counts == {"input": accepted, "accepted": accepted,
+                                                  "rejected": 0}  # fmt: skip
+
+
+def test_lhotse_shar_folder_is_read_exactly(tmp_path, monkeypatch, mfcc_codebook):
     """``CutSet.to_shar``: cuts shards + recording tar shards (the cuts' own audio)."""
     lhotse = pytest.importorskip("lhotse")
     samples = _wav(tmp_path / "audio" / "long.wav", 3.0, 0)
@@ -124,6 +138,7 @@ def test_lhotse_shar_folder_is_read_exactly(tmp_path, monkeypatch):
     )
     config = ManifestConfig(format="lhotse", input=str(tmp_path / "shar"))
     examples, rejects = read(config)
+    _tokenize_exits_clean(config, mfcc_codebook, tmp_path / "tok", accepted=3)
     assert rejects == []
     assert [(e.id, e.lang, e.text) for e in examples] == [
         ("s0", "fr", "mot 0"), ("s1", "fr", "mot 1"), ("s2", "fr", "mot 2"),

@@ -141,5 +141,8 @@ def check_identity(encoder: Encoder, expected: dict) -> None:
         )
 
 
-# Registration happens on import; these modules import nothing heavy at top level.
-from tokenizer.encoders import hf, mfcc, whisper  # noqa: E402, F401
+# Every module of this package is imported (nothing heavy at their top level):
+# encoders register themselves.
+from datastore.discover import import_modules  # noqa: E402
+
+import_modules(__name__)

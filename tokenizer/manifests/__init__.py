@@ -200,11 +200,17 @@ def _short_codes(codes: tuple[str, ...]) -> frozenset[str]:
     return frozenset(out)
 
 
+# What --input names for a format: a file, a folder, either, or also a glob.
+FILE, FOLDER, FILE_OR_FOLDER, ANY_INPUT = "file", "folder", "file or folder", "file, folder or glob"
+
+
 @dataclass(frozen=True)
 class Reader:
     sources: Callable[[ManifestConfig], list[str]]
     read: Callable[..., Iterator[Item]]
     splittable: Callable[[ManifestConfig, str], bool]
+    input: str = FILE  # what --input names (checked before the job starts)
+    hint: str = ""  # said when the input gave no records
 
 
 def _never(config: ManifestConfig, source: str) -> bool:
@@ -220,12 +226,20 @@ def register_reader(name: str):
     A reader whose sources are plain files of one record per line may also
     define ``splittable(config, source) -> bool``; for a source it accepts,
     ``read(config, source, span=LineSpan)`` reads only that span's lines (see
-    :func:`plan_parts`).
+    :func:`plan_parts`). Class attributes: ``INPUT`` (what ``--input`` names:
+    :data:`FILE` by default, :data:`FOLDER`, :data:`FILE_OR_FOLDER`,
+    :data:`ANY_INPUT`) and ``HINT`` (what the input should be, said when it
+    gave no records).
     """
 
     def wrap(cls):
-        splittable = getattr(cls, "splittable", _never)
-        _READERS[name] = Reader(sources=cls.sources, read=cls.read, splittable=splittable)
+        _READERS[name] = Reader(
+            sources=cls.sources,
+            read=cls.read,
+            splittable=getattr(cls, "splittable", _never),
+            input=getattr(cls, "INPUT", FILE),
+            hint=getattr(cls, "HINT", ""),
+        )
         return cls
 
     return wrap
@@ -332,13 +346,7 @@ def duplicate_reject(example: AudioExample) -> Reject:
     )
 
 
-# Register the built-in readers (imported for their decorators).
-from tokenizer.manifests import (  # noqa: E402,F401
-    covost,
-    fleurs,
-    hf_parquet,
-    jsonl,
-    kaldi,
-    lhotse,
-    nemo,
-)
+# Every module of this package is imported: readers register themselves.
+from datastore.discover import import_modules  # noqa: E402
+
+import_modules(__name__)

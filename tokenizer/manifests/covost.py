@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import AudioExample, Reason
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import FILE, ManifestConfig, register_reader
 from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
 
 _NAME = re.compile(r"covost_v2\.(?P<src>[^_]+)_(?P<tgt>[^_.]+)\.tsv$")
@@ -76,6 +76,9 @@ def load_validated(uri: str, max_bytes: int) -> dict[str, tuple[str, str, str | 
 
 @register_reader("covost")
 class CovostReader:
+    INPUT = FILE
+    HINT = "covost expects a covost_v2.{src}_{tgt}.tsv; --langs/--splits may exclude it"
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         from tokenizer import languages

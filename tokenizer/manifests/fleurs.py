@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from datastore import storage
 from datastore.records import FILE, TAR, AudioExample, Reason
 from tokenizer.containers import tar_ref
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import FOLDER, ManifestConfig, register_reader
 from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
 
 SPLITS = ("train", "dev", "test")
@@ -33,6 +33,12 @@ MIN_COLUMNS, MAX_COLUMNS = 7, 8
 
 @register_reader("fleurs")
 class FleursReader:
+    INPUT = FOLDER
+    HINT = (
+        "fleurs expects the data folder holding {lang}/{split}.tsv, and --langs"
+        "/--splits keep only what they name"
+    )
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         from tokenizer import languages

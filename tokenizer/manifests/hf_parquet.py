@@ -41,7 +41,7 @@ from pathlib import Path
 from datastore import storage
 from datastore.records import FILE, PARQUET, AudioExample, Reason, Reject
 from tokenizer.containers import is_arrow, open_arrow, parquet_ref
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import ANY_INPUT, ManifestConfig, register_reader
 from tokenizer.manifests.fields import lang_codes, lang_problem, stem
 from tokenizer.manifests.lines import example_reject, line_reject, unwritable_field
 
@@ -87,6 +87,12 @@ def split_of(uri: str, config: ManifestConfig) -> str:
 
 @register_reader("hf-parquet")
 class HfParquetReader:
+    INPUT = ANY_INPUT
+    HINT = (
+        "hf-parquet expects Parquet files (a file, a glob or a folder) or a dat"
+        "asets save_to_disk folder"
+    )
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         inp = config.input

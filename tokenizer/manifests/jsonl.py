@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import AudioExample, Reason
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import FILE, ManifestConfig, register_reader
 from tokenizer.manifests.fields import clean_lang, json_object, lang_problem
 from tokenizer.manifests.lines import (
     LineSpan,
@@ -35,6 +35,9 @@ OPTIONAL = ("translation", "tgt_lang", "sentence_id", "speaker", "corpus", "sour
 
 @register_reader("jsonl")
 class JsonlReader:
+    INPUT = FILE
+    HINT = "jsonl expects one JSON object per line"
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         return [config.input]

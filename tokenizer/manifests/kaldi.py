@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import COMMAND, FILE, AudioExample, Reason
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import FOLDER, ManifestConfig, register_reader
 from tokenizer.manifests.fields import lang_codes, lang_problem
 from tokenizer.manifests.lines import example_reject, iter_lines, line_reject, raw_line_problem
 
@@ -30,6 +30,9 @@ REQUIRED = ("wav.scp", "text")
 
 @register_reader("kaldi")
 class KaldiReader:
+    INPUT = FOLDER
+    HINT = "kaldi expects a data dir holding wav.scp and text"
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         for name in REQUIRED:

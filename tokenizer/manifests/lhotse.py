@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from datastore import storage
 from datastore.records import COMMAND, FILE, TAR, AudioExample, Reason
 from tokenizer.containers import ANY_AUDIO, tar_ref
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import FILE_OR_FOLDER, ManifestConfig, register_reader
 from tokenizer.manifests.fields import json_objects, lang_codes, lang_problem, number
 from tokenizer.manifests.lines import (
     LineSpan,
@@ -71,6 +71,9 @@ def recordings_file(supervisions: str) -> str:
 
 @register_reader("lhotse")
 class LhotseReader:
+    INPUT = FILE_OR_FOLDER
+    HINT = "lhotse expects a CutSet or SupervisionSet JSONL(.gz), or a Shar folder"
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         if storage.is_local(config.input) and os.path.isdir(storage.local_path(config.input)):

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from datastore import storage
 from datastore.records import AudioExample, Reason
-from tokenizer.manifests import ManifestConfig, register_reader
+from tokenizer.manifests import FILE, ManifestConfig, register_reader
 from tokenizer.manifests.fields import (
     json_objects,
     lang_codes,
@@ -44,6 +44,9 @@ TRANSCRIBE_TASKS = ("asr", "transcribe")
 
 @register_reader("nemo")
 class NemoReader:
+    INPUT = FILE
+    HINT = "nemo expects one JSON object per line with audio_filepath and text"
+
     @staticmethod
     def sources(config: ManifestConfig) -> list[str]:
         return [config.input]
