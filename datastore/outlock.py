@@ -366,6 +366,15 @@ def held_token(out_uri: str) -> str | None:
     return _tokens.get(_key(str(out_uri)))
 
 
+def check_still_held(out_uri: str) -> None:
+    """The fencing check for a command that writes files, not an index (train's
+    checkpoints, eval's report): :func:`check_held` with this process's token,
+    when it holds the lock (library callers may hold none)."""
+    token = held_token(out_uri)
+    if token is not None:
+        check_held(out_uri, token)
+
+
 def check_held(out_uri: str, token: str) -> None:
     """Raise :class:`LockLost` unless ``out_uri``'s lock still
     holds ``token``: the fencing check a job makes right before it publishes

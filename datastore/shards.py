@@ -363,6 +363,13 @@ class Index:
             ) from None
 
 
+# The flag of every command that reads shard folders (train, eval, embed).
+READ_FAILED_HELP = (
+    "also read shard folders whose job failed (e.g. over --max-reject-fraction): the rows "
+    "they list, as written"
+)
+
+
 def check_folder(out_dir: str, index: Index | None, kind: str, *, allow_failed: bool = False):
     """Refuse (:class:`FolderRefused`, ``FileNotFoundError`` without an index)
     a folder whose ``kind`` files a reader must not use: written by another job
@@ -563,14 +570,15 @@ def read_table(
     columns: Sequence[str] | None = None,
     where: Mapping[str, Collection[str] | None] | None = None,
     verify: bool = False,
+    allow_failed: bool = False,
 ) -> pa.Table:
     """Every listed shard of ``kind`` (filtered by ``where``) as one table, in path order."""
     row_schema, _ = KINDS[kind]
     names = list(columns) if columns is not None else row_schema.names
-    tables = [
-        t.replace_schema_metadata(None)
-        for _, t in iter_shards(out_dir, kind, columns=names, where=where, verify=verify)
-    ]
+    listed = iter_shards(
+        out_dir, kind, columns=names, where=where, verify=verify, allow_failed=allow_failed
+    )
+    tables = [t.replace_schema_metadata(None) for _, t in listed]
     if not tables:
         return pa.schema([row_schema.field(c) for c in names]).empty_table()
     return pa.concat_tables(tables)

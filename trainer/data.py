@@ -107,6 +107,7 @@ class DataConfig:
         "epoch (the demo uses 0.3)",
     )
     seed: int = 0  # set from TrainConfig.seed by the CLI
+    read_failed: bool = setting(False, help=shard_io.READ_FAILED_HELP)
 
     def __post_init__(self):
         if self.bitext_ratio is None:
@@ -159,6 +160,7 @@ class TokenRows:
         split: str = "train",
         langs=None,
         corpora=None,
+        allow_failed: bool = False,
     ) -> TokenRows:
         """Read ``shards/tokens`` filtered by split (+ languages, corpora) from the hive keys."""
         import pyarrow as pa
@@ -171,7 +173,12 @@ class TokenRows:
         try:
             parts = list(
                 shard_io.iter_shards(
-                    shards, schema.TOKENS_DIR, columns=TOKEN_COLUMNS, where=where, verify=True
+                    shards,
+                    schema.TOKENS_DIR,
+                    columns=TOKEN_COLUMNS,
+                    where=where,
+                    verify=True,
+                    allow_failed=allow_failed,
                 )
             )
         except ValueError as exc:  # a listed file without the token columns
@@ -233,7 +240,7 @@ class BitextRows:
         return len(self.src_texts)
 
     @classmethod
-    def read(cls, bitext: str, *, langs=None) -> BitextRows:
+    def read(cls, bitext: str, *, langs=None, allow_failed: bool = False) -> BitextRows:
         """Read pairs; with ``langs``, keep those with either side in ``langs``."""
         import pyarrow as pa
 
@@ -244,7 +251,11 @@ class BitextRows:
         tables = [
             t.replace_schema_metadata(None)
             for shard, t in shard_io.iter_shards(
-                bitext, schema.BITEXT_DIR, columns=BITEXT_COLUMNS, verify=True
+                bitext,
+                schema.BITEXT_DIR,
+                columns=BITEXT_COLUMNS,
+                verify=True,
+                allow_failed=allow_failed,
             )
             if not wanted or wanted & set(shard.partition.values())
         ]

@@ -35,6 +35,7 @@ from datastore.errors import JobFailed
 from datastore.outlock import held_token
 from datastore.records import Reason, Reject
 from datastore.settings import setting
+from datastore.shards import READ_FAILED_HELP
 
 log = logging.getLogger(__name__)
 FAISS_FILE = "index.faiss"
@@ -73,6 +74,7 @@ class EmbedConfig:
     )
     batch_size: int = setting(32, help="inputs per forward pass")
     rows_per_shard: int = 50_000
+    read_failed: bool = setting(False, help=READ_FAILED_HELP)
 
     def __post_init__(self) -> None:
         if (self.shards is None) == (self.text is None):
@@ -103,7 +105,11 @@ def shard_items(config: EmbedConfig, codebook_id: str) -> Iterator[Item]:
     where = {"split": [config.split] if config.split else None, "lang": config.langs}
     columns = ["id", "lang", "text", "tokens", "codebook"]
     for shard, table in shards.iter_shards(
-        config.shards, schema.TOKENS_DIR, columns=columns, where=where
+        config.shards,
+        schema.TOKENS_DIR,
+        columns=columns,
+        where=where,
+        allow_failed=config.read_failed,
     ):
         found = set(table.column("codebook").unique().to_pylist())
         if found - {codebook_id}:

@@ -33,7 +33,9 @@ import numpy as np
 import pyarrow as pa
 
 from datastore import schema, storage
+from datastore.outlock import check_still_held
 from datastore.settings import setting
+from datastore.shards import READ_FAILED_HELP
 from trainer import report as report_lib
 from trainer import retrieval
 
@@ -76,6 +78,7 @@ class EvalConfig:
     )
     pool_splits: tuple[str, ...] | None = None  # the candidate pool's splits (default: split)
     write_ranks: bool = False  # also write ranks.json (each query's rank)
+    read_failed: bool = setting(False, help=READ_FAILED_HELP)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -99,7 +102,9 @@ class Split:
     splits: list[str] | None = None  # each row's split (None: all rows of one split)
 
 
-def read_split(shards: str, split: str | tuple[str, ...], langs=None) -> Split:
+def read_split(
+    shards: str, split: str | tuple[str, ...], langs=None, *, allow_failed: bool = False
+) -> Split:
     """The rows of one split or several (optionally some languages), sorted by id:
     the shard reader's files, i.e. those ``_index.json`` lists."""
     from datastore import shards as shard_io
@@ -112,7 +117,12 @@ def read_split(shards: str, split: str | tuple[str, ...], langs=None) -> Split:
     where = {"split": wanted, "lang": langs}
     # verify: each file's sha256 against the index (a swapped shard must not be scored).
     listed = shard_io.iter_shards(
-        shards, schema.TOKENS_DIR, columns=COLUMNS, where=where, verify=True
+        shards,
+        schema.TOKENS_DIR,
+        columns=COLUMNS,
+        where=where,
+        verify=True,
+        allow_failed=allow_failed,
     )
     for _, table in listed:
         meta = table.schema.metadata or {}
@@ -217,7 +227,12 @@ def evaluate(config: EvalConfig) -> dict:
     from trainer.checkpoint import load_run, read_config
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    split = read_split(config.shards, config.pool_splits or config.split, config.langs)
+    split = read_split(
+        config.shards,
+        config.pool_splits or config.split,
+        config.langs,
+        allow_failed=config.read_failed,
+    )
     run_codebook = read_config(config.run).get("codebook") or {}
     check_codebook(split, run_codebook, config.shards, config.run)  # before loading the model
     model, _, run_config = load_run(config.run, device=device, allow_hub=config.allow_hub)
@@ -285,6 +300,7 @@ def evaluate(config: EvalConfig) -> dict:
         unseen=[x for x in langs if x not in seen],
         codebook={"id": run_codebook.get("id"), "sha256": run_codebook.get("sha256")},
     )
+    check_still_held(config.out)  # fencing: a broken lock publishes no report
     data = report_lib.write_report(rep, config.out)
     if config.write_ranks:
         storage.write_text(

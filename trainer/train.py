@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from datastore import storage
+from datastore.outlock import check_still_held
 from trainer import checkpoint as ckpt
 from trainer.audio_init import AlignedInitConfig, init_aligned_audio_rows
 from trainer.configs import (  # noqa: F401 (re-exported: trainer.train.TrainConfig)
@@ -162,7 +163,11 @@ class Trainer:
             )
         data = config.data
         self.rows = TokenRows.read(
-            data.shards, split=data.split, langs=data.langs, corpora=data.corpora
+            data.shards,
+            split=data.split,
+            langs=data.langs,
+            corpora=data.corpora,
+            allow_failed=data.read_failed,
         )
         self.codebook = {
             "id": self.rows.codebook.id,
@@ -178,7 +183,7 @@ class Trainer:
                 f"shards use codebook {self.codebook}, the run {saved['codebook']}"
             )
         bitext = (
-            BitextRows.read(data.bitext, langs=data.langs)
+            BitextRows.read(data.bitext, langs=data.langs, allow_failed=data.read_failed)
             if data.bitext and data.bitext_ratio > 0
             else None
         )
@@ -499,6 +504,7 @@ class Trainer:
         """Checkpoint (rank 0): weights, optimizer + RNG, data position, metrics, then config."""
         if self.dist.is_main:
             out = self.config.out
+            check_still_held(out)  # a run whose lock was broken must not write over the taker's
             storage.makedirs(out)
             with self.master.fp32_model() if self.master else contextlib.nullcontext():
                 ckpt.save_model(out, self.model, step=self.step)

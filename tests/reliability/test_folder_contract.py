@@ -99,6 +99,20 @@ def test_a_job_whose_lock_was_taken_does_not_publish(tokens, tmp_path):
             index.write(str(out), fence=token)
 
 
+def test_a_training_run_whose_lock_was_taken_writes_no_checkpoint(tokens, tmp_path):
+    """Train and eval write files, not an index: they make the same fencing check."""
+    from trainer.train import debug_config, train
+
+    out = tmp_path / "run"
+    with outlock.hold_output_lock(str(out), "train"):
+        lock = out / outlock.LOCK_NAME
+        holder = json.loads(lock.read_text())
+        lock.write_text(json.dumps({**holder, "token": "the-other-job", "pid": 1}))
+        with pytest.raises(outlock.LockLost, match="taken over"):
+            train(debug_config(str(tokens), str(out), steps=1))
+    assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
+
+
 # -- 4: an append with other row-defining settings ------------------------------------------
 def test_an_append_with_other_settings_is_refused(mini_corpus, mfcc_codebook, tmp_path):
     out = tmp_path / "tok"
@@ -152,6 +166,12 @@ def test_a_failed_job_is_recorded_and_readers_refuse_it(mini_corpus, mfcc_codebo
     run_out = tmp_path / "run"
     train = ["train", "--shards", str(out), "--llm", "debug", "--out", str(run_out), "--steps", "1"]
     assert main(train) != 0
+    # ... unless told to: the rows it listed, as written
+    told = ["train", "--shards", str(out), "--llm", "debug", "--out", str(tmp_path / "run2")]
+    kept = shards.read_table(str(out), schema.TOKENS_DIR, allow_failed=True)
+    assert kept.num_rows == index["counts"]["accepted"] >= 2
+    split = kept.column("split")[0].as_py()  # the accepted (short) clips' split
+    assert main([*told, "--steps", "1", "--split", split, "--read-failed"]) == 0
 
 
 # -- 9: a listed shard swapped for another file -----------------------------------------------
