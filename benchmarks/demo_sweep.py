@@ -77,10 +77,9 @@ def _line(name: str, split: str, report: dict, **extra) -> dict:
 def run_variant(name: str, spec: dict, args) -> dict:
     """Train one variant; its dev figures (never test)."""
     from datastore import storage
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
-    from trainer.loss import LossConfig
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig, train
+    from trainer.train import train
 
     spec = dict(spec)
     layers = 2 if args.quick else args.layers

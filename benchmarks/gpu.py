@@ -136,7 +136,8 @@ def make_manifest(corpus: Path, work: Path, hours: float) -> tuple[Path, float]:
 
 
 def decoded_waves(manifest: Path, limit: int) -> list:
-    from tokenizer.audio import AudioConfig, prepare
+    from tokenizer.audio import prepare
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.manifests import ManifestConfig, read_manifest
 
     waves = []
@@ -175,7 +176,7 @@ def step_agree(args, work: Path, models: dict, manifest: Path) -> dict:
     import numpy as np
 
     import kmeans
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.speech_model import SpeechModel, TokenTask
 
     waves = decoded_waves(manifest, 64)

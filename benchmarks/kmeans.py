@@ -71,7 +71,7 @@ def whisper_frames(work: Path = WORK) -> Path:
     per language, at most 500 frames per utterance) a real codebook fit sees.
     """
     from pipelines import fit_codebook
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 

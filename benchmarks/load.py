@@ -98,7 +98,8 @@ def write_corpus(folder: Path, n: int, bad_every: int, seed: int = 0) -> dict[st
 
 def fit_codebook(files: list[str], out: Path, k: int = 64) -> str:
     import kmeans
-    from tokenizer.audio import AudioConfig, load_waveform
+    from tokenizer.audio import load_waveform
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.encoders import build_encoder
 
     enc = build_encoder("mfcc")
@@ -120,7 +121,8 @@ def bare_loop(files: list[str], codebook_dir: str) -> float:
     import torch
 
     from kmeans import Codebook
-    from tokenizer.audio import AudioConfig, load_waveform
+    from tokenizer.audio import load_waveform
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.encoders import build_encoder
 
     enc, cb, cfg = build_encoder("mfcc"), Codebook.load(codebook_dir), AudioConfig()

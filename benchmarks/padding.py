@@ -45,10 +45,10 @@ def _parse(argv=None):
 
 def measure(args) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from trainer.configs import DualEncoderConfig, TrainConfig
     from trainer.data import DataConfig
-    from trainer.model import DualEncoderConfig
     from trainer.packing import pack, pad_to_multiple
-    from trainer.train import TrainConfig, Trainer
+    from trainer.train import Trainer
 
     with tempfile.TemporaryDirectory(prefix="bench-padding-") as tmp:
         config = TrainConfig(

@@ -57,7 +57,8 @@ def embed_depths(llm: str, texts: list[str], langs: list[str], depths: list[int]
     """``{depth: float32 [n, hidden]}``: the dual encoder's pooled text states, unprojected."""
     import torch
 
-    from trainer.model import DualEncoderConfig, build_model
+    from trainer.configs import DualEncoderConfig
+    from trainer.model import build_model
 
     model = build_model(DualEncoderConfig(llm=llm, layers=max(depths)), codebook_size=64).eval()
     norm = model.backbone.norm  # what a backbone cut to L layers applies to layer L's output

@@ -101,7 +101,7 @@ def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
     """Corpus (shared), codebook, tokens (train: seen; test: all) and bitext for one encoder."""
     from pipelines import bitext, fit_codebook, tokenize
     from tokenizer.bitext import BitextConfig
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 
@@ -157,11 +157,10 @@ def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
 def train_and_eval(
     plan: Plan, name: str, data: dict, *, llm: str, seed: int, use_bitext: bool
 ) -> dict:
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
     from trainer.evaluate import EvalConfig, evaluate
-    from trainer.loss import LossConfig
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig, train
+    from trainer.train import train
 
     run = storage.join(plan.work, "runs", f"{name}{plan.run_suffix}-s{seed}")
     report_dir = storage.join(run, "report")

@@ -103,7 +103,7 @@ def prepare_data(plan: Plan) -> dict[str, str]:
     """Corpus, Whisper-base L3 codebook, tokens (seen: train; all: dev + test), bitext."""
     from pipelines import bitext, fit_codebook, tokenize
     from tokenizer.bitext import BitextConfig
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 
@@ -159,10 +159,8 @@ def prepare_data(plan: Plan) -> dict[str, str]:
 
 
 def _configs(plan: Plan, data: dict, arm: str, seed: int, out: str):
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
-    from trainer.loss import LossConfig
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig
 
     llm, use_bitext = ARMS[arm]
     llm = "debug" if plan.smoke else llm

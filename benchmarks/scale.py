@@ -98,7 +98,7 @@ def prepare_codebook(work: Path) -> Path:
 def worker_job(spec: dict) -> dict:
     from benchmarks.standin import INSTANT, K
     from pipelines import fit_codebook, tokenize
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
 
     manifest = ManifestConfig(format="jsonl", input=spec["manifest"])

@@ -95,7 +95,8 @@ def _prepared_seconds(result) -> float:
 
 
 def worker_decode(spec: dict) -> dict:
-    from tokenizer.audio import AudioConfig, prepare
+    from tokenizer.audio import prepare
+    from tokenizer.audio_config import AudioConfig
 
     examples = _examples(spec)  # the manifest read is not the decode loop's work
     config = AudioConfig()

@@ -25,7 +25,7 @@ def _manifest(spec: dict):
 
 
 def _encoder_config(spec: dict):
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
 
     return EncoderConfig(name=spec["encoder"], threads=spec.get("threads"))
 
@@ -60,7 +60,8 @@ def worker_job(spec: dict) -> dict:
 def _decoded(spec: dict):
     """(example, waveform) pairs of the manifest, in manifest order, as the job decodes them."""
     from datastore.records import AudioExample
-    from tokenizer.audio import AudioConfig, prepare
+    from tokenizer.audio import prepare
+    from tokenizer.audio_config import AudioConfig
 
     config = AudioConfig()
     for item in _read_manifest(spec):

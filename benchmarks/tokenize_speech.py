@@ -63,7 +63,7 @@ def prepare_codebook(
     """A codebook of ``k`` centroids fitted by the fit-codebook job on the French utterances."""
     from kmeans import Codebook
     from pipelines import fit_codebook
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
 
     out = work / f"codebook-{encoder}-k{k}"

@@ -138,8 +138,8 @@ def _peak_memory_mb(device) -> float:
 
 
 def _make_trainer(args, shards: str, run: str, batch_size: int):
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig, Trainer, debug_config
+    from trainer.configs import DualEncoderConfig, TrainConfig
+    from trainer.train import Trainer, debug_config
 
     base = debug_config(shards, run, steps=10_000).to_dict()
     base["model"] = DualEncoderConfig(

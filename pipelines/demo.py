@@ -103,16 +103,15 @@ class _Stages:
 def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns ``{"report": report.json content, "times": {...}, "folders": {...}}``."""
     from pipelines import bitext, fit_codebook, tokenize
-    from tokenizer.audio import AudioConfig
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.bitext import BitextConfig
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
     from trainer.evaluate import EvalConfig, evaluate
-    from trainer.loss import LossConfig
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig, train
+    from trainer.train import train
 
     d = config.folders()
     stages = _Stages()

@@ -2,8 +2,8 @@
 
 ``speechtok --help`` and a mistyped flag must answer in well under a second
 or two; importing Beam takes seconds. So the job configs live here, apart
-from the job modules that import Beam (each job module re-exports its
-config), and the CLI builds the jobs' flags from these fields
+from the job modules that import Beam (callers import them from here), and
+the CLI builds the jobs' flags from these fields
 (:mod:`datastore.settings`): defaults, help and choices are stated once.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from datastore import shards
 from datastore.settings import add_flags, setting, values
-from tokenizer.audio import AudioConfig
+from tokenizer.audio_config import AudioConfig
 from tokenizer.bitext import BitextConfig
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import OWN_SPLITS, ManifestConfig
 from tokenizer.prefetch import POOLS
 

@@ -87,8 +87,9 @@ def mini_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mfcc_codebook(mini_corpus, tmp_path_factory):
-    from pipelines.fit_codebook import FitCodebookJobConfig, run
-    from tokenizer.encoders import EncoderConfig
+    from pipelines.fit_codebook import run
+    from pipelines.job_configs import FitCodebookJobConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
 
     out = tmp_path_factory.mktemp("cb") / "mfcc-k16"

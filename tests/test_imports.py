@@ -155,3 +155,33 @@ def test_tests_do_not_import_benchmarks():
 @pytest.mark.parametrize("package", LAYERS)
 def test_every_layer_exists(package):
     assert (ROOT / package / "__init__.py").is_file()
+
+
+def _config_classes(paths) -> dict[str, str]:
+    """``*Config`` class name -> the module that defines it."""
+    defined = {}
+    for path in paths:
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                defined[node.name] = module
+    return defined
+
+
+def test_every_config_is_imported_from_where_it_is_defined():
+    """One home per config (beside what it configures): no import through a
+    module that merely re-exports it, in the product, tests and benchmarks."""
+    paths = [p for p in ROOT.rglob("*.py") if not {".venv", "shared"} & set(p.parts)]
+    defined = _config_classes(paths)
+    assert {"TrainConfig", "EncoderConfig", "ManifestConfig", "AudioConfig"} <= set(defined)
+    wrong = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                wrong += [
+                    f"{path.relative_to(ROOT)}: {a.name} from {node.module}, "
+                    f"defined in {defined[a.name]}"
+                    for a in node.names
+                    if a.name in defined and defined[a.name] != node.module
+                ]
+    assert not wrong, "\n".join(wrong)

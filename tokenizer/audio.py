@@ -9,7 +9,8 @@ cell: :func:`prepare_bytes`, no temporary file).
 
 Example::
 
-    from tokenizer.audio import AudioConfig, load_waveform
+    from tokenizer.audio import load_waveform
+    from tokenizer.audio_config import AudioConfig
     wave = load_waveform("gs://bucket/clips/a.mp3", AudioConfig(max_seconds=30))
 """
 

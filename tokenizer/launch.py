@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datastore import outfolder, schema, shards
 from datastore.outfolder import FolderMismatch, check_folder_job, readable_index
 from tokenizer.assign import check_codebook_fits_int16
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import ManifestConfig, SourcePart, plan_parts
 
 

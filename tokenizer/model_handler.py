@@ -43,8 +43,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from tokenizer.encoders import EncoderConfig
-from tokenizer.encoders.base import SAMPLE_RATE, check_waveform
+from tokenizer.encoders.base import SAMPLE_RATE, EncoderConfig, check_waveform
 from tokenizer.speech_model import EncodeFailure, FrameTask, ModelSpec, SpeechModel, TokenTask
 
 __all__ = ["EncodeFailure", "SpeechModelHandler", "check_element", "clip_weight"]

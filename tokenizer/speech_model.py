@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenizer.encoders import Encoder, EncoderConfig, build_from_config
+from tokenizer.encoders import Encoder, build_from_config
 from tokenizer.encoders import check_identity as check_encoder_identity
+from tokenizer.encoders.base import EncoderConfig
 
 
 @dataclass(frozen=True, kw_only=True)

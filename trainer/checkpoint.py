@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from datastore import storage
-from trainer.model import DualEncoder, DualEncoderConfig, build_model, padded_audio_rows
+from trainer.configs import DualEncoderConfig
+from trainer.model import DualEncoder, build_model, padded_audio_rows
 
 RUN_FORMAT = "speechtok-dual-encoder/1"
 MODEL_FILE = "model.safetensors"

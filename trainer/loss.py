@@ -37,8 +37,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainer.configs import LossConfig  # noqa: F401 (re-exported)
-
 
 @dataclass(frozen=True)
 class LossOutput:

@@ -112,7 +112,8 @@ def audio_to_tokens(
     """Decode, encode and assign audio files as the run's training shards were made."""
     from kmeans import Codebook
     from kmeans.postprocess import frames_to_tokens
-    from tokenizer.audio import AudioConfig, load_waveform
+    from tokenizer.audio import load_waveform
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.encoders import build_encoder
     from trainer.checkpoint import read_config
 

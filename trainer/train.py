@@ -48,13 +48,9 @@ from datastore import storage
 from datastore.outlock import check_still_held
 from trainer import checkpoint as ckpt
 from trainer.audio_init import AlignedInitConfig, init_aligned_audio_rows
-from trainer.configs import (  # noqa: F401 (re-exported: trainer.train.TrainConfig)
-    LAYOUTS,
-    OPTIMIZERS,
-    PRECISIONS,
+from trainer.configs import (
     RESUMABLE_CHANGES,
     DualEncoderConfig,
-    LossConfig,
     TrainConfig,
 )
 from trainer.data import BitextRows, DataConfig, ShardLoader, TokenRows, text_group

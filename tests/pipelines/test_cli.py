@@ -76,7 +76,7 @@ def test_trainer_levers_reach_the_train_config_and_default_to_todays_step(capsys
     import dataclasses
 
     from trainer.cli import build_train_config
-    from trainer.train import TrainConfig
+    from trainer.configs import TrainConfig
 
     argv = ["train", "--shards", "s", "--out", "o"]
     levers = ["--cache-chunk", "64", "--layout", "varlen", "--param-dtype", "bf16"]

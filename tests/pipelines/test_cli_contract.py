@@ -72,9 +72,9 @@ def _configs(command: str) -> list:
     from datastore.shards import WriteConfig
     from pipelines.demo import DemoConfig
     from pipelines.job_configs import BitextJobConfig, FitCodebookJobConfig, TokenizeJobConfig
-    from tokenizer.audio import AudioConfig
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.bitext import BitextConfig
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
     from tokenizer.synth.synth import SynthConfig
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
@@ -147,7 +147,7 @@ def test_defaults_live_once_in_the_configs():
     search = SearchConfig(run="R", index="I", query_text="q", lang="fr")
     assert built_config(CASES["search"]) == as_plain_dict(search)
     from pipelines.job_configs import FitCodebookJobConfig, TokenizeJobConfig
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
 
     manifest = ManifestConfig(format="jsonl", input="M.jsonl")

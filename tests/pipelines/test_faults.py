@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import tokenize as job
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import ManifestConfig
 
 

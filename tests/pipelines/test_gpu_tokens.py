@@ -16,7 +16,8 @@ import kmeans
 from pipelines import tokenize as job
 from tests.reliability.helpers import read_rows
 from tests.tokenizer.encoders.helpers import save_tiny_whisper
-from tokenizer.encoders import EncoderConfig, build_encoder
+from tokenizer.encoders import build_encoder
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import ManifestConfig
 from tokenizer.speech_model import SpeechModel, TokenTask
 
@@ -30,7 +31,8 @@ def whisper_dir(tmp_path_factory):
 
 
 def _waves(corpus, n=24):
-    from tokenizer.audio import AudioConfig, prepare
+    from tokenizer.audio import prepare
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.manifests import read_manifest
 
     out = []

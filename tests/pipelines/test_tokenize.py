@@ -14,7 +14,7 @@ from datastore import schema, shards
 from kmeans import Codebook
 from pipelines import tokenize as job
 from pipelines.cli import main
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import ManifestConfig
 
 
@@ -257,7 +257,8 @@ def test_job_rows_equal_a_plain_per_clip_loop(
     from datastore.records import AudioExample
     from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
-    from tokenizer.audio import AudioConfig, prepare
+    from tokenizer.audio import prepare
+    from tokenizer.audio_config import AudioConfig
     from tokenizer.encoders import build_encoder
     from tokenizer.manifests import read_manifest
 

@@ -117,8 +117,8 @@ def test_long_file_is_windowed_when_configured(catalogue, fitted, tmp_path):
     of rejects; the MP3s without a Xing header keep their decoded length (a length
     estimated from the header made one ``truncated``)."""
     from pipelines import tokenize as job
-    from tokenizer.audio import AudioConfig
-    from tokenizer.encoders import EncoderConfig
+    from tokenizer.audio_config import AudioConfig
+    from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
 
     layout = catalogue.layouts["jsonl"]

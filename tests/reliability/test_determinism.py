@@ -8,7 +8,7 @@ from kmeans import Codebook
 from pipelines import fit_codebook
 from pipelines import tokenize as job
 from tests.reliability.helpers import read_rows
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import ManifestConfig
 
 MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]

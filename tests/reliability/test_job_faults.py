@@ -29,7 +29,8 @@ from tests.reliability.helpers import (
     speechtok,
     temp_files,
 )
-from tokenizer.encoders import EncoderConfig, register_encoder
+from tokenizer.encoders import register_encoder
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.encoders.mfcc import MfccEncoder, mfcc_features
 from tokenizer.manifests import ManifestConfig
 

@@ -128,7 +128,8 @@ def local_lm(tmp_path_factory):
 
 
 def save_run(run: Path, llm: str) -> None:
-    from trainer.model import DualEncoderConfig, build_model
+    from trainer.configs import DualEncoderConfig
+    from trainer.model import build_model
 
     model = build_model(DualEncoderConfig(llm=llm), 16)
     checkpoint.save_model(str(run), model, step=0)

@@ -92,7 +92,8 @@ def test_checkpoint_pickle_never_runs(tmp_path, monkeypatch):
     import torch
 
     from trainer import checkpoint
-    from trainer.model import DualEncoderConfig, build_model
+    from trainer.configs import DualEncoderConfig
+    from trainer.model import build_model
 
     run = str(tmp_path / "run")
     model = build_model(DualEncoderConfig(llm="debug"), 16)

@@ -7,7 +7,8 @@ import soundfile as sf
 from datastore.records import AudioExample, Reason, Reject
 from tests.conftest import sine
 from tokenizer import audio, mp3
-from tokenizer.audio import AudioConfig, AudioError
+from tokenizer.audio import AudioError
+from tokenizer.audio_config import AudioConfig
 
 CFG = AudioConfig()
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from datastore.records import PARQUET, AudioExample, Reason, Reject
 from tokenizer import containers
-from tokenizer.audio import AudioConfig
+from tokenizer.audio_config import AudioConfig
 
 ROWS, CELL = 40, 500_000  # one row group of 20 MB of audio bytes
 AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

@@ -1,7 +1,7 @@
 import numpy as np
 
 from tokenizer import heap
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.encoders.mfcc import MfccEncoder
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 
 from datastore import schema, shards
-from tokenizer.encoders import EncoderConfig
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.launch import CodebookMismatch, plan_tokens
 from tokenizer.manifests import ManifestConfig
 

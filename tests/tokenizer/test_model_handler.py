@@ -9,7 +9,8 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import noise, sine
-from tokenizer.encoders import _REGISTRY, EncoderConfig, build_encoder, register_encoder
+from tokenizer.encoders import _REGISTRY, build_encoder, register_encoder
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.encoders.mfcc import MfccEncoder
 from tokenizer.model_handler import SpeechModelHandler, check_element, clip_weight
 

@@ -20,7 +20,8 @@ from kmeans.postprocess import (
     tensors_to_tokens,
 )
 from tests.conftest import noise, sine
-from tokenizer.encoders import EncoderConfig, build_encoder, describe_encoder
+from tokenizer.encoders import build_encoder, describe_encoder
+from tokenizer.encoders.base import EncoderConfig
 from tokenizer.prefetch import DecodeAhead
 from tokenizer.speech_model import FrameTask, SpeechModel, TokenTask
 
@@ -170,7 +171,8 @@ def test_decode_in_processes_keeps_order_and_turns_bad_audio_into_rejects(make_w
     import functools
 
     from datastore.records import AudioExample, Reason, Reject
-    from tokenizer.audio import AudioConfig, prepare, prepare_item
+    from tokenizer.audio import prepare, prepare_item
+    from tokenizer.audio_config import AudioConfig
 
     config = AudioConfig()
     examples = [

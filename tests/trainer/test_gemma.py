@@ -9,8 +9,8 @@ from safetensors import safe_open
 
 from trainer.backbones import ensure_gemma_cache
 from trainer.checkpoint import load_run
-from trainer.model import DualEncoderConfig
-from trainer.train import TrainConfig, Trainer, debug_config
+from trainer.configs import DualEncoderConfig, TrainConfig
+from trainer.train import Trainer, debug_config
 
 pytestmark = pytest.mark.slow
 

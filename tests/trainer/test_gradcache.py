@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from trainer import gradcache
+from trainer.configs import TrainConfig
 from trainer.data import Batch, ShardLoader
-from trainer.train import TrainConfig, Trainer, debug_config
+from trainer.train import Trainer, debug_config
 
 REPO = Path(__file__).resolve().parents[2]
 

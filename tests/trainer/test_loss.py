@@ -6,8 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainer.configs import LossConfig
 from trainer.loss import (
-    LossConfig,
     contrastive_loss,
     dual_encoder_loss,
     gather_no_grad,

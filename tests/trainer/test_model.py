@@ -5,13 +5,8 @@ import pytest
 import torch
 
 from trainer.backbones import check_backbone_name, load_backbone
-from trainer.model import (
-    POOLERS,
-    DualEncoderConfig,
-    build_model,
-    embedding_scale,
-    padded_audio_rows,
-)
+from trainer.configs import DualEncoderConfig
+from trainer.model import POOLERS, build_model, embedding_scale, padded_audio_rows
 
 DEBUG = DualEncoderConfig(llm="debug")
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from trainer import packing
-from trainer.model import DualEncoderConfig, Encoded, build_model
-from trainer.train import TrainConfig, Trainer, debug_config
+from trainer.configs import DualEncoderConfig, TrainConfig
+from trainer.model import Encoded, build_model
+from trainer.train import Trainer, debug_config
 
 # The debug backbone's sliding window is 64: several of these cross it.
 LENGTHS = (5, 80, 150, 3, 66, 120, 1)

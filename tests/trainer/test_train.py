@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from pipelines.cli import main
 from trainer.checkpoint import CheckpointError, load_run
-from trainer.train import TrainConfig, Trainer, debug_config, lr_factor, train
+from trainer.configs import TrainConfig
+from trainer.train import Trainer, debug_config, lr_factor, train
 
 
 def test_lr_schedule_warmup_then_cosine():

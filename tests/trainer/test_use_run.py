@@ -271,8 +271,8 @@ def test_export_loads_in_sentence_transformers_with_the_same_vectors(run, tokens
 @pytest.mark.slow
 def test_export_parity_with_gemma(synthetic_shards, tmp_path):
     """The real Gemma 3 270M (1 layer kept): the merged 262,144 + 128 row table."""
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig, debug_config, train
+    from trainer.configs import DualEncoderConfig, TrainConfig
+    from trainer.train import debug_config, train
 
     shards_dir, _ = synthetic_shards
     base = debug_config(shards_dir, str(tmp_path / "run"), steps=1).to_dict()
@@ -286,8 +286,8 @@ def test_export_parity_with_gemma(synthetic_shards, tmp_path):
 def test_embed_and_search_with_gemma(synthetic_shards, tmp_path, capsys):
     """The real Gemma 3 270M (1 layer kept): a held-out test sentence, queried by
     its own text, comes back first among every test sentence of its language."""
-    from trainer.model import DualEncoderConfig
-    from trainer.train import TrainConfig, debug_config, train
+    from trainer.configs import DualEncoderConfig, TrainConfig
+    from trainer.train import debug_config, train
 
     shards_dir, _ = synthetic_shards
     base = debug_config(shards_dir, str(tmp_path / "run"), steps=1).to_dict()

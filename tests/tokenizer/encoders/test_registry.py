@@ -3,13 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from tokenizer.encoders import (
-    Encoder,
-    EncoderConfig,
-    available_encoders,
-    build_encoder,
-    register_encoder,
-)
+from tokenizer.encoders import Encoder, available_encoders, build_encoder, register_encoder
+from tokenizer.encoders.base import EncoderConfig
 
 
 @pytest.mark.parametrize(
