@@ -216,3 +216,23 @@ def write_json(path: str | Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {path}", file=sys.stderr)
+
+
+# Architecture configs of the random-weight stand-ins (speed does not depend on weights).
+CONFIGS = ROOT / "benchmarks" / "configs"
+
+
+def make_gemma(work: Path) -> str:
+    """A random-weight Gemma 3 270M folder (+ a byte tokenizer) for ``--llm hf:DIR``."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from trainer.backbones import byte_tokenizer
+
+    gemma = work / "gemma-3-270m-random"
+    if not (gemma / "config.json").exists():
+        config = AutoConfig.for_model(**json.loads((CONFIGS / "gemma-3-270m.json").read_text()))
+        torch.manual_seed(0)
+        AutoModel.from_config(config, dtype=torch.float32).save_pretrained(gemma)
+        byte_tokenizer().save_pretrained(gemma)  # speed does not depend on the vocabulary used
+    return str(gemma)

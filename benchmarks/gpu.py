@@ -41,9 +41,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._harness import ROOT, python_path, write_json
+from benchmarks._harness import CONFIGS, ROOT, make_gemma, python_path, write_json
 
-CONFIGS = ROOT / "benchmarks" / "configs"
 STEPS = ("env", "encoder", "agree", "tokenize", "fit", "trainer")
 TARGETS = {"tokenize_x_real_time": 2500.0, "tokenize_gpu_util": 60.0, "fit_x_real_time": 1500.0}
 
@@ -95,22 +94,6 @@ def make_models(work: Path, gemma: bool) -> dict:
     if not gemma:
         return {"whisper": str(whisper)}
     return {"whisper": str(whisper), "gemma": make_gemma(work)}
-
-
-def make_gemma(work: Path) -> str:
-    """A random-weight Gemma 3 270M folder (+ a byte tokenizer) for ``--llm hf:DIR``."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    from trainer.backbones import byte_tokenizer
-
-    gemma = work / "gemma-3-270m-random"
-    if not (gemma / "config.json").exists():
-        config = AutoConfig.for_model(**json.loads((CONFIGS / "gemma-3-270m.json").read_text()))
-        torch.manual_seed(0)
-        AutoModel.from_config(config, dtype=torch.float32).save_pretrained(gemma)
-        byte_tokenizer().save_pretrained(gemma)  # speed does not depend on the vocabulary used
-    return str(gemma)
 
 
 def make_manifest(corpus: Path, work: Path, hours: float) -> tuple[Path, float]:

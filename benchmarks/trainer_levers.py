@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
     from benchmarks.trainer import write_shards
 
     if args.llm is None:
-        from benchmarks.gpu import make_gemma
+        from benchmarks._harness import make_gemma
 
         args.llm = "hf:" + make_gemma(Path(args.work))
     largest = max(*args.batch_sizes, *args.sweep, args.cache[0])

@@ -13,12 +13,11 @@ Memory is bounded: the unit of work is one language pair (its files), which
 Beam shuffle (the embedded runner holds a whole shuffle in memory: 1 M
 duplicate lines took 1.8 GB that way). Language pairs run in parallel.
 
-Run it as ``speechtok bitext ...`` or ``python -m pipelines.bitext ...``.
+Run it as ``speechtok bitext ...`` or ``python -m pipelines.cli bitext ...``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 
@@ -130,9 +129,3 @@ def run_cli(args, beam_args) -> int:
         raise UsageError(str(exc)) from None
     outcome.check(index, args)
     return 0
-
-
-if __name__ == "__main__":
-    from pipelines.cli import main
-
-    sys.exit(main(["bitext", *sys.argv[1:]]))

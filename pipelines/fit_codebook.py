@@ -8,12 +8,11 @@ to its share before they are joined, so memory and element sizes are bounded by
 the sample, not the corpus) -> ``kmeans.fit`` -> ``OUT/centroids.npy`` +
 ``OUT/codebook.json``, with ``OUT/rejects/`` and ``OUT/_index.json``.
 
-Run it as ``speechtok fit-codebook ...`` or ``python -m pipelines.fit_codebook``.
+Run it as ``speechtok fit-codebook ...`` or ``python -m pipelines.cli fit-codebook``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import NamedTuple
 
@@ -274,9 +273,3 @@ def run_cli(args, beam_args) -> int:
         raise
     outcome.check(index, args)
     return 0
-
-
-if __name__ == "__main__":
-    from pipelines.cli import main
-
-    sys.exit(main(["fit-codebook", *sys.argv[1:]]))

@@ -14,12 +14,11 @@ have deterministic names and contents; one output folder holds one codebook;
 ``--skip-existing`` tokenizes only ids not yet in the folder and appends new
 shards. The launcher checks the codebook against the encoder's identity read
 from configs (no weights are loaded before the workers start). Run it as
-``speechtok tokenize ...`` or ``python -m pipelines.tokenize``.
+``speechtok tokenize ...`` or ``python -m pipelines.cli tokenize``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import apache_beam as beam
@@ -151,9 +150,3 @@ def run_cli(args, beam_args) -> int:
         raise UsageError(str(exc)) from None
     outcome.check(run(config, beam_args, the_plan, started=started), args)
     return 0
-
-
-if __name__ == "__main__":
-    from pipelines.cli import main
-
-    sys.exit(main(["tokenize", *sys.argv[1:]]))

@@ -24,7 +24,8 @@ def command(corpus, codebook, out):
     return [
         sys.executable,
         "-m",
-        "pipelines.tokenize",
+        "pipelines.cli",
+        "tokenize",
         "--format",
         "fleurs",
         "--input",
