@@ -9,7 +9,7 @@ EXTRAS := dev,train,faiss
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo lint format bench clean-venv
+.PHONY: venv test test-fast demo lint format bench clean-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,13 @@ $(STAMP): setup.py constraints.txt
 test: $(STAMP)
 	$(PY) -m engines resolve
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The lane to run before every commit (~2.5 min on 2 cores): every layer below
+# the Beam jobs, in process; no pretrained weights, no JVM. CI runs `make test`.
+FAST_TESTS := tests/test_imports.py tests/test_layout.py tests/datastore tests/kmeans \
+	tests/tokenizer tests/trainer
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not engine and not gpu" $(FAST_TESTS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/speechtok demo
