@@ -19,6 +19,8 @@ key-value metadata (:data:`META_PARTITION`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow as pa
 
 # 2: partition keys no longer stored in the files (only in the folder names);
@@ -36,23 +38,53 @@ def with_partitions(file_schema: pa.Schema, keys: tuple[str, ...]) -> pa.Schema:
 TOKEN_PARTITIONS = ("corpus", "split", "lang")
 BITEXT_PARTITIONS = ("src_lang", "tgt_lang")
 
+
+def column(arrow_type: pa.DataType, *, nullable: bool = False, default=dataclasses.MISSING):
+    """A row field and the Parquet column it becomes (type, nullability)."""
+    meta = {"arrow": arrow_type, "nullable": nullable}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenRow:
+    """One token shard row (one utterance), the single definition of its columns:
+    :data:`TOKEN_FILE_SCHEMA` is derived from these fields, in this order, and
+    both row builders (``tokenizer.assign.token_row``, ``trainer.synthetic``)
+    make their rows with it. The partition keys (``corpus``, ``split``,
+    ``lang``) come last: they are folder names, not file columns. A new
+    column is one field here (nullable with a default, so older builders
+    keep working) and a schema version bump."""
+
+    id: str = column(pa.string())
+    sentence_id: str | None = column(pa.string(), nullable=True)
+    speaker: str | None = column(pa.string(), nullable=True)
+    source_lang: str | None = column(pa.string(), nullable=True)
+    modality: str = column(pa.string())
+    audio: str = column(pa.string())
+    offset_s: float | None = column(pa.float32(), nullable=True)
+    duration_s: float = column(pa.float32())
+    n_frames: int = column(pa.int32())
+    tokens: object = column(pa.list_(pa.int16()))  # int16 ids (numpy array or list)
+    durations: object = column(pa.list_(pa.int16()), nullable=True)  # run lengths, or None
+    text: str = column(pa.string())
+    translation: str | None = column(pa.string(), nullable=True)
+    tgt_lang: str | None = column(pa.string(), nullable=True)
+    codebook: str = column(pa.string())
+    corpus: str = column(pa.string())
+    split: str = column(pa.string())
+    lang: str = column(pa.string())
+
+    def as_dict(self) -> dict:
+        """The row as the shard writers take it (no copy of the token arrays)."""
+        return {name: getattr(self, name) for name in TOKEN_COLUMNS}
+
+
+TOKEN_COLUMNS = tuple(f.name for f in dataclasses.fields(TokenRow))
 TOKEN_FILE_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("sentence_id", pa.string()),
-        pa.field("speaker", pa.string()),
-        pa.field("source_lang", pa.string()),
-        pa.field("modality", pa.string(), nullable=False),
-        pa.field("audio", pa.string(), nullable=False),
-        pa.field("offset_s", pa.float32()),
-        pa.field("duration_s", pa.float32(), nullable=False),
-        pa.field("n_frames", pa.int32(), nullable=False),
-        pa.field("tokens", pa.list_(pa.int16()), nullable=False),
-        pa.field("durations", pa.list_(pa.int16())),
-        pa.field("text", pa.string(), nullable=False),
-        pa.field("translation", pa.string()),
-        pa.field("tgt_lang", pa.string()),
-        pa.field("codebook", pa.string(), nullable=False),
+        pa.field(f.name, f.metadata["arrow"], nullable=f.metadata["nullable"])
+        for f in dataclasses.fields(TokenRow)
+        if f.name not in TOKEN_PARTITIONS
     ]
 )
 TOKEN_SCHEMA = with_partitions(TOKEN_FILE_SCHEMA, TOKEN_PARTITIONS)

@@ -23,6 +23,7 @@ import numpy as np
 
 from datastore import storage
 from datastore.records import AudioExample
+from datastore.schema import TokenRow
 
 INT16_MAX = np.iinfo(np.int16).max
 
@@ -45,23 +46,23 @@ def token_row(
     n_frames = len(ids) if durations is None else int(np.sum(durations))
     if durations is not None and durations.max(initial=0) > INT16_MAX:
         raise ValueError(f"{example.id}: a run of {durations.max()} frames does not fit int16")
-    return {
-        "id": example.id,
-        "sentence_id": example.sentence_id,
-        "speaker": example.speaker,
-        "corpus": example.corpus,
-        "split": example.split,
-        "lang": example.lang,
-        "source_lang": example.source_lang,
-        "modality": "speech",
-        "audio": storage.absolute_uri(example.uri),
-        "offset_s": example.offset_s,
-        "duration_s": float(n_samples) / sample_rate,
-        "n_frames": int(n_frames),
-        "tokens": np.asarray(ids).astype(np.int16),
-        "durations": None if durations is None else np.asarray(durations).astype(np.int16),
-        "text": example.text,
-        "translation": example.translation,
-        "tgt_lang": example.tgt_lang,
-        "codebook": codebook_id,
-    }
+    return TokenRow(
+        id=example.id,
+        sentence_id=example.sentence_id,
+        speaker=example.speaker,
+        source_lang=example.source_lang,
+        modality="speech",
+        audio=storage.absolute_uri(example.uri),
+        offset_s=example.offset_s,
+        duration_s=float(n_samples) / sample_rate,
+        n_frames=int(n_frames),
+        tokens=np.asarray(ids).astype(np.int16),
+        durations=None if durations is None else np.asarray(durations).astype(np.int16),
+        text=example.text,
+        translation=example.translation,
+        tgt_lang=example.tgt_lang,
+        codebook=codebook_id,
+        corpus=example.corpus,
+        split=example.split,
+        lang=example.lang,
+    ).as_dict()

@@ -26,6 +26,7 @@ import hashlib
 import numpy as np
 
 from datastore import schema, shards
+from datastore.schema import TokenRow
 from kmeans.postprocess import dedup as run_length_dedup
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
@@ -98,25 +99,26 @@ def write_synthetic_shards(
                 frames = _pronounce(text, table, rng, k, noise)
                 tokens, durations = run_length_dedup(frames) if dedup else (frames, None)
                 rows.append(
-                    {
-                        "id": f"synthetic-{lang}-{split}-{j:05d}",
-                        "sentence_id": str(j),
-                        "speaker": "synth",
-                        "corpus": "synthetic",
-                        "split": split,
-                        "lang": lang,
-                        "source_lang": lang,
-                        "modality": "speech",
-                        "audio": f"synthetic://{lang}/{j}.wav",
-                        "duration_s": float(frames.size / 50.0),
-                        "n_frames": int(frames.size),
-                        "tokens": tokens.astype(np.int16).tolist(),
-                        "durations": None if durations is None else durations.tolist(),
-                        "text": text,
-                        "translation": " ".join(lexicon["en"][c] for c in concept_ids),
-                        "tgt_lang": "en",
-                        "codebook": codebook_id,
-                    }
+                    TokenRow(
+                        id=f"synthetic-{lang}-{split}-{j:05d}",
+                        sentence_id=str(j),
+                        speaker="synth",
+                        source_lang=lang,
+                        modality="speech",
+                        audio=f"synthetic://{lang}/{j}.wav",
+                        offset_s=None,
+                        duration_s=float(frames.size / 50.0),
+                        n_frames=int(frames.size),
+                        tokens=tokens.astype(np.int16).tolist(),
+                        durations=None if durations is None else durations.tolist(),
+                        text=text,
+                        translation=" ".join(lexicon["en"][c] for c in concept_ids),
+                        tgt_lang="en",
+                        codebook=codebook_id,
+                        corpus="synthetic",
+                        split=split,
+                        lang=lang,
+                    ).as_dict()
                 )
             if not rows:
                 continue

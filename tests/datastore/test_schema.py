@@ -32,3 +32,26 @@ def test_reject_reason_must_be_known():
     )
     with pytest.raises(ValueError):
         Reject(id="x", source="m", stage="read", reason="whatever")
+
+
+def test_the_token_row_defines_the_columns_and_both_builders_use_it(tmp_path):
+    """One definition: the file schema is TokenRow's fields less the partition
+    keys, and the job's and the synthetic shards' rows have exactly its columns."""
+    import dataclasses
+
+    import numpy as np
+
+    from datastore import shards
+    from datastore.records import AudioExample
+    from tokenizer.assign import token_row
+    from trainer.synthetic import write_synthetic_shards
+
+    fields = [f.name for f in dataclasses.fields(schema.TokenRow)]
+    assert schema.TOKEN_FILE_SCHEMA.names == [f for f in fields if f not in schema.TOKEN_PARTITIONS]
+    assert schema.TOKEN_SCHEMA.names == [*schema.TOKEN_FILE_SCHEMA.names, *schema.TOKEN_PARTITIONS]
+    example = AudioExample(id="a", uri="/x.wav", text="t", lang="fr", split="test", corpus="c")
+    row = token_row(example, (np.array([3, 4]), None), "cb", n_samples=16000)
+    assert tuple(row) == schema.TOKEN_COLUMNS
+    write_synthetic_shards(str(tmp_path / "syn"), langs=("fr",), per_lang=2, test_per_lang=1, k=8)
+    table = shards.read_table(str(tmp_path / "syn"), schema.TOKENS_DIR)
+    assert table.schema.names == list(schema.TOKEN_COLUMNS) and table.num_rows == 3
