@@ -16,12 +16,16 @@ pipeline start-up, shards, rejects and index all in):
 - ``job-1-dt1``: the same with one decode thread (Beam's own overhead alone);
 - ``job-1-proc`` (``--rows``): the same decoding in worker processes
   (``--decode-pool processes``, the CUDA default);
+- ``job-proc-1`` / ``job-proc-2`` (``--rows``): decoding in 1 / 2 worker
+  processes (``--decode-pool processes --decode-threads N``): does decoding
+  scale with processes (the GPU machine's wall: threads gave ~1x)?
 - ``job-2``: two workers, ``--direct_num_workers 2 --direct_running_mode
   multi_threading``;
 - ``fit-1`` (``--fit``): ``speechtok fit-codebook`` with the instant encoder.
 
 Targets (ratios of audio seconds per wall second): ``job-1 / decode-1 >=
-0.8`` and ``job-2 / decode-2 >= 0.7``. Corpus: mini-FLEURS' Common Voice
+0.8``, ``job-2 / decode-2 >= 0.7`` and ``job-proc-2 / job-proc-1 >= 1.7``
+(each checked when its rows run). Corpus: mini-FLEURS' Common Voice
 style MP3 clips (espeak-ng speech, 22.05 kHz), listed ``--times`` times
 under distinct ids in a JSONL manifest (default ~10 h of audio).
 
@@ -52,7 +56,7 @@ INSTANT = "instant"
 DIM, K = 16, 16
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "standin.json"
 LANGS = ("fr", "de", "es", "it")
-TARGETS = {"job-1/decode-1": 0.8, "job-2/decode-2": 0.7}
+TARGETS = {"job-1/decode-1": 0.8, "job-2/decode-2": 0.7, "job-proc-2/job-proc-1": 1.7}
 
 
 def describe_instant(config: EncoderConfig) -> dict:
@@ -157,6 +161,8 @@ ROWS = {
     "job-1": {"row": "job", "beam_args": []},
     "job-1-dt1": {"row": "job", "beam_args": [], "decode_threads": 1},
     "job-1-proc": {"row": "job", "beam_args": [], "decode_pool": "processes"},
+    "job-proc-1": {"row": "job", "beam_args": [], "decode_pool": "processes", "decode_threads": 1},
+    "job-proc-2": {"row": "job", "beam_args": [], "decode_pool": "processes", "decode_threads": 2},
     "job-2": {
         "row": "job",
         "beam_args": ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"],
@@ -237,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         return {"name": name, **run_row("benchmarks.standin", spec)}
 
     best = best_of(names, repeats, run)
-    checks = {key: ratio(best, *key.split("/")) for key in TARGETS}
+    checks = {
+        key: ratio(best, *key.split("/"))
+        for key in TARGETS
+        if set(key.split("/")) <= set(names)  # a target is checked when its rows ran
+    }
     info = {
         "job-1-dt1/decode-1": ratio(best, "job-1-dt1", "decode-1"),
         "job-1-proc/job-1": ratio(best, "job-1-proc", "job-1"),
