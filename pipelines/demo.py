@@ -44,6 +44,11 @@ class DemoConfig:
     # Sized for ~10 minutes on 2 cores with AMX (bf16; fresh cache: 90 took 10:20); an
     # AVX2-only CPU trains in fp32 and the demo takes ~28 minutes there (README).
     steps: int = setting(80, help="training steps (80: the demo's ~10 minutes on 2 AMX cores)")
+    precision: str = setting(
+        "auto",
+        choices=("auto", "bf16", "fp32"),
+        help="training precision (auto: bf16 where the CPU has native bf16, else fp32)",
+    )
     batch_size: int = 16
     # A lower backbone lr than the trainer's default overfits the 30 training
     # sentences per language less, and jittered length bucketing varies each
@@ -203,6 +208,7 @@ def run_demo(config: DemoConfig) -> dict:
             save_every=config.steps,
             seed=config.seed,
             audio_init=config.audio_init,
+            precision=config.precision,
         ),
     )
     report = stages.run(
@@ -246,10 +252,12 @@ def _print_summary(summary: dict) -> None:
 
 
 def add_flags(parser) -> None:
-    """``speechtok demo``'s flags: ``--out`` and ``--steps`` from :class:`DemoConfig`."""
+    """``speechtok demo``'s flags: ``--out``, ``--steps`` and ``--precision`` from
+    :class:`DemoConfig` (``--precision fp32`` measures the demo as a CPU without
+    native bf16 runs it)."""
     from datastore.settings import add_flags as add
 
-    add(parser, DemoConfig, only=("out", "steps"))
+    add(parser, DemoConfig, only=("out", "steps", "precision"))
     parser.add_argument("--tiny", action="store_true", help="seconds-long variant with tiny models")
 
 

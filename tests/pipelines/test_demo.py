@@ -6,7 +6,7 @@ from pipelines.cli import main
 
 
 def test_tiny_demo_runs_every_stage(tmp_path, capsys):
-    assert main(["demo", "--tiny", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--tiny", "--out", str(tmp_path), "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "| fr | seen" in out and "| sw | unseen" in out and "where things are" in out
     summary = json.loads((tmp_path / "demo.json").read_text())
@@ -37,3 +37,4 @@ def test_tiny_demo_runs_every_stage(tmp_path, capsys):
     assert trained["audio_init"] == chosen.audio_init
     assert trained["loss"]["spread_out_weight"] == chosen.spread_out_weight
     assert trained["lr"] == chosen.lr and trained["data"]["length_jitter"] == chosen.length_jitter
+    assert trained["precision"] == "fp32"  # --precision reaches the run
