@@ -520,16 +520,7 @@ def _join_uri(root: str, path: str) -> str:
     _check_names_a_file(path, root)
     scheme_, rest = root.split("://", 1)
     bucket, _, prefix = rest.partition("/")
-    parts: list[str] = []
-    for seg in [*prefix.split("/"), *path.split("/")]:
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if not parts:
-                raise PathEscapeError(f"{path!r} climbs above {scheme_}://{bucket}")
-            parts.pop()
-        else:
-            parts.append(seg)
+    parts = relative_parts(f"{prefix}/{path}", f"{scheme_}://{bucket}")
     return f"{scheme_}://{bucket}/" + "/".join(parts)
 
 

@@ -200,7 +200,7 @@ def _parquet_rows(examples, config: AudioConfig):
     try:
         with storage.open_regular(file) as f:
             if is_arrow(file):
-                batches = _arrow_group(f, row_group, column)
+                batches = _arrow_group(file, f, row_group, column)
             else:
                 pf = pq.ParquetFile(f, buffer_size=PARQUET_BUFFER_BYTES)
                 is_struct = pa.types.is_struct(pf.schema_arrow.field(column).type)
@@ -239,11 +239,15 @@ def is_arrow(file: str) -> bool:
     return file.endswith(ARROW_SUFFIX)
 
 
-def open_arrow(f):
-    """A reader of an Arrow IPC file (stream format, as ``datasets`` writes, or
-    the random-access file format): ``schema`` and ``iter_batches()``."""
+def open_arrow(uri: str, f):
+    """A reader of the Arrow IPC file ``uri`` opened as ``f`` (stream format, as
+    ``datasets`` writes, or the random-access file format): ``schema`` and
+    ``iter_batches()``. A local file is memory-mapped: the batches before the
+    one wanted, and the columns not read, are skipped, not copied."""
     import pyarrow as pa
 
+    if storage.is_local(uri):
+        f = pa.memory_map(storage.local_path(uri))
     head = f.read(6)
     f.seek(0)
     if head == b"ARROW1":
@@ -260,11 +264,11 @@ class _ArrowBatches(NamedTuple):
     iter_batches: object  # () -> Iterator[RecordBatch], once
 
 
-def _arrow_group(f, batch_index: int, column: str):
+def _arrow_group(uri: str, f, batch_index: int, column: str):
     """The audio bytes of one record batch of an Arrow file (a "row group" there)."""
     import pyarrow as pa
 
-    arrow = open_arrow(f)
+    arrow = open_arrow(uri, f)
     is_struct = pa.types.is_struct(arrow.schema.field(column).type)
     for i, batch in enumerate(arrow.iter_batches()):
         if i == batch_index:

@@ -150,7 +150,7 @@ class _TableFile:
     def __init__(self, f, source: str):
         import pyarrow.parquet as pq
 
-        self.arrow = open_arrow(f) if is_arrow(source) else None
+        self.arrow = open_arrow(source, f) if is_arrow(source) else None
         self.parquet = None if self.arrow else pq.ParquetFile(f)
         self.schema = self.arrow.schema if self.arrow else self.parquet.schema_arrow
 
