@@ -167,10 +167,10 @@ def finalise(
 ) -> list[ShardInfo]:
     """One partition's runs -> its shards (see the module docstring).
 
-    Memory: one run and one bucket at a time (a bucket's sorted rows are
-    taken one row group at a time). With several buckets the runs are first
-    split by bucket into local temporary files (one pass), then each bucket
-    is read back (memory-mapped), sorted and written.
+    Memory: one run at a time, then one bucket's sort order (its sorted rows
+    are taken one row group at a time). The runs are first split by bucket
+    into local temporary files (one pass), then each bucket is read back
+    (memory-mapped), sorted and written.
     """
     n_rows = sum(r.rows for r in runs)
     if n_rows == 0:
@@ -191,10 +191,9 @@ def finalise(
             order=pc.sort_indices(table, sort_keys=keys),  # taken a row group at a time
         )
 
-    if n_buckets == 1:
-        infos = [write(0, pa.concat_tables(read_run(r) for r in ordered))]
-        pa.default_memory_pool().release_unused()  # a worker runs many stages: give it back
-        return infos
+    # Even one bucket goes through a local file: read back memory-mapped, its
+    # rows are page cache the kernel can drop, not heap (a 50,000-row shard
+    # held whole was the growth left on Flink's LOOPBACK workers).
     with tempfile.TemporaryDirectory(prefix="speechtok-buckets-") as tmp:
         paths = _spill_by_bucket(ordered, n_buckets, tmp)
         infos = []
@@ -202,7 +201,7 @@ def finalise(
             if os.path.exists(path):
                 with pa.ipc.open_stream(pa.memory_map(path)) as reader:
                     infos.append(write(bucket, reader.read_all()))
-            pa.default_memory_pool().release_unused()
+            pa.default_memory_pool().release_unused()  # a worker runs many stages: give it back
         return infos
 
 

@@ -265,6 +265,13 @@ def read_source(config: ManifestConfig, source: str) -> Iterator[Item]:
 # Why 4 MB: ~20,000 JSONL lines, a few seconds of reading; a 2 M-line manifest
 # gives ~100 parts, enough to keep a cluster's workers busy from one file.
 PART_BYTES = 4 << 20
+# Why a floor on the count: parallelism comes from the parts, so a manifest of
+# 20,000 lines in one 4 MB part would be read, decoded and encoded by one
+# worker while the others wait (on Flink with --parallelism 2 it was). Smaller
+# manifests are cut into MIN_PARTS parts of at least MIN_PART_BYTES (~600
+# JSONL lines: a part's fixed cost stays small next to its rows).
+MIN_PARTS = 16
+MIN_PART_BYTES = 128 << 10
 
 
 class SourcePart(NamedTuple):
@@ -276,15 +283,20 @@ class SourcePart(NamedTuple):
 
 def plan_parts(config: ManifestConfig, part_bytes: int | None = None) -> list[SourcePart]:
     """The manifest's sources, large line-per-record files cut into spans of
-    about ``part_bytes`` (default :data:`PART_BYTES`;
-    :func:`~tokenizer.manifests.lines.plan_spans`: one pass over each such
-    file, counting lines), in a deterministic order. Reading every part gives
-    what reading every source gives, line numbers included."""
-    part_bytes = part_bytes or PART_BYTES
+    about ``part_bytes`` (default :data:`PART_BYTES`, smaller when that gives
+    fewer than :data:`MIN_PARTS` parts; :func:`~tokenizer.manifests.lines.plan_spans`:
+    one pass over each such file, counting lines), in a deterministic order.
+    Reading every part gives what reading every source gives, line numbers
+    included."""
     reader = _READERS[config.format]
+    sources = reader.sources(config)
+    splittable = {s: storage.size(s) for s in sources if reader.splittable(config, s)}
+    if part_bytes is None:
+        even_share = sum(splittable.values()) // max(1, MIN_PARTS - len(sources) + len(splittable))
+        part_bytes = min(PART_BYTES, max(MIN_PART_BYTES, even_share))
     parts: list[SourcePart] = []
-    for source in reader.sources(config):
-        if reader.splittable(config, source) and storage.size(source) > part_bytes:
+    for source in sources:
+        if splittable.get(source, 0) > part_bytes:
             parts += [SourcePart(source, span) for span in plan_spans(source, part_bytes)]
         else:
             parts.append(SourcePart(source))
