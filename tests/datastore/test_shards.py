@@ -1,8 +1,11 @@
 import random
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datastore import schema, shards
 
@@ -189,3 +192,28 @@ def test_card_configs_follow_the_listed_partitions(tmp_path):
         and "\nconfigs:\n" in text
         and "| dev | 0 | 3 | 3 |" in text
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_rows_taken_batch_by_batch_are_table_take(sizes, seed):
+    """encode_table's row-group take equals Table.take (values and order)."""
+    import numpy as np
+
+    from datastore.shards import _take_rows
+
+    batches, first = [], 0
+    for n in sizes:
+        ids = [f"u{first + i}" for i in range(n)]
+        tokens = [list(range(i % 4)) for i in range(n)]
+        batches.append(
+            pa.record_batch({"id": ids, "tokens": pa.array(tokens, pa.list_(pa.int16()))})
+        )
+        first += n
+    table = pa.Table.from_batches(batches)
+    rows = np.random.default_rng(seed).permutation(first)[: max(1, first // 2)]
+    starts = np.cumsum([0, *sizes])
+    assert _take_rows(table.to_batches(), starts, rows).equals(table.take(rows))

@@ -80,6 +80,26 @@ def test_parts_read_what_the_whole_file_reads(tmp_path):
     assert plan_parts(config) == [SourcePart(config.input)]
 
 
+def test_a_mid_sized_manifest_is_cut_for_every_worker(tmp_path):
+    """Parallelism comes from the parts: a manifest under one PART_BYTES is
+    still cut into MIN_PARTS parts, none under MIN_PART_BYTES."""
+    from tokenizer import manifests
+
+    config = ManifestConfig(format="jsonl", input=_jsonl(tmp_path, 30_000, bad_every=10**9))
+    size = (tmp_path / "m.jsonl").stat().st_size
+    assert manifests.MIN_PARTS * manifests.MIN_PART_BYTES < size < manifests.PART_BYTES
+    parts = plan_parts(config)
+    assert len(parts) == manifests.MIN_PARTS
+    assert [i for p in parts for i in read_part(config, p)] == list(
+        read_manifest(config, dedup=False)
+    )
+    small = tmp_path / "small"
+    small.mkdir()
+    config = ManifestConfig(format="jsonl", input=_jsonl(small, 1_200, bad_every=10**9))
+    assert (small / "m.jsonl").stat().st_size < manifests.MIN_PART_BYTES
+    assert len(plan_parts(config)) == 1
+
+
 def test_census_finds_exactly_the_repeated_hashes():
     rng = np.random.default_rng(0)
     values = rng.integers(0, 5000, 20_000).astype(np.uint64)
