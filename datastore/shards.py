@@ -316,7 +316,7 @@ COMPLETE, FAILED = "complete", "failed"
 class Index:
     """``_index.json``: what a job wrote and how its counts reconcile.
 
-    The folder contract (README, "Guarantees"): ``job`` names the command that
+    The folder contract (docs/guarantees.md): ``job`` names the command that
     wrote the folder and ``writer`` the process (host, pid, its lock token);
     ``settings`` are the settings that define the rows (an append must match
     them); ``status`` is ``complete`` or ``failed`` (with ``failure``, why);

@@ -42,7 +42,7 @@ class DemoConfig:
     llm: str = "gemma-3-270m"
     layers: int | None = 4
     # Sized for ~10 minutes on 2 cores with AMX (bf16; fresh cache: 90 took 10:20); an
-    # AVX2-only CPU trains in fp32 and the demo takes ~28 minutes there (README).
+    # AVX2-only CPU trains in fp32 and the demo takes ~28 minutes there (benchmarks/README.md, "demo").
     steps: int = setting(80, help="training steps (80: the demo's ~10 minutes on 2 AMX cores)")
     precision: str = setting(
         "auto",

@@ -6,7 +6,7 @@ move faster than the pretrained ones), linear warmup then cosine, gradient clipp
 accumulation, bf16 autocast (the fast path on CUDA and on AMX CPUs), optional
 ``torch.compile``, DDP under ``torchrun`` (gloo on CPU, NCCL on GPUs).
 
-Levers for large batches and GPUs, all off by default (see README "Training"):
+Levers for large batches and GPUs, all off by default (see docs/training.md):
 ``cache_chunk`` (gradient cache, :mod:`trainer.gradcache`: the full-batch
 gradient with one chunk's activations), ``layout`` (``packed``/``varlen``:
 sequences packed without cross-attention, :mod:`trainer.packing`),

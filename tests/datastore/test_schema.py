@@ -55,3 +55,17 @@ def test_the_token_row_defines_the_columns_and_both_builders_use_it(tmp_path):
     write_synthetic_shards(str(tmp_path / "syn"), langs=("fr",), per_lang=2, test_per_lang=1, k=8)
     table = shards.read_table(str(tmp_path / "syn"), schema.TOKENS_DIR)
     assert table.schema.names == list(schema.TOKEN_COLUMNS) and table.num_rows == 3
+
+
+def test_the_documented_token_columns_are_the_schema():
+    """docs/outputs.md's column table names exactly the token schema's columns,
+    in its order (the schema is defined once; the doc only annotates it)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "outputs.md").read_text()
+    table = doc.split("## Shard schema")[1].split("\n\n| column")[1].split("\n\n")[0]
+    named = [
+        n for line in table.splitlines()[2:] for n in re.findall(r"`(\w+)`", line.split("|")[1])
+    ]
+    assert named == list(schema.TOKEN_SCHEMA.names)

@@ -2,7 +2,7 @@
 items 1-4, 7-9 and the smaller ones: a killed rerun's card, a truncated
 ``_index.json``, the lock refused before heavy imports).
 
-The folder contract (README, "Guarantees"): one job writes a folder at a time
+The folder contract (docs/guarantees.md): one job writes a folder at a time
 (the lock, checked again before the index is published: fencing); the index
 says which command wrote it, with which row-defining settings, whether it
 succeeded, and every file's size and sha256; readers refuse another job's

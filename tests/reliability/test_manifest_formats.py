@@ -42,10 +42,14 @@ FIXTURE_FORMAT = {
 PATH_FLAGS = {"--input", "--audio-root", "--lang", "--codebook", "--out", "--encoder"}
 
 
+FORMATS_DOC = REPO / "docs" / "formats.md"
+
+
 def readme_command(fmt: str) -> list[str]:
-    """The README's ``speechtok tokenize --format FMT`` line in "Manifest formats"
-    (the tour's line for ``fleurs``)."""
-    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    """The user guide's ``speechtok tokenize --format FMT`` line: in
+    docs/formats.md, or the README's tour (``fleurs``, ``covost``)."""
+    text = (REPO / "README.md").read_text() + FORMATS_DOC.read_text()
+    text = text.replace("\\\n", " ")
     for line in text.splitlines():
         argv = shlex.split(line) if line.startswith("speechtok tokenize ") else []
         if argv and argv[argv.index("--format") + 1] == fmt:
@@ -74,7 +78,7 @@ def command(fixture_args: list[str], fmt: str, codebook, out) -> list[str]:
 def test_readme_shows_every_format():
     for fmt in ("fleurs", "covost", "nemo", "lhotse", "hf-parquet", "kaldi"):
         assert readme_command(fmt)
-    section = (REPO / "README.md").read_text().split("## Manifest formats")[1].split("\n## ")[0]
+    section = FORMATS_DOC.read_text().split("## Manifest formats")[1].split("\n## ")[0]
     for fmt in ("fleurs", "jsonl", "nemo", "lhotse", "hf-parquet", "kaldi"):
         assert re.search(rf"\*\*{fmt}\*\*", section), fmt
 

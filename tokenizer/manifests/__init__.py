@@ -80,7 +80,7 @@ class ManifestConfig:
         help="fleurs: data dir ({lang}/{split}.tsv); covost: covost_v2.{src}_{tgt}.tsv; "
         "jsonl, nemo: manifest file; lhotse: cuts.jsonl(.gz) or a *supervisions*.jsonl(.gz) "
         "beside its *recordings* file; hf-parquet: Parquet file, glob or folder; kaldi: data "
-        "dir (wav.scp, text); local paths or gs:// (see README: Manifest formats)"
+        "dir (wav.scp, text); local paths or gs:// (see docs/formats.md)"
     )
     audio_root: str | None = setting(
         None,
