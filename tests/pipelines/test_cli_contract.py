@@ -124,8 +124,8 @@ def test_defaults_live_once_in_the_configs():
     the Python API builds from the same required values."""
     from datastore.shards import WriteConfig
     from pipelines.job_configs import BitextJobConfig
+    from pipelines.trainer_commands import build_train_config
     from tokenizer.bitext import BitextConfig
-    from trainer.cli import build_train_config
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
     from trainer.embed import EmbedConfig
@@ -165,7 +165,7 @@ def test_defaults_live_once_in_the_configs():
 
 def test_the_python_api_and_the_cli_agree_on_the_bitext_ratio():
     """Was 0.2 from the CLI and 0.0 from ``DataConfig`` for the same input."""
-    from trainer.cli import build_train_config
+    from pipelines.trainer_commands import build_train_config
     from trainer.data import DataConfig
 
     built = build_train_config(cli.build_parser().parse_args([*TRAIN_ARGV, "--bitext", "B"]))
