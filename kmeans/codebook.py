@@ -143,6 +143,11 @@ class Codebook:
         return json.loads(json.dumps(self._metadata))
 
     @property
+    def downsample(self) -> int:
+        """Encoder frames averaged into one token (1: none; older metadata lacks it)."""
+        return int(self._metadata.get("downsample") or 1)
+
+    @property
     def id(self) -> str:
         """``{encoder}-L{layer}-k{k}-{sha8}``; ``unknown-L-1-...`` before metadata is attached."""
         encoder = self._metadata.get("encoder") or UNKNOWN_ENCODER

@@ -71,8 +71,7 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
     metadata = {
         schema.META_ENCODER: the_plan.identity["encoder"],
         schema.META_LAYER: the_plan.identity["layer"],
-        schema.META_FRAME_RATE: the_plan.identity["frame_rate"]
-        / int(cb.metadata.get("downsample") or 1),
+        schema.META_FRAME_RATE: the_plan.identity["frame_rate"] / cb.downsample,
         schema.META_CODEBOOK_SHA256: cb.sha256,
         schema.META_VERSION: schema.SCHEMA_VERSION,
     }

@@ -34,7 +34,7 @@ def row_settings(*, codebook, identity: dict, dedup: bool, audio) -> dict:
         "codebook": codebook.id,
         "encoder": {k: identity.get(k) for k in ("encoder", "layer", "mode", "frame_rate")},
         "dedup": bool(dedup),
-        "downsample": int(codebook.metadata.get("downsample") or 1),
+        "downsample": codebook.downsample,
         "sample_rate": audio.sample_rate,
         "min_seconds": audio.min_seconds,
         "max_seconds": audio.max_seconds,
