@@ -50,7 +50,9 @@ def token_row(
         id=example.id,
         sentence_id=example.sentence_id,
         speaker=example.speaker,
-        source_lang=example.source_lang,
+        # The corpus's own code (fr_fr), else the short one: every row names its
+        # language in the file, for readers that ignore folder names (datasets).
+        source_lang=example.source_lang or example.lang,
         modality="speech",
         audio=storage.absolute_uri(example.uri),
         offset_s=example.offset_s,

@@ -76,6 +76,12 @@ def test_datasets_save_to_disk_folder_is_read(tmp_path, mfcc_codebook):
     _tokenize_exits_clean(
         ManifestConfig(format="hf-parquet", input=str(folder)), mfcc_codebook, tmp_path / "tok", 3
     )
+    # datasets ignores folder names: each row still names its language in a column.
+    loaded = datasets.load_dataset(str(tmp_path / "tok"), cache_dir=str(tmp_path / "hf"))
+    assert {s: [r["source_lang"] for r in rows] for s, rows in loaded.items()} == {
+        "train": ["fr", "fr"],
+        "test": ["fr"],
+    }
     only_test = ManifestConfig(format="hf-parquet", input=str(folder), splits=("test",))
     assert [e.id for e in read(only_test)[0]] == ["fr/c"]
 
