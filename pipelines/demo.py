@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 
@@ -56,6 +57,10 @@ class DemoConfig:
     lr: float = 3e-5
     length_jitter: float = 0.3
     max_speech_tokens: int = 384  # the first ~15 s: longer paragraphs cost steps
+    # Gradient cache in chunks of 4 pairs: the full batch's gradients (the same
+    # loss to the last digit) with one chunk's activations held: train's peak
+    # fell from 4.9 to 2.9 GB at no measurable cost per step (benchmarks/README.md, "demo").
+    cache_chunk: int = 4
     # Chosen on the dev split (benchmarks/demo_sweep.py, benchmarks/README.md "demo
     # training settings"): random audio rows with the trainer's spread-out weight 1.0
     # gave dev R@1 seen 16.7 % vs 10.0 % for aligned rows with weight 0.1, the
@@ -91,18 +96,33 @@ class DemoConfig:
 
 
 class _Stages:
-    """Prints each stage's start and wall time, and keeps the timings."""
+    """Prints each stage's start, wall time and the process's peak memory so
+    far (the stage where it jumps is the one that holds the demo's peak), and
+    keeps them."""
 
     def __init__(self):
         self.times: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
 
     def run(self, name: str, fn, *args, **kwargs):
         print(f"\n=== [{len(self.times) + 1}/6] {name} ===", flush=True)
         start = time.perf_counter()
         result = fn(*args, **kwargs)
         self.times[name] = time.perf_counter() - start
-        print(f"--- {name}: {self.times[name]:.0f} s", flush=True)
+        self.peak_rss_mb[name] = _peak_rss_mb()
+        print(
+            f"--- {name}: {self.times[name]:.0f} s (peak RSS so far {self.peak_rss_mb[name]:,.0f} MB)",
+            flush=True,
+        )
         return result
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -204,6 +224,7 @@ def run_demo(config: DemoConfig) -> dict:
             loss=LossConfig(spread_out_weight=config.spread_out_weight),
             steps=config.steps,
             lr=config.lr,
+            cache_chunk=config.cache_chunk,
             warmup_steps=min(10, config.steps - 1) if config.steps > 1 else 0,
             save_every=config.steps,
             seed=config.seed,
@@ -219,6 +240,7 @@ def run_demo(config: DemoConfig) -> dict:
     summary = {
         "report": report,
         "times": stages.times,
+        "peak_rss_mb": stages.peak_rss_mb,
         "folders": d,
         "config": dataclasses.asdict(config),
     }

@@ -18,6 +18,9 @@ def test_tiny_demo_runs_every_stage(tmp_path, capsys):
         "train",
         "evaluate",
     ]
+    peaks = list(summary["peak_rss_mb"].values())  # per stage, the peak so far: monotonic
+    assert list(summary["peak_rss_mb"]) == list(summary["times"])
+    assert peaks == sorted(peaks) and peaks[0] > 50 and "peak RSS so far" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report == summary["report"] and report["seen"] == ["de", "fr"]
     for stage in ("codebook", "tokens", "bitext"):
@@ -38,3 +41,4 @@ def test_tiny_demo_runs_every_stage(tmp_path, capsys):
     assert trained["loss"]["spread_out_weight"] == chosen.spread_out_weight
     assert trained["lr"] == chosen.lr and trained["data"]["length_jitter"] == chosen.length_jitter
     assert trained["precision"] == "fp32"  # --precision reaches the run
+    assert trained["cache_chunk"] == chosen.cache_chunk  # the gradient cache bounds train's peak
