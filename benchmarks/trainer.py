@@ -310,7 +310,7 @@ def measure(args, batch_size: int, shards: str, tmp: str) -> dict:
 def write_shards(folder: str, largest_batch: int) -> None:
     """Synthetic token shards, ~150 tokens per utterance (like Whisper layer-3 tokens,
     deduplicated), enough for batches of ``largest_batch`` pairs."""
-    from trainer.synthetic import write_synthetic_shards
+    from testing.synthetic_shards import write_synthetic_shards
 
     per_lang = 4 * largest_batch if largest_batch <= 512 else 2 * largest_batch
     write_synthetic_shards(folder, langs=("fr", "de"), per_lang=per_lang, k=256, words=(10, 16))

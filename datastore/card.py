@@ -35,7 +35,7 @@ JOB_TITLES = {
     "bitext": "bitext shards (`speechtok bitext`)",
     "fit-codebook": "a k-means codebook (`speechtok fit-codebook`) and its rejects",
     "embed": "embeddings of a trained dual encoder (`speechtok embed`)",
-    "synthetic": "synthetic token shards (`trainer.synthetic`)",
+    "synthetic": "synthetic token shards (`testing.synthetic_shards`)",
 }
 
 

@@ -49,7 +49,7 @@ def column(arrow_type: pa.DataType, *, nullable: bool = False, default=dataclass
 class TokenRow:
     """One token shard row (one utterance), the single definition of its columns:
     :data:`TOKEN_FILE_SCHEMA` is derived from these fields, in this order, and
-    both row builders (``tokenizer.assign.token_row``, ``trainer.synthetic``)
+    both row builders (``tokenizer.assign.token_row``, ``testing.synthetic_shards``)
     make their rows with it. The partition keys (``corpus``, ``split``,
     ``lang``) come last: they are folder names, not file columns. A new
     column is one field here (nullable with a default, so older builders

@@ -43,8 +43,8 @@ def test_the_token_row_defines_the_columns_and_both_builders_use_it(tmp_path):
 
     from datastore import shards
     from datastore.records import AudioExample
+    from testing.synthetic_shards import write_synthetic_shards
     from tokenizer.assign import token_row
-    from trainer.synthetic import write_synthetic_shards
 
     fields = [f.name for f in dataclasses.fields(schema.TokenRow)]
     assert schema.TOKEN_FILE_SCHEMA.names == [f for f in fields if f not in schema.TOKEN_PARTITIONS]

@@ -15,10 +15,10 @@ import pytest
 
 from datastore import schema
 from pipelines.cli import main
+from testing.synthetic_shards import write_synthetic_shards
 from tests.reliability.helpers import relist
 from trainer import checkpoint
 from trainer.backbones import BackboneReferenceError, resolve_run_reference
-from trainer.synthetic import write_synthetic_shards
 
 HUB_ID = "google/gemma-3-270m"
 

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def synthetic_shards(tmp_path_factory):
     """``(dir, info)``: 4 languages x 24 train + 8 test rows, k=100, with bitext."""
-    from trainer.synthetic import write_synthetic_shards
+    from testing.synthetic_shards import write_synthetic_shards
 
     out = str(tmp_path_factory.mktemp("shards"))
     info = write_synthetic_shards(

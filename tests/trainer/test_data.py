@@ -3,6 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datastore import schema, shards
+from testing.synthetic_shards import write_synthetic_shards
 from tests.reliability.helpers import relist
 from trainer.data import (
     BitextRows,
@@ -14,7 +15,6 @@ from trainer.data import (
     plan_epoch,
     text_group,
 )
-from trainer.synthetic import write_synthetic_shards
 
 
 def test_synthetic_shards_follow_the_contract(synthetic_shards):
