@@ -212,10 +212,13 @@ def _spill_by_bucket(runs: Sequence[RunFile], n_buckets: int, tmp: str) -> list[
     try:
         for run in runs:
             table = read_run(run)
-            buckets = bucket_of(table.column("id").to_pylist(), n_buckets)
-            order = np.argsort(buckets, kind="stable")
-            table, buckets = table.take(order), buckets[order]
-            bounds = np.searchsorted(buckets, np.arange(n_buckets + 1))
+            if n_buckets == 1:  # every row is bucket 0: no ids to hash, no reorder
+                bounds = np.array([0, table.num_rows])
+            else:
+                buckets = bucket_of(table.column("id").to_pylist(), n_buckets)
+                order = np.argsort(buckets, kind="stable")
+                table, buckets = table.take(order), buckets[order]
+                bounds = np.searchsorted(buckets, np.arange(n_buckets + 1))
             for b in range(n_buckets):
                 lo, hi = int(bounds[b]), int(bounds[b + 1])
                 if hi > lo:

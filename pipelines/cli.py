@@ -43,8 +43,8 @@ class Command:
     (generated from its configs), and ``run``, the ``"module:function"`` that
     implements it (imported only when the command runs, so ``--help`` is
     instant). ``beam_job``: flags it does not know are Beam pipeline options,
-    it reports an outcome (``--max-reject-fraction``); ``writes_out``: it holds
-    ``--out``'s lock while it runs (``--break-lock`` where ``lock_flag``)."""
+    it reports an outcome (``--max-reject-fraction``) and may ``--break-lock``;
+    ``writes_out``: it holds ``--out``'s lock while it runs."""
 
     name: str
     run: str
@@ -53,10 +53,6 @@ class Command:
     add_flags: Callable[[argparse.ArgumentParser], None]
     beam_job: bool = False
     writes_out: bool = False
-
-    @property
-    def lock_flag(self) -> bool:
-        return self.beam_job  # the other commands' folders are their own runs
 
 
 def _synth_flags(p: argparse.ArgumentParser) -> None:
@@ -305,7 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_flags(p)
         if command.beam_job:
             _add_outcome_args(p)
-        if command.lock_flag:
             _add_lock_arg(p)
         # -v after the command too (SUPPRESS: keep the top's)
         p.add_argument(
