@@ -69,3 +69,35 @@ def test_the_documented_token_columns_are_the_schema():
         n for line in table.splitlines()[2:] for n in re.findall(r"`(\w+)`", line.split("|")[1])
     ]
     assert named == list(schema.TOKEN_SCHEMA.names)
+
+
+@pytest.mark.parametrize("stored", ["string", "dictionary"])
+def test_partition_keys_stored_in_the_files_too_break_one_of_the_contract_readers(tmp_path, stored):
+    """Why ``lang``/``split`` are folder names only (schema version 2): stored in
+    the files as well, as ``datasets`` would need to see them, either storage
+    type breaks a reader the DESIGN contract names. pq.read_table and pandas
+    infer hive keys as dictionaries, pyarrow.dataset(partitioning="hive") as
+    strings, and neither merges with the other type. If this test fails, the
+    readers have changed and the keys can join the files (issue 30, item 8)."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    for lang in ("fr", "de"):
+        folder = tmp_path / f"lang={lang}"
+        folder.mkdir()
+        value = pa.array([lang] * 2)
+        if stored == "dictionary":
+            value = value.dictionary_encode()
+        pq.write_table(pa.table({"id": ["a", "b"], "lang": value}), folder / "part-0.parquet")
+    readers = {
+        "pq.read_table": lambda: pq.read_table(tmp_path),
+        "pyarrow.dataset hive": lambda: ds.dataset(tmp_path, partitioning="hive").to_table(),
+    }
+    failing = []
+    for name, read in readers.items():
+        try:
+            assert sorted(read().column("lang").to_pylist()) == ["de", "de", "fr", "fr"]
+        except pa.ArrowTypeError as error:
+            assert "incompatible types" in str(error)
+            failing.append(name)
+    assert failing == (["pyarrow.dataset hive"] if stored == "dictionary" else ["pq.read_table"])
