@@ -36,6 +36,7 @@ from benchmarks.retrieval_full import (
     _configs,
     _evaluate,
     _means,
+    codebook_sha256,
     default_seen,
     measure,
     prepare_data,
@@ -44,6 +45,10 @@ from benchmarks.retrieval_summary import markdown_table, pct, print_table, summa
 from datastore import storage
 
 CURVE = (30, 60, 120, 300)
+# Finished runs, kept in the repository: the work folder (checkpoints, ~1 GB a
+# run) lives on one machine, while the curve takes several sessions' background
+# time. A run found here is never trained again; its test ranks travel with it.
+LEDGER = "benchmarks/retrieval_curve_runs"
 
 
 def checkpoints(curve: tuple[int, ...]) -> list[int]:
@@ -62,10 +67,19 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
         f"{arm}-curve{'-'.join(map(str, curve))}-{plan.max_speech_tokens}tok"
         f"-L{plan.layers or 'all'}-{plan.precision}-s{seed}"
     )
+    ledger_file = storage.join(LEDGER, f"{name}.json")
+    if storage.exists(ledger_file):
+        record = json.loads(storage.read_text(ledger_file))
+        if record["codebook_sha256"] != codebook_sha256(data):
+            raise SystemExit(
+                f"{ledger_file} was trained on codebook {record['codebook_sha256'][:12]}, "
+                f"this machine's data has {codebook_sha256(data)[:12]}: move the ledger aside"
+            )
+        return record
     run = storage.join(plan.work, "curve-runs", name)
     result_file = storage.join(run, "result.json")
     if storage.exists(result_file):
-        return json.loads(storage.read_text(result_file))
+        return _to_ledger(ledger_file, json.loads(storage.read_text(result_file)), data)
     config = _configs(plan, data, arm, seed, run)
     record = {"arm": arm, "seed": seed, "train_s": 0.0, "dev": {}, "at": {}}
     for step in checkpoints(curve):
@@ -95,6 +109,19 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
         }
     storage.delete(storage.join(run, OPTIMIZER_FILE))  # the curve never resumes a done run
     storage.write_text(result_file, json.dumps(record, indent=2))
+    return _to_ledger(ledger_file, record, data)
+
+
+def _to_ledger(ledger_file: str, record: dict, data: dict) -> dict:
+    """The record with each step count's test ranks inline, written to the ledger.
+
+    ``codebook_sha256`` names the tokens every run of the curve must share: a
+    ledger run trained on other data is refused."""
+    record = json.loads(json.dumps(record))  # str keys, a copy
+    for at in record["at"].values():
+        at["ranks"] = json.loads(storage.read_text(storage.join(at.pop("test_dir"), "ranks.json")))
+    record["codebook_sha256"] = codebook_sha256(data)
+    storage.write_text(ledger_file, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
 

@@ -101,11 +101,11 @@ def _done(folder: str) -> bool:
 
 def prepare_data(plan: Plan) -> dict[str, str]:
     """Corpus, Whisper-base L3 codebook, tokens (seen: train; all: dev + test), bitext."""
+    from corpora.bitext import BitextConfig
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
     from pipelines import bitext, fit_codebook, tokenize
-    from tokenizer.bitext import BitextConfig
     from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 
     corpus = storage.join(plan.work, "corpus")
     if not storage.exists(storage.join(corpus, "corpus.json")):
@@ -156,6 +156,15 @@ def prepare_data(plan: Plan) -> dict[str, str]:
             )
         )
     return {"corpus": corpus, "codebook": cb, "tokens": tokens, "bitext": bt}
+
+
+def codebook_sha256(data: dict) -> str:
+    import hashlib
+
+    from kmeans.codebook import CENTROIDS_FILE
+
+    raw = storage.read_bytes(storage.join(data["codebook"], CENTROIDS_FILE))
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _configs(plan: Plan, data: dict, arm: str, seed: int, out: str):

@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 
 
 def _hits(record: dict, langs) -> dict[str, list[float]]:
-    """Per language, each test query's R@1 outcome (queries in id order)."""
-    ranks = json.loads(storage.read_text(storage.join(record["test_dir"], "ranks.json")))
+    """Per language, each test query's R@1 outcome (queries in id order).
+
+    The ranks are inline (the curve's ledger) or in the run's ``eval-test``."""
+    ranks = record.get("ranks") or json.loads(
+        storage.read_text(storage.join(record["test_dir"], "ranks.json"))
+    )
     return {x: [float(r == 0) for r in ranks[x]["ranks"]] for x in langs}
 
 

@@ -103,6 +103,14 @@ SPECS: dict[str, BenchSpec] = {
         quick_args=("--smoke",),
         quick_skip="nine full-depth Gemma runs: hours on 2 CPU cores (--smoke: the procedure)",
     ),
+    "retrieval_curve": BenchSpec(
+        json_flag="--json",
+        quick_skip="nine 300-step runs: ~3 h on 2 CPU cores, resumable (a ledger in the repo)",
+    ),
+    "retrieval_ablations": BenchSpec(
+        json_flag="--json",
+        quick_skip="six 60-step runs: ~25 min on 2 CPU cores, kept in a ledger in the repo",
+    ),
 }
 # Run order: cheap first, so a quick run shows results early.
 ORDER = ("encoders", "kmeans", "tokenize", "trainer", "load", "retrieval")
