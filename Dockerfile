@@ -17,13 +17,14 @@ COPY setup.py constraints.txt ./
 COPY datastore ./datastore
 COPY pipelines ./pipelines
 COPY tokenizer ./tokenizer
+COPY corpora ./corpora
 COPY kmeans ./kmeans
 COPY trainer ./trainer
 # Constraints keep the tested pins; torch is filtered out of them so the CUDA
 # build installed above stays (2.13.0 satisfies every range we declare).
 RUN grep -v '^torch==' constraints.txt > /tmp/constraints-no-torch.txt \
  && pip install --no-cache-dir ".[faiss]" -c /tmp/constraints-no-torch.txt \
- && python -c "import datastore, pipelines, tokenizer, kmeans, trainer, torch; print(torch.__version__)"
+ && python -c "import datastore, pipelines, tokenizer, corpora, kmeans, trainer, torch; print(torch.__version__)"
 
 # Keep Beam's boot entry point: it starts the SDK worker harness.
 ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -30,7 +30,7 @@ test: $(STAMP)
 # The lane to run before every commit (~2.5 min on 2 cores): every layer below
 # the Beam jobs, in process; no pretrained weights, no JVM. CI runs `make test`.
 FAST_TESTS := tests/test_imports.py tests/test_layout.py tests/datastore tests/kmeans \
-	tests/tokenizer tests/trainer
+	tests/tokenizer tests/corpora tests/trainer
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not engine and not gpu" $(FAST_TESTS) $(PYTEST_ARGS)
 

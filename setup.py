@@ -11,7 +11,15 @@ package) gives CPU workers those pins; MANIFEST.in puts both in the sdist.
 from setuptools import find_packages, setup
 
 PACKAGES = find_packages(
-    include=["datastore*", "pipelines*", "tokenizer*", "kmeans*", "trainer*", "engines*"]
+    include=[
+        "datastore*",
+        "pipelines*",
+        "tokenizer*",
+        "corpora*",
+        "kmeans*",
+        "trainer*",
+        "engines*",
+    ]
 )
 
 INSTALL_REQUIRES = [
@@ -72,7 +80,7 @@ setup(
     "and a trainer for speech/text dual encoders built from a multilingual LLM.",
     python_requires=">=3.10",
     packages=PACKAGES,
-    package_data={"tokenizer.synth": ["fixtures/*", "*.tsv", "*.json"], "engines": ["*.pom.xml"]},
+    package_data={"corpora.synth": ["fixtures/*", "*.tsv", "*.json"], "engines": ["*.pom.xml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["speechtok = pipelines.cli:main"]},

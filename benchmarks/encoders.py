@@ -64,8 +64,8 @@ def speech_clips(count: int) -> tuple[list[np.ndarray], str]:
     """``count`` synthesized utterances (round-robin over languages), or
     modulated tones of the same length range when espeak-ng is unavailable."""
     try:
-        from tokenizer.synth.espeak import synthesize
-        from tokenizer.synth.udhr import load_fixture
+        from corpora.synth.espeak import synthesize
+        from corpora.synth.udhr import load_fixture
 
         texts = load_fixture()
         pools = [

@@ -51,7 +51,7 @@ FLEURS_CODES = ("de_de", "fr_fr", "sw_ke")
 
 def synth_corpus(work: Path) -> Path:
     """A small real-speech corpus (French, 20 sentences x 2 voices)."""
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
 
     out = work / "synth"
     if not (out / "corpus.json").exists():

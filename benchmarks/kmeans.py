@@ -70,10 +70,10 @@ def whisper_frames(work: Path = WORK) -> Path:
     fit-codebook job with ``save_sample``: the same stratified sample (even
     per language, at most 500 frames per utterance) a real codebook fit sees.
     """
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
     from pipelines import fit_codebook
     from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 
     frames = work / "codebook" / fit_codebook.SAMPLE_DIR / "frames.npy"
     if frames.exists():

@@ -39,8 +39,8 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "premise.json"
 def sentences(langs: tuple[str, ...]) -> dict[str, dict[int, str]]:
     """``{lang: {sentence id: text}}`` of the dev and test sentences the
     experiment's corpus speaks (the synthesizer's own selection, no audio)."""
-    from tokenizer.synth.plan import assign_splits, select_ids
-    from tokenizer.synth.synth import SynthConfig, choose_languages, load_texts
+    from corpora.synth.plan import assign_splits, select_ids
+    from corpora.synth.synth import SynthConfig, choose_languages, load_texts
 
     config = SynthConfig(out="unused", langs=langs, voices=1)
     wanted = choose_languages(config)

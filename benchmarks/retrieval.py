@@ -99,11 +99,11 @@ def _done(folder: str) -> bool:
 
 def prepare_data(plan: Plan, encoder: str) -> dict[str, str]:
     """Corpus (shared), codebook, tokens (train: seen; test: all) and bitext for one encoder."""
+    from corpora.bitext import BitextConfig
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
     from pipelines import bitext, fit_codebook, tokenize
-    from tokenizer.bitext import BitextConfig
     from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
 
     corpus = storage.join(plan.work, "corpus")
     if not storage.exists(storage.join(corpus, "corpus.json")):

@@ -174,7 +174,7 @@ ROWS = {
 def prepare_corpus(work: Path, per_lang: int, times: int) -> tuple[Path, float]:
     """mini-FLEURS (cached by its settings) and a JSONL manifest listing its
     Common Voice clips ``times`` times under distinct ids."""
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
 
     corpus = work / "corpus"
     stamp = work / "corpus.stamp.json"

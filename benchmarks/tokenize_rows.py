@@ -93,13 +93,13 @@ def worker_bare(spec: dict) -> dict:
     from kmeans.postprocess import frames_to_tokens
     from tokenizer.assign import token_row
     from tokenizer.encoders import build_encoder
-    from tokenizer.model_handler import clip_weight
+    from tokenizer.encoders.base import SAMPLE_RATE
     from tokenizer.speech_model import BATCH_OVER_ENCODER_BATCH
 
     start = time.perf_counter()
     codebook = Codebook.load(spec["codebook"])
     encoder = build_encoder(spec["encoder"], threads=spec.get("threads"))
-    # BatchElements with min = max = target: flush before an element would overflow.
+    # Batches by audio length in centiseconds, flushed before a clip would overflow.
     target = max(1, round(BATCH_OVER_ENCODER_BATCH * encoder.config.max_batch_seconds * 100))
     rows: list[dict] = []
     batch: list[tuple] = []
@@ -112,7 +112,7 @@ def worker_bare(spec: dict) -> dict:
             rows.append(token_row(example, tokens, codebook.id, n_samples=len(wave)))
 
     for example, wave in _decoded(spec):
-        size = clip_weight((example.id, wave))
+        size = max(1, len(wave) // (SAMPLE_RATE // 100))
         if batch and weight + size > target:
             flush()
             batch, weight = [], 0
@@ -184,10 +184,8 @@ WORKERS = {
 }
 
 # Imported before any row's clock starts, the same set in every row:
-# interpreter start-up is not throughput, and Beam's lazy ``apache_beam.ml``
-# import (which pulls in torch) would otherwise land inside the job's clock only.
+# interpreter start-up is not throughput.
 PREIMPORTS = (
-    "apache_beam.ml.inference.base",
     "pyarrow.dataset",
     "pyarrow.parquet",
     "torch",
@@ -196,6 +194,5 @@ PREIMPORTS = (
     "kmeans.kernels",
     "kmeans.postprocess",
     "pipelines.tokenize",
-    "tokenizer.model_handler",
     "tokenizer.encoders.whisper_convert",
 )

@@ -43,7 +43,7 @@ def run_fresh(spec: dict) -> dict:
 
 def prepare_corpus(work: Path, per_lang: int, voices: int) -> Path:
     """mini-FLEURS under ``work/corpus`` (kept when an earlier run made the same one)."""
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
 
     out = work / "corpus"
     stamp = work / "corpus.stamp.json"

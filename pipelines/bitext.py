@@ -8,7 +8,7 @@ filters, removes exact duplicate pairs, and writes
 (its shards would otherwise sit beside the new ones, unlisted).
 
 Memory is bounded: the unit of work is one language pair (its files), which
-:func:`tokenizer.bitext.filter_language_pair` filters, deduplicates by a
+:func:`corpora.bitext.filter_language_pair` filters, deduplicates by a
 64-bit key and writes as it streams, so no per-line element ever crosses a
 Beam shuffle (the embedded runner holds a whole shuffle in memory: 1 M
 duplicate lines took 1.8 GB that way). Language pairs run in parallel.
@@ -23,13 +23,13 @@ from collections import Counter
 
 import apache_beam as beam
 
+from corpora.bitext import filter_language_pair, parse_pair, select_files
 from datastore import card, outfolder, schema, shards, storage
 from datastore.outfolder import check_folder_job, readable_index
 from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import BitextJobConfig, bitext_config
 from pipelines.summary import finish_run
-from tokenizer.bitext import filter_language_pair, parse_pair, select_files
 
 
 def language_pairs(files: list[str]) -> list[list[str]]:

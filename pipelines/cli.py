@@ -56,8 +56,8 @@ class Command:
 
 
 def _synth_flags(p: argparse.ArgumentParser) -> None:
+    from corpora.synth.synth import SynthConfig
     from datastore.settings import add_flags
-    from tokenizer.synth.synth import SynthConfig
 
     add_flags(p, SynthConfig, only=("out",), required=("out",))
     langs = p.add_mutually_exclusive_group()

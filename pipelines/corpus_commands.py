@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from tokenizer.synth.summary import format_summary
-from tokenizer.synth.synth import SynthConfig, choose_languages, synthesize_corpus
+from corpora.synth.summary import format_summary
+from corpora.synth.synth import SynthConfig, choose_languages, synthesize_corpus
 
 
 def run_cli(args: argparse.Namespace, extra: list[str]) -> int:

@@ -127,12 +127,12 @@ def _peak_rss_mb() -> float:
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns ``{"report": report.json content, "times": {...}, "folders": {...}}``."""
+    from corpora.bitext import BitextConfig
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
     from pipelines import bitext, fit_codebook, tokenize
     from tokenizer.audio_config import AudioConfig
-    from tokenizer.bitext import BitextConfig
     from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
     from trainer.evaluate import EvalConfig, evaluate

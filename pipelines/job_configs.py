@@ -13,10 +13,10 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from corpora.bitext import BitextConfig
 from datastore import shards
 from datastore.settings import add_flags, setting, values
 from tokenizer.audio_config import AudioConfig
-from tokenizer.bitext import BitextConfig
 from tokenizer.encoders.base import EncoderConfig
 from tokenizer.manifests import OWN_SPLITS, ManifestConfig
 from tokenizer.prefetch import POOLS

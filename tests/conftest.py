@@ -76,7 +76,7 @@ MINI_LANGS = ("fr", "de", "sw")
 
 @pytest.fixture(scope="session")
 def mini_corpus(tmp_path_factory):
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
 
     out = tmp_path_factory.mktemp("mini")
     synthesize_corpus(

@@ -1,3 +1,3 @@
 """The speech side without Beam: manifest readers, audio decoding and
-validation, the encoder registry, frame-to-token assignment, the RunInference
-model handler (the one module here that imports Beam)."""
+validation, the encoder registry, the model that turns audio into tokens, and
+frame-to-token assignment."""

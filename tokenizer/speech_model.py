@@ -75,8 +75,7 @@ BATCH_OVER_ENCODER_BATCH = 4
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Everything a worker needs to build its :class:`SpeechModel`: picklable,
-    Beam-free (the speech jobs' DoFn holds one; the RunInference handler wraps
-    one). ``identity``: the encoder identity the launcher planned
+    Beam-free (the speech jobs' DoFn holds one). ``identity``: the encoder identity the launcher planned
     (``describe_encoder``), checked when the model loads. ``batch_seconds``:
     audio per model call (default: 4 x the encoder's ``max_batch_seconds``)."""
 

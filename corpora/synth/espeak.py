@@ -17,11 +17,11 @@ build or platform) a warning says that audio may vary slightly between runs.
 The library is not thread-safe: calls are serialised with a lock; run
 processes for parallelism. Some inputs make it abort the whole process
 (Burmese: "buffer overflow detected"): callers that must survive that run it
-in a worker process (see :mod:`tokenizer.synth.pool`).
+in a worker process (see :mod:`corpora.synth.pool`).
 
 Example::
 
-    from tokenizer.synth.espeak import synthesize
+    from corpora.synth.espeak import synthesize
     wave = synthesize("Bonjour tout le monde.", "fr", variant="f2", rate=160)
 """
 

@@ -2,7 +2,7 @@
 
 Everything is drawn from hashes of the seed and a recording's identity (no
 RNG state), so a plan depends only on the configuration: not on worker count,
-order, or platform. See :mod:`tokenizer.synth.synth` for the decisions.
+order, or platform. See :mod:`corpora.synth.synth` for the decisions.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corpora.synth import espeak, layouts
 from tokenizer.languages import Language
-from tokenizer.synth import espeak, layouts
 
 if TYPE_CHECKING:
-    from tokenizer.synth.synth import SynthConfig
+    from corpora.synth.synth import SynthConfig
 
 RATE_RANGE = (150, 200)  # words per minute
 PITCH_RANGE = (35, 65)  # espeak pitch, 50 = the voice's own

@@ -12,7 +12,7 @@ Results can arrive in any order; each carries its item's index.
 Example::
 
     def on_result(index, result): ...
-    run_isolated(items, "tokenizer.synth.render:render", workers=2, on_result=on_result)
+    run_isolated(items, "corpora.synth.render:render", workers=2, on_result=on_result)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One recording: speak a text, check it is speech, encode it, write it.
 
-Runs inside a worker process of :mod:`tokenizer.synth.pool` (espeak may abort
+Runs inside a worker process of :mod:`corpora.synth.pool` (espeak may abort
 the process). Items and results are plain JSON-able dicts.
 
 Example::
@@ -17,8 +17,8 @@ import io as _bytes_io
 import numpy as np
 import soundfile as sf
 
+from corpora.synth import espeak
 from datastore import storage
-from tokenizer.synth import espeak
 
 OK = "ok"
 SILENT = "silent"

@@ -7,8 +7,8 @@ Example::
 
 from __future__ import annotations
 
+from corpora.synth.layouts import SPLITS
 from tokenizer import languages
-from tokenizer.synth.layouts import SPLITS
 
 
 def format_summary(corpus: dict, wall_s: float | None = None) -> str:

@@ -30,7 +30,7 @@ Decisions (documented here because readers of the corpus rely on them):
 
 Example::
 
-    from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+    from corpora.synth.synth import SynthConfig, synthesize_corpus
     corpus = synthesize_corpus(SynthConfig(out="/tmp/mini", langs=("fr", "sw"), per_lang=10))
     corpus["totals"]["utterances"]
 """
@@ -44,12 +44,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from datastore import storage
-from datastore.settings import setting
-from tokenizer import languages
-from tokenizer.languages import Language
-from tokenizer.synth import espeak, layouts, pool, render, udhr
-from tokenizer.synth.plan import (
+from corpora.synth import espeak, layouts, pool, render, udhr
+from corpora.synth.plan import (
     PITCH_RANGE,
     RATE_RANGE,
     Recording,
@@ -57,6 +53,10 @@ from tokenizer.synth.plan import (
     plan_recordings,
     select_ids,
 )
+from datastore import storage
+from datastore.settings import setting
+from tokenizer import languages
+from tokenizer.languages import Language
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class SynthConfig:
     test_fraction: float = 0.3
     dev_fraction: float = 0.1
     progress: bool | None = None  # None: a progress bar only on a terminal
-    render: str = "tokenizer.synth.render:render"
+    render: str = "corpora.synth.render:render"
 
     def __post_init__(self) -> None:
         codes = self.langs.split(",") if isinstance(self.langs, str) else self.langs
@@ -259,7 +259,7 @@ def _synthesize(config: SynthConfig, langs: dict[str, Language], plan: list[Reco
             config.render,
             workers=config.workers or os.cpu_count() or 1,
             on_result=on_result,
-            preload=["tokenizer.synth.render"],
+            preload=["corpora.synth.render"],
         )
     finally:
         progress.close()

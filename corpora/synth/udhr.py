@@ -218,7 +218,7 @@ def load_fixture() -> dict[str, dict[int, str]]:
     A few dozen short UDHR paragraphs in a dozen languages (``fixtures/
     udhr_fixture.tsv``: udhr code, sentence id, text), already aligned.
     """
-    text = resources.files("tokenizer.synth").joinpath("fixtures", FIXTURE).read_text("utf-8")
+    text = resources.files("corpora.synth").joinpath("fixtures", FIXTURE).read_text("utf-8")
     out: dict[str, dict[int, str]] = {}
     for row in csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE):
         if not row or row[0].startswith("#"):

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tokenizer.synth import layouts, udhr
-from tokenizer.synth.plan import assign_splits, select_ids
-from tokenizer.synth.synth import SynthConfig, synthesize_corpus
+from corpora.synth import layouts, udhr
+from corpora.synth.plan import assign_splits, select_ids
+from corpora.synth.synth import SynthConfig, synthesize_corpus
 
 CONFIG = {"langs": ("fr", "sw_ke"), "per_lang": 6, "voices": 2, "text": "fixture", "workers": 2}
 FIXTURE = udhr.load_fixture()
@@ -180,8 +180,8 @@ def flaky_render(item: dict) -> dict:
     if item["voice"] == "sw":
         return {"status": "silent", "detail": "near-silent (0% of frames above -40 dBFS)"}
     wave = 0.3 * np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220).astype(np.float32)
+    from corpora.synth import render
     from datastore import storage
-    from tokenizer.synth import render
 
     storage.write_bytes(item["uri"], render.encode(wave, item["sample_rate"], item["format"]))
     return {"status": "ok", "n_samples": wave.size, "seconds": wave.size / item["sample_rate"]}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tokenizer.synth import espeak, render
+from corpora.synth import espeak, render
 
 FRENCH = "Tous les êtres humains naissent libres et égaux en dignité et en droits."
 SWAHILI = "Kila mtu anayo haki ya kuishi, uhuru na usalama wa nafsi yake."

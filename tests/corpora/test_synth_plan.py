@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
+from corpora.synth import layouts
+from corpora.synth.plan import assign_splits, plan_recordings, select_ids
+from corpora.synth.synth import SynthConfig, choose_languages, resolve_language
 from tokenizer import languages
-from tokenizer.synth import layouts
-from tokenizer.synth.plan import assign_splits, plan_recordings, select_ids
-from tokenizer.synth.synth import SynthConfig, choose_languages, resolve_language
 
 UDHR_IDS = [100 * a + p for a in range(1, 31) for p in (1, 2)][:50]
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tokenizer.synth import pool
+from corpora.synth import pool
 
 # Article 3 of the UDHR in Burmese: espeak-ng 1.52 aborts the whole process on
 # it ("*** buffer overflow detected ***"), which is why Burmese is excluded.
@@ -101,7 +101,7 @@ def test_real_espeak_abort_is_isolated(tmp_path):
         item(BURMESE_CRASH, "my", "b.wav"),
         item("Habari za asubuhi.", "sw", "c.wav"),
     ]
-    results, crashes = _run(items, workers=1, target="tokenizer.synth.render:render")
+    results, crashes = _run(items, workers=1, target="corpora.synth.render:render")
     assert crashes == 1
     assert results[1]["status"] == pool.CRASHED
     assert results[0]["status"] == results[2]["status"] == "ok"

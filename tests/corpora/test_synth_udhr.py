@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from tokenizer.synth import udhr
+from corpora.synth import udhr
 
 ENGLISH = """<!doctype html>
 <html data-code="eng" lang="en"><head><title>English</title></head><body>

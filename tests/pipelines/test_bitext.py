@@ -5,10 +5,10 @@ from collections import Counter
 import pyarrow.dataset as ds
 import pytest
 
+from corpora.bitext import BitextConfig, filter_line, parse_pair, read_wikimatrix
 from datastore.records import Reason
 from pipelines import bitext as job
 from pipelines.cli import main
-from tokenizer.bitext import BitextConfig, filter_line, parse_pair, read_wikimatrix
 
 LINES = [
     "1.20\tThe house is red.\tLa maison est rouge.",
@@ -160,8 +160,8 @@ def test_dedup_keeps_best_across_files_and_folds(tmp_path):
     score wins wherever it is, ties go to the earliest file then line; every
     other occurrence is one duplicate_pair reject naming the kept line. A tiny
     fold buffer makes the compact table fold many times on the way."""
+    from corpora import bitext as bt
     from datastore.shards import WriteConfig
-    from tokenizer import bitext as bt
 
     a, b = tmp_path / "x" / "WikiMatrix.en-fr.tsv.gz", tmp_path / "y" / "WikiMatrix.en-fr.tsv.gz"
     a.parent.mkdir()
@@ -207,7 +207,7 @@ def test_best_per_key_matches_a_full_sort():
     """The folded table picks what sorting every occurrence would pick."""
     import numpy as np
 
-    from tokenizer.bitext import BestPerKey
+    from corpora.bitext import BestPerKey
 
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 50, 5000).tolist()

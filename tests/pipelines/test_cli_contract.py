@@ -69,14 +69,14 @@ def test_every_command_builds_the_recorded_config(case):
 
 def _configs(command: str) -> list:
     """The config classes whose user fields make ``command``'s flags."""
+    from corpora.bitext import BitextConfig
+    from corpora.synth.synth import SynthConfig
     from datastore.shards import WriteConfig
     from pipelines.demo import DemoConfig
     from pipelines.job_configs import BitextJobConfig, FitCodebookJobConfig, TokenizeJobConfig
     from tokenizer.audio_config import AudioConfig
-    from tokenizer.bitext import BitextConfig
     from tokenizer.encoders.base import EncoderConfig
     from tokenizer.manifests import ManifestConfig
-    from tokenizer.synth.synth import SynthConfig
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
     from trainer.embed import EmbedConfig
@@ -122,10 +122,10 @@ def test_every_user_setting_is_a_flag(command):
 def test_defaults_live_once_in_the_configs():
     """The config a command line without optional flags builds equals the one
     the Python API builds from the same required values."""
+    from corpora.bitext import BitextConfig
     from datastore.shards import WriteConfig
     from pipelines.job_configs import BitextJobConfig
     from pipelines.trainer_commands import build_train_config
-    from tokenizer.bitext import BitextConfig
     from trainer.configs import DualEncoderConfig, LossConfig, TrainConfig
     from trainer.data import DataConfig
     from trainer.embed import EmbedConfig

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpora.bitext import BitextConfig, BitextPair, filter_line, read_wikimatrix
 from datastore.records import AudioExample, Reason, Reject
 from kmeans import Codebook
 from tests.reliability.catalogue import (
@@ -38,7 +39,6 @@ from tests.reliability.helpers import (
     read_rows,
     speechtok,
 )
-from tokenizer.bitext import BitextConfig, BitextPair, filter_line, read_wikimatrix
 from tokenizer.manifests import ManifestConfig, read_manifest
 
 K = 8

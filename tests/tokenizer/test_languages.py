@@ -69,7 +69,7 @@ def test_unusable_languages_say_why():
 
 
 def test_every_usable_voice_exists_in_espeak():
-    from tokenizer.synth import espeak
+    from corpora.synth import espeak
 
     for lang in languages.usable():
         wave = espeak.synthesize("1", lang.espeak)  # raises EspeakError for an unknown voice

@@ -28,7 +28,7 @@ def whisper_base_cache():
 
 @pytest.fixture(scope="module")
 def speech():
-    from tokenizer.synth.espeak import synthesize
+    from corpora.synth.espeak import synthesize
 
     return {lang: synthesize(text, lang) for lang, text in SENTENCES.items()}
 
