@@ -107,7 +107,7 @@ def fit_codebook(files: list[str], out: Path, k: int = 64) -> str:
     frames = np.concatenate(enc.encode(waves))
     ident = enc.identity()
     cb = kmeans.fit(frames, k, seed=0).with_metadata(
-        encoder=ident["encoder"], layer=ident["layer"], mode=ident["mode"], frame_rate=50.0
+        encoder=ident.encoder, layer=ident.layer, mode=ident.mode, frame_rate=50.0
     )
     cb.save(str(out))
     return str(out)

@@ -49,8 +49,9 @@ import numpy as np
 
 from benchmarks._harness import ROOT, best_of, run_row, worker_main, write_json
 from benchmarks._machine import machine
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders import register_encoder
-from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig, identity_dict
+from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig
 
 INSTANT = "instant"
 DIM, K = 16, 16
@@ -59,8 +60,8 @@ LANGS = ("fr", "de", "es", "it")
 TARGETS = {"job-1/decode-1": 0.8, "job-2/decode-2": 0.7, "job-proc-2/job-proc-1": 1.7}
 
 
-def describe_instant(config: EncoderConfig) -> dict:
-    return identity_dict(config.name, 0, None, 50.0, DIM)
+def describe_instant(config: EncoderConfig) -> FeatureIdentity:
+    return FeatureIdentity(encoder=config.name, layer=0, mode=None, frame_rate=50.0, dim=DIM)
 
 
 @register_encoder(INSTANT, describe=describe_instant)

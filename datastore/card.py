@@ -25,6 +25,7 @@ import re
 from collections import Counter
 
 from datastore import schema, storage
+from datastore.identity import CodebookRef, FeatureIdentity
 from datastore.shards import KINDS, Index, parse_partition
 
 # datasets accepts split names matching this (datasets.splits._split_re).
@@ -186,15 +187,13 @@ def _yaml(configs_: list[dict], facts: dict | None = None) -> str:
 
 def _token_facts(out_dir: str, index: Index, token_shards: list[dict]) -> list[tuple[str, str]]:
     extra, config = index.extra, index.config
-    enc = extra.get("encoder") or {}
-    facts = [
-        ("codebook", f"`{extra.get('codebook')}` (sha256 `{extra.get('codebook_sha256')}`)"),
-        (
-            "encoder",
-            f"`{enc.get('encoder')}`, layer {enc.get('layer')}, mode {enc.get('mode')}, "
-            f"{enc.get('frame_rate')} frames/s",
-        ),
-    ]
+    facts = []
+    codebook = CodebookRef.from_index(extra)
+    if codebook:
+        facts.append(("codebook", codebook.describe()))
+    identity = FeatureIdentity.from_dict(extra.get("encoder"))
+    if identity:
+        facts.append(("encoder", identity.describe()))
     meta = _first_metadata(out_dir, token_shards)
     if schema.META_FRAME_RATE in meta:
         facts.append(("token rate", f"{float(meta[schema.META_FRAME_RATE].decode()):g} tokens/s"))

@@ -27,6 +27,7 @@ import numpy as np
 
 # Importing the backend modules registers them; they import their heavy
 # libraries only when called.
+from datastore.identity import FeatureIdentity
 from kmeans import faiss_backend, sklearn_backend, torch_backend  # noqa: F401
 from kmeans.codebook import Codebook, as_float32_rows
 from kmeans.registry import BACKENDS, get_backend
@@ -95,7 +96,7 @@ def fit_frame_sample(
     sample,
     k: int,
     *,
-    identity: dict,
+    identity: FeatureIdentity,
     downsample: int = 1,
     max_frames_per_utt: int | None = None,
     seed: int = 0,
@@ -117,11 +118,11 @@ def fit_frame_sample(
     codebook = fit(sample.frames, k, seed=seed, backend=backend, **opts)
     post = PostprocessConfig(downsample=downsample)
     return codebook.with_metadata(
-        encoder=identity["encoder"],
-        layer=identity["layer"],
-        mode=identity["mode"],
-        frame_rate=identity["frame_rate"] / downsample,
-        encoder_frame_rate=identity["frame_rate"],
+        encoder=identity.encoder,
+        layer=identity.layer,
+        mode=identity.mode,
+        frame_rate=identity.token_rate(downsample),
+        encoder_frame_rate=identity.frame_rate,
         sample_per_lang=sample.per_lang,
         seen_frames=sample.seen_frames,
         seen_utterances=sample.seen_utts,

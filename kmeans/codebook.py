@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from datastore import storage
+from datastore.identity import CodebookRef
 
 FORMAT_VERSION = 1
 CENTROIDS_FILE = "centroids.npy"
@@ -154,6 +155,10 @@ class Codebook:
         layer = self._metadata.get("layer")
         layer = UNKNOWN_LAYER if layer is None else layer
         return f"{encoder}-L{layer}-k{self.k}-{self._sha256[:8]}"
+
+    def ref(self, uri: str | None = None) -> CodebookRef:
+        """How folders of its tokens refer to it (``uri``: where it is saved)."""
+        return CodebookRef(id=self.id, k=self.k, sha256=self.sha256, uri=uri)
 
     def with_metadata(self, **updates: Any) -> Codebook:
         """A new codebook with the same centroids and updated metadata.

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from datastore import shards, storage
+from datastore.identity import FeatureIdentity
 from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import (
@@ -119,7 +120,7 @@ def save_sample(sample, directory: str) -> None:
     storage.write_npy(storage.join(directory, "langs.npy"), np.asarray(sample.langs, dtype=str))
 
 
-def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
+def fit_and_save(sample, config: FitCodebookJobConfig, identity: FeatureIdentity) -> dict:
     """Fit k-means on the sample and write the codebook folder; returns its summary."""
     from kmeans.api import fit_frame_sample
 
@@ -150,7 +151,7 @@ def fit_and_save(sample, config: FitCodebookJobConfig, identity: dict) -> dict:
     return {"id": codebook.id, "k": codebook.k, "inertia": codebook.metadata["inertia"]}
 
 
-def plan(config: FitCodebookJobConfig) -> tuple[dict, list]:
+def plan(config: FitCodebookJobConfig) -> tuple[FeatureIdentity, list]:
     """The launcher's work (:func:`tokenizer.launch.plan_frames`)."""
     from tokenizer.launch import plan_frames
 
@@ -158,7 +159,7 @@ def plan(config: FitCodebookJobConfig) -> tuple[dict, list]:
 
 
 def build(
-    pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: dict, parts: list
+    pipeline: beam.Pipeline, config: FitCodebookJobConfig, identity: FeatureIdentity, parts: list
 ) -> None:
     from kmeans.sampling import SamplerConfig
     from tokenizer.speech_model import FrameTask, ModelSpec
@@ -210,7 +211,11 @@ def build(
         "shard_infos": (infos,),
         "after": summary,
     } | "Index" >> common.WriteIndex(
-        out, "fit-codebook", config.as_dict(), {"encoder": identity}, fence=held_token(out)
+        out,
+        "fit-codebook",
+        config.as_dict(),
+        {"encoder": identity.as_dict()},
+        fence=held_token(out),
     )
 
 
@@ -227,7 +232,7 @@ def run(
     started = time.monotonic() if started is None else started
     identity, parts = planned or plan(config)
     print(
-        f"fit-codebook: {len(parts)} manifest part(s), k={config.k}, encoder {identity}",
+        f"fit-codebook: {len(parts)} manifest part(s), k={config.k}, encoder {identity.as_dict()}",
         flush=True,
     )
     options = common.pipeline_options(beam_args)

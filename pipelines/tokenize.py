@@ -69,9 +69,9 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         config.audio, spec, config.decode_threads, config.decode_pool
     )
     metadata = {
-        schema.META_ENCODER: the_plan.identity["encoder"],
-        schema.META_LAYER: the_plan.identity["layer"],
-        schema.META_FRAME_RATE: the_plan.identity["frame_rate"] / cb.downsample,
+        schema.META_ENCODER: the_plan.identity.encoder,
+        schema.META_LAYER: the_plan.identity.layer,
+        schema.META_FRAME_RATE: the_plan.identity.token_rate(cb.downsample),
         schema.META_CODEBOOK_SHA256: cb.sha256,
         schema.META_VERSION: schema.SCHEMA_VERSION,
     }
@@ -88,11 +88,9 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         out, config.write, {schema.TOKENS_DIR: metadata}, the_plan.first_index
     )
     extra = {
-        "codebook": cb.id,
-        "codebook_sha256": cb.sha256,
         # Where the codebook is, absolute: a run trained from elsewhere finds it.
-        "codebook_uri": storage.absolute_uri(config.codebook),
-        "encoder": the_plan.identity,
+        **cb.ref(storage.absolute_uri(config.codebook)).index_fields(),
+        "encoder": the_plan.identity.as_dict(),
     }
     _ = {
         # input: the records read plus, per split recording, its windows beyond the first

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datastore import outfolder, schema, shards
+from datastore.identity import FeatureIdentity
 from datastore.outfolder import FolderMismatch, check_folder_job, readable_index
 from tokenizer.assign import check_codebook_fits_int16
 from tokenizer.encoders.base import EncoderConfig
@@ -27,12 +28,12 @@ class CodebookMismatch(ValueError):
     """The codebook was fitted on other features, or the folder holds another codebook."""
 
 
-def row_settings(*, codebook, identity: dict, dedup: bool, audio) -> dict:
+def row_settings(*, codebook, identity: FeatureIdentity, dedup: bool, audio) -> dict:
     """The settings that define a tokenize folder's rows (recorded in its index):
     rows made with other ones cannot sit in the same folder."""
     return {
         "codebook": codebook.id,
-        "encoder": {k: identity.get(k) for k in ("encoder", "layer", "mode", "frame_rate")},
+        "encoder": identity.as_dict(with_dim=False),
         "dedup": bool(dedup),
         "downsample": codebook.downsample,
         "sample_rate": audio.sample_rate,
@@ -76,7 +77,7 @@ class TokenPlan:
     """What the launcher works out before the pipeline is built."""
 
     codebook: object  # kmeans.Codebook
-    identity: dict  # the encoder's, from its config
+    identity: FeatureIdentity  # the encoder's, from its config
     parts: list[SourcePart]  # the manifest's independently readable parts
     skip_ids: frozenset[str]  # appending: ids already in the folder
     first_index: dict[str, int]  # appending: first free shard number per partition folder
@@ -84,14 +85,11 @@ class TokenPlan:
     settings: dict  # what defines the rows (recorded in the index; appends must match)
 
 
-def check_identity(codebook_meta: dict, identity: dict) -> None:
+def check_identity(codebook_meta: dict, identity: FeatureIdentity) -> None:
     """Refuse a codebook fitted on different features (encoder, layer, mode)."""
-    for key in ("encoder", "layer", "mode"):
-        if codebook_meta.get(key) != identity.get(key):
-            raise CodebookMismatch(
-                f"codebook was fitted with {key}={codebook_meta.get(key)!r} but the encoder gives "
-                f"{key}={identity.get(key)!r}; fit a codebook for these features"
-            )
+    why = identity.mismatch(codebook_meta, "codebook was fitted")
+    if why:
+        raise CodebookMismatch(f"{why}; fit a codebook for these features")
 
 
 def plan_tokens(
@@ -117,7 +115,7 @@ def plan_tokens(
     check_codebook_fits_int16(codebook.k)
     identity = describe_config(encoder)
     check_identity(codebook.metadata, identity)
-    check_codebook_dim(codebook.dim, identity["dim"], codebook_dir)
+    check_codebook_dim(codebook.dim, identity.dim, codebook_dir)
     previous = readable_index(out)
     check_folder_job(out, previous, "tokenize")
     settings = row_settings(

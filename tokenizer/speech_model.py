@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders import Encoder, build_from_config
 from tokenizer.encoders import check_identity as check_encoder_identity
 from tokenizer.encoders.base import EncoderConfig
@@ -81,7 +82,7 @@ class ModelSpec:
 
     encoder: EncoderConfig
     task: TokenTask | FrameTask | None = None
-    identity: dict | None = None
+    identity: FeatureIdentity | None = None
     batch_seconds: float | None = None
 
     def __post_init__(self) -> None:
@@ -123,7 +124,7 @@ class SpeechModel:
         config: EncoderConfig,
         task: TokenTask | FrameTask | None = None,
         *,
-        identity: dict | None = None,
+        identity: FeatureIdentity | None = None,
     ) -> SpeechModel:
         """Build the encoder (and load the codebook); ``identity``: what the
         launcher planned from configs alone, checked against the loaded model."""

@@ -37,17 +37,15 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from datastore import schema, storage
 from datastore import shards as shard_io
+from datastore.identity import CodebookRef
 from datastore.settings import setting
 
-# {encoder}-L{layer}-k{k}-{sha8}
-CODEBOOK_ID = re.compile(r"^(?P<encoder>.+)-L(?P<layer>\d+)-k(?P<k>\d+)-(?P<sha8>[0-9a-f]{8})$")
 PREFIX_TOKENS_ESTIMATE = 8  # specials + "[fr] [speech]" in the budget estimate
 TOKEN_COLUMNS = ["id", "lang", "tokens", "text", "codebook"]
 BITEXT_COLUMNS = ["src_lang", "tgt_lang", "src_text", "tgt_text"]
@@ -55,26 +53,6 @@ BITEXT_COLUMNS = ["src_lang", "tgt_lang", "src_text", "tgt_text"]
 
 class ShardError(ValueError):
     """Shards that cannot be trained on as asked (no rows, mixed codebooks...)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class CodebookInfo:
-    """The codebook the shards were tokenized with: id, size k, sha256 (if known)."""
-
-    id: str
-    k: int
-    sha256: str | None = None
-
-    @classmethod
-    def from_id(cls, codebook_id: str, sha256: str | None = None) -> CodebookInfo:
-        m = CODEBOOK_ID.match(codebook_id)
-        if not m:
-            raise ShardError(
-                f"codebook id {codebook_id!r} is not {{encoder}}-L{{layer}}-k{{k}}-{{sha8}}"
-            )
-        if sha256 and not sha256.startswith(m["sha8"]):
-            raise ShardError(f"codebook sha256 {sha256[:8]}... does not match id {codebook_id!r}")
-        return cls(id=codebook_id, k=int(m["k"]), sha256=sha256)
 
 
 DEFAULT_BITEXT_RATIO = 0.2
@@ -140,7 +118,7 @@ class TokenRows:
     offsets: np.ndarray  # int64 [n + 1]
     texts: list[str]
     groups: np.ndarray  # int64 text ids
-    codebook: CodebookInfo
+    codebook: CodebookRef  # without uri: the shards do not say where it is
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -211,7 +189,7 @@ class TokenRows:
         )
 
 
-def _codebook_of(table, metadatas) -> CodebookInfo:
+def _codebook_of(table, metadatas) -> CodebookRef:
     """The one codebook of the rows (id column + sha256 from the files' metadata)."""
     import pyarrow.compute as pc
 
@@ -224,7 +202,10 @@ def _codebook_of(table, metadatas) -> CodebookInfo:
             shas.add(meta[schema.META_CODEBOOK_SHA256].decode())
     if len(shas) > 1:
         raise ShardError(f"shards of codebook {ids[0]} carry different sha256s: {sorted(shas)}")
-    return CodebookInfo.from_id(ids[0], shas.pop() if shas else None)
+    try:
+        return CodebookRef.from_id(ids[0], shas.pop() if shas else None)
+    except ValueError as error:
+        raise ShardError(str(error)) from None
 
 
 @dataclass(kw_only=True)

@@ -23,6 +23,7 @@ import json
 import numpy as np
 
 from datastore import storage
+from datastore.identity import CodebookRef, FeatureIdentity
 
 CODEBOOK_DIR = "codebook"
 CODEBOOK_FILES = ("centroids.npy", "codebook.json")
@@ -44,11 +45,10 @@ def token_provenance(shards: str, codebook: dict) -> dict:
     index = Index.read(shards)
     config = (index.config if index else {}) or {}
     extra = (index.extra if index else {}) or {}
-    identity = extra.get("encoder")
+    identity = FeatureIdentity.from_dict(extra.get("encoder"))
     encoder = config.get("encoder") if isinstance(config.get("encoder"), dict) else None
-    # The absolute location tokenize records; older indexes hold --codebook as typed.
-    source = extra.get("codebook_uri") or config.get("codebook")
-    source = storage.absolute_uri(source) if isinstance(source, str) else None
+    recorded = CodebookRef.from_index(extra, config)
+    source = storage.absolute_uri(recorded.uri) if recorded and recorded.uri else None
     meta = _codebook_meta(source, codebook.get("sha256"), shards)
     return {
         "shards": storage.absolute_uri(shards),
@@ -56,7 +56,7 @@ def token_provenance(shards: str, codebook: dict) -> dict:
         "encoder": (
             {k: encoder.get(k) for k in ("name", "layer", "mode", "dtype")} if encoder else None
         ),
-        "identity": identity,
+        "identity": identity.as_dict() if identity else None,
         "codebook": {
             **codebook,
             "source": source if meta else None,
@@ -135,13 +135,9 @@ def audio_to_tokens(
     encoder = build_encoder(
         enc["name"], layer=enc.get("layer"), mode=enc.get("mode"), dtype=dtype, device=device
     )
-    identity = prov.get("identity") or {}
-    got = encoder.identity()
-    for key in ("encoder", "layer", "mode"):
-        if key in identity and got.get(key) != identity[key]:
-            raise ProvenanceError(
-                f"encoder gives {key}={got.get(key)!r}, the run {identity[key]!r}"
-            )
+    why = encoder.identity().mismatch(prov.get("identity") or {}, "the run's tokens were made")
+    if why:
+        raise ProvenanceError(why)
     audio = AudioConfig(**(prov.get("audio") or {}))
     dedup = bool(prov["dedup"])
     out = []

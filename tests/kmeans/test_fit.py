@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import kmeans
+from datastore.identity import FeatureIdentity
 from kmeans.torch_backend import fit_torch
 
 
@@ -224,7 +225,7 @@ def test_fit_frame_sample_ties_the_codebook_to_its_features():
         seen_frames={"fr": 100},
         seen_utts={"fr": 5},
     )
-    identity = {"encoder": "mfcc", "layer": 0, "mode": None, "frame_rate": 100.0}
+    identity = FeatureIdentity(encoder="mfcc", layer=0, mode=None, frame_rate=100.0)
     cb = fit_frame_sample(sample, 4, identity=identity, downsample=2, max_frames_per_utt=50)
     meta = cb.metadata
     assert (meta["encoder"], meta["layer"], meta["frame_rate"]) == ("mfcc", 0, 50.0)

@@ -27,7 +27,7 @@ def test_a_fresh_plan_lists_parts_and_empties_the_folder(mfcc_codebook, mini_cor
     (out / schema.TOKENS_DIR).mkdir(parents=True)
     (out / schema.TOKENS_DIR / "part-00000.parquet").write_bytes(b"stale")
     plan = _plan(mfcc_codebook, mini_corpus, out)
-    assert plan.identity["encoder"] == "mfcc" and plan.previous is None
+    assert plan.identity.encoder == "mfcc" and plan.previous is None
     assert plan.parts and all(p.source.endswith(".tsv") and p.span is None for p in plan.parts)
     assert not (out / schema.TOKENS_DIR).exists()
 
@@ -74,5 +74,5 @@ def test_fit_plan_clears_an_earlier_codebook(mini_corpus, tmp_path):
         manifest=ManifestConfig(format="fleurs", input=str(mini_corpus / "fleurs")),
         out=str(out),
     )
-    assert identity["encoder"] == "mfcc" and sources
+    assert identity.encoder == "mfcc" and sources
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import kmeans
+from datastore.identity import FeatureIdentity
 from kmeans import Codebook
 from kmeans.postprocess import (
     PostprocessConfig,
@@ -115,11 +116,12 @@ def test_describe_needs_no_weights(monkeypatch):
     def no_weights(*_a, **_k):
         raise AssertionError("weights loaded")
 
-    expected = {"encoder": "whisper-base", "layer": 3, "mode": "unpadded", "frame_rate": 50.0,
-                "dim": 512}  # fmt: skip
+    expected = FeatureIdentity(
+        encoder="whisper-base", layer=3, mode="unpadded", frame_rate=50.0, dim=512
+    )
     monkeypatch.setitem(encoders._REGISTRY, "whisper-base", no_weights)
     assert describe_encoder("whisper-base") == expected
-    assert describe_encoder("whisper-base", layer=6, mode="padded")["layer"] == 6
+    assert describe_encoder("whisper-base", layer=6, mode="padded").layer == 6
     with pytest.raises(ValueError, match=r"layer must be 0\.\.6"):
         describe_encoder("whisper-base", layer=7)
 

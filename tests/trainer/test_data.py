@@ -3,11 +3,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from datastore import schema, shards
+from datastore.identity import CodebookRef
 from testing.synthetic_shards import write_synthetic_shards
 from tests.reliability.helpers import relist
 from trainer.data import (
     BitextRows,
-    CodebookInfo,
     DataConfig,
     ShardError,
     ShardLoader,
@@ -43,7 +43,7 @@ def test_token_rows_filter_split_and_langs(synthetic_shards):
     assert len(rows) == 48
     assert set(rows.langs.tolist()) == {"fr", "ja"}
     assert all(i.split("-")[2] == "train" for i in rows.ids)
-    assert rows.codebook == CodebookInfo(id=info["codebook"], k=100, sha256=info["codebook_sha256"])
+    assert rows.codebook == CodebookRef(id=info["codebook"], k=100, sha256=info["codebook_sha256"])
     table = pq.read_table(
         f"{out}/tokens/corpus=synthetic/split=train/lang=fr/part-00000.parquet"
     ).to_pylist()
@@ -131,12 +131,12 @@ def pa_strings(values):
 
 
 def test_codebook_id_parsing():
-    info = CodebookInfo.from_id("whisper-base-L3-k256-0123abcd", "0123abcd" + "0" * 56)
+    info = CodebookRef.from_id("whisper-base-L3-k256-0123abcd", "0123abcd" + "0" * 56)
     assert info.k == 256
-    with pytest.raises(ShardError):
-        CodebookInfo.from_id("whisper-base-k256")
-    with pytest.raises(ShardError, match="does not match"):
-        CodebookInfo.from_id("whisper-base-L3-k256-0123abcd", "ffffffff" + "0" * 56)
+    with pytest.raises(ValueError):
+        CodebookRef.from_id("whisper-base-k256")
+    with pytest.raises(ValueError, match="does not match"):
+        CodebookRef.from_id("whisper-base-L3-k256-0123abcd", "ffffffff" + "0" * 56)
 
 
 def _plan(lengths, langs, seed=0, epoch=0, **kw):

@@ -10,13 +10,14 @@ Example::
     from tokenizer.encoders import build_encoder
     enc = build_encoder("whisper-base", layer=3, mode="unpadded")
     feats = enc.encode([wave_16k])[0]          # float32 [enc.n_frames(len(wave_16k)), 512]
-    enc.identity()  # {"encoder": "whisper-base", "layer": 3, "mode": "unpadded", ...}
+    enc.identity()  # FeatureIdentity(encoder="whisper-base", layer=3, mode="unpadded", ...)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders.base import Encoder, EncoderConfig
 
 __all__ = [
@@ -32,11 +33,11 @@ __all__ = [
 
 # name -> factory(config, argument) ; names ending in ":" take an argument (hf:<dir>).
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
-# name -> describe(config[, source]) -> identity dict, without loading weights.
-_DESCRIBERS: dict[str, Callable[..., dict | None]] = {}
+# name -> describe(config[, source]) -> FeatureIdentity, without loading weights.
+_DESCRIBERS: dict[str, Callable[..., FeatureIdentity | None]] = {}
 
 
-def register_encoder(name: str, *, describe: Callable[..., dict | None] | None = None):
+def register_encoder(name: str, *, describe: Callable[..., FeatureIdentity | None] | None = None):
     """Class decorator: ``@register_encoder("mfcc")``. A name ending in ``:``
     (``"hf:"``) is a prefix whose remainder is passed to the factory as
     ``source``. ``describe(config[, source=...])`` returns what
@@ -115,7 +116,7 @@ def build_from_config(config: EncoderConfig) -> Encoder:
     return encoder
 
 
-def describe_encoder(spec: str, **config_overrides) -> dict:
+def describe_encoder(spec: str, **config_overrides) -> FeatureIdentity:
     """What ``build_encoder(spec, ...).identity()`` returns, read from configs
     without loading weights where the encoder knows how (every built-in one
     does), so a job's launcher checks a codebook in a second instead of
@@ -123,7 +124,7 @@ def describe_encoder(spec: str, **config_overrides) -> dict:
     return describe_config(_config(spec, config_overrides))
 
 
-def describe_config(config: EncoderConfig) -> dict:
+def describe_config(config: EncoderConfig) -> FeatureIdentity:
     """:func:`describe_encoder` for a whole :class:`EncoderConfig`."""
     key, extra = _lookup(config.name)
     describe = _DESCRIBERS.get(key)
@@ -131,7 +132,7 @@ def describe_config(config: EncoderConfig) -> dict:
     return build_from_config(config).identity() if identity is None else identity
 
 
-def check_identity(encoder: Encoder, expected: dict) -> None:
+def check_identity(encoder: Encoder, expected: FeatureIdentity) -> None:
     """Raise when a built encoder is not what :func:`describe_encoder` promised."""
     actual = encoder.identity()
     if actual != expected:

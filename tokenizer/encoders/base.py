@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from datastore.identity import FeatureIdentity
 from datastore.settings import setting
 from tokenizer.heap import release_free_memory
 
@@ -109,17 +110,6 @@ class EncoderConfig:
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
 
 
-def identity_dict(name: str, layer: int, mode: str | None, frame_rate: float, dim: int) -> dict:
-    """The features' identity, as codebooks and shards record it (one place for its keys)."""
-    return {
-        "encoder": name,
-        "layer": int(layer),
-        "mode": mode,
-        "frame_rate": float(frame_rate),
-        "dim": int(dim),
-    }
-
-
 def resolve_layer(name: str, layer: int | None, depth: int) -> int:
     """The layer a config asks for, defaulting to the middle (the paper's choice)."""
     chosen = depth // 2 if layer is None else layer
@@ -194,10 +184,14 @@ class Encoder:
         return None
 
     # -- shared ---------------------------------------------------------------
-    def identity(self) -> dict:
-        """What a codebook fitted on these features depends on (JSON-able)."""
-        return identity_dict(
-            self.config.name, self.config.layer or 0, self.config.mode, self.frame_rate, self.dim
+    def identity(self) -> FeatureIdentity:
+        """What a codebook fitted on these features depends on."""
+        return FeatureIdentity(
+            encoder=self.config.name,
+            layer=self.config.layer or 0,
+            mode=self.config.mode,
+            frame_rate=self.frame_rate,
+            dim=self.dim,
         )
 
     def _check_n_samples(self, n_samples: int) -> int:

@@ -45,12 +45,12 @@ import warnings
 import numpy as np
 
 from datastore import storage
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders import register_encoder
 from tokenizer.encoders.base import (
     SAMPLE_RATE,
     Encoder,
     EncoderConfig,
-    identity_dict,
     resolve_layer,
     torch_or_hint,
 )
@@ -255,7 +255,7 @@ def _conv_frame_rate(cfg: dict) -> float | None:
 _STACKED_FBANK_TYPES = {"wav2vec2-bert": 50.0}
 
 
-def describe_hf(config: EncoderConfig, *, source: str) -> dict | None:
+def describe_hf(config: EncoderConfig, *, source: str) -> FeatureIdentity | None:
     """An ``hf:`` encoder's identity from its config.json (None: build to find out)."""
     cfg = _read_config(source)
     if cfg is None:
@@ -272,7 +272,9 @@ def describe_hf(config: EncoderConfig, *, source: str) -> dict | None:
     if frame_rate is None or not depth or not dim:
         return None
     layer = resolve_layer(config.name, config.layer, int(depth))
-    return identity_dict(config.name, layer, None, frame_rate, int(dim))
+    return FeatureIdentity(
+        encoder=config.name, layer=layer, mode=None, frame_rate=frame_rate, dim=int(dim)
+    )
 
 
 @register_encoder("hf:", describe=describe_hf)

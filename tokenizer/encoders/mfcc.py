@@ -28,8 +28,9 @@ import math
 
 import numpy as np
 
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders import register_encoder
-from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig, identity_dict
+from tokenizer.encoders.base import SAMPLE_RATE, Encoder, EncoderConfig
 
 HOP = 320  # 20 ms -> 50 Hz
 WINDOW = 400  # 25 ms
@@ -104,7 +105,7 @@ def mfcc_features(wave: np.ndarray) -> np.ndarray:
     return np.concatenate([ceps, delta, _deltas(delta)], axis=1).astype(np.float32)
 
 
-def describe_mfcc(config: EncoderConfig) -> dict:
+def describe_mfcc(config: EncoderConfig) -> FeatureIdentity:
     """The identity of an mfcc encoder (validates the config as building it does)."""
     if config.layer not in (None, 0):
         raise ValueError(f"mfcc has no layers: layer must be 0 or unset, got {config.layer}")
@@ -112,7 +113,9 @@ def describe_mfcc(config: EncoderConfig) -> dict:
         raise ValueError("mode applies to Whisper encoders only")
     if config.device != "cpu" or config.dtype != "float32":
         raise ValueError("mfcc runs in numpy: use device='cpu' and dtype='float32'")
-    return identity_dict(config.name, 0, None, SAMPLE_RATE / HOP, 3 * N_CEPS)
+    return FeatureIdentity(
+        encoder=config.name, layer=0, mode=None, frame_rate=SAMPLE_RATE / HOP, dim=3 * N_CEPS
+    )
 
 
 @register_encoder("mfcc", describe=describe_mfcc)

@@ -35,12 +35,12 @@ import functools
 
 import numpy as np
 
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders import register_encoder
 from tokenizer.encoders.base import (
     SAMPLE_RATE,
     Encoder,
     EncoderConfig,
-    identity_dict,
     resolve_layer,
     torch_or_hint,
 )
@@ -223,11 +223,15 @@ def whisper_module_from_tensors(tensors: dict, num_heads: int):
     return module
 
 
-def describe_whisper(config: EncoderConfig, *, depth: int, d_model: int) -> dict:
+def describe_whisper(config: EncoderConfig, *, depth: int, d_model: int) -> FeatureIdentity:
     """A Whisper encoder's identity from its architecture (no weights needed)."""
     layer = resolve_layer(config.name, config.layer, depth)
-    return identity_dict(
-        config.name, layer, config.mode or DEFAULT_MODE, SAMPLE_RATE / SAMPLES_PER_FRAME, d_model
+    return FeatureIdentity(
+        encoder=config.name,
+        layer=layer,
+        mode=config.mode or DEFAULT_MODE,
+        frame_rate=SAMPLE_RATE / SAMPLES_PER_FRAME,
+        dim=d_model,
     )
 
 
@@ -236,7 +240,7 @@ def describe_whisper(config: EncoderConfig, *, depth: int, d_model: int) -> dict
 WHISPER_BASE_DEPTH, WHISPER_BASE_WIDTH = 6, 512
 
 
-def describe_whisper_base(config: EncoderConfig) -> dict:
+def describe_whisper_base(config: EncoderConfig) -> FeatureIdentity:
     return describe_whisper(config, depth=WHISPER_BASE_DEPTH, d_model=WHISPER_BASE_WIDTH)
 
 

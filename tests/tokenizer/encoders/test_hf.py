@@ -82,14 +82,14 @@ def test_frame_counts_follow_the_models_own_arithmetic(model_dirs, name):
     for n, f in zip(lengths, feats, strict=True):
         assert f.shape == (enc.n_frames(n), 32)
     identity = enc.identity()
-    assert identity["encoder"] == f"hf:{model_dirs[name]}" and identity["mode"] is None
+    assert identity.encoder == f"hf:{model_dirs[name]}" and identity.mode is None
     # conv strides 5*4*2 = 40 samples -> 400 Hz; w2v-BERT: 10 ms fbank, stacked by 2 -> 50 Hz
-    assert identity["frame_rate"] == (50.0 if name == "w2v-bert" else 400.0)
+    assert identity.frame_rate == (50.0 if name == "w2v-bert" else 400.0)
 
 
 def test_whisper_checkpoints_use_the_whisper_path(tmp_path):
     enc = build_encoder(f"hf:{save_tiny_whisper(str(tmp_path / 'w'))}", mode="padded")
-    assert isinstance(enc, WhisperEncoder) and enc.identity()["mode"] == "padded"
+    assert isinstance(enc, WhisperEncoder) and enc.identity().mode == "padded"
     with pytest.raises(ValueError, match="Whisper encoders only"):
         build_encoder(f"hf:{save_tiny_wav2vec2(str(tmp_path / 'v'))}", mode="padded")
 

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from datastore.identity import FeatureIdentity
 from tokenizer.encoders import Encoder, available_encoders, build_encoder, register_encoder
 from tokenizer.encoders.base import EncoderConfig
 
@@ -58,9 +59,10 @@ def test_build_encoder_errors_name_the_problem():
 def test_none_overrides_mean_defaults():
     enc = build_encoder("mfcc", layer=None, mode=None, max_batch_seconds=None)
     assert enc.config.max_batch_seconds == EncoderConfig(name="x").max_batch_seconds
-    identity = enc.identity()
+    identity = enc.identity().as_dict()
     assert json.loads(json.dumps(identity)) == identity
     assert identity == {"encoder": "mfcc", "layer": 0, "mode": None, "frame_rate": 50.0, "dim": 39}
+    assert FeatureIdentity.from_dict(identity) == enc.identity()
 
 
 class _Recorder(Encoder):

@@ -83,7 +83,7 @@ def test_padded_mode_equals_transformers_hidden_states(tiny_dir, hf_encoder, lay
 def test_unpadded_is_batch_independent_and_close_to_padded(tiny_dir):
     waves = [clip(s, seed=i) for i, s in enumerate((0.2, 1.7, 0.9, 0.33))]
     enc = build_encoder(f"hf:{tiny_dir}", layer=2)
-    assert enc.config.mode == "unpadded" and enc.identity()["mode"] == "unpadded"
+    assert enc.config.mode == "unpadded" and enc.identity().mode == "unpadded"
     batched = enc.encode(waves)
     for wave, feats in zip(waves, batched, strict=True):
         np.testing.assert_allclose(feats, enc.encode([wave])[0], atol=1e-5)

@@ -37,7 +37,7 @@ def test_encodes_french_and_swahili_offline(whisper_base_cache, speech, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     enc = build_encoder("whisper-base")
-    assert enc.identity() == {
+    assert enc.identity().as_dict() == {
         "encoder": "whisper-base",
         "layer": 3,
         "mode": "unpadded",
