@@ -109,7 +109,7 @@ SPECS: dict[str, BenchSpec] = {
     ),
     "retrieval_ablations": BenchSpec(
         json_flag="--json",
-        quick_skip="six 60-step runs: ~25 min on 2 CPU cores, kept in a ledger in the repo",
+        quick_skip="six training runs of --steps steps (minutes each on 2 CPU cores), kept in a ledger",
     ),
 }
 # Run order: cheap first, so a quick run shows results early.
