@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from datastore import schema, storage
 from datastore.identity import CodebookRef, FeatureIdentity
@@ -31,13 +33,17 @@ from datastore.shards import KINDS, Index, parse_partition
 # datasets accepts split names matching this (datasets.splits._split_re).
 _SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
 _SPLIT_ORDER = ("train", "dev", "validation", "test")
-JOB_TITLES = {
-    "tokenize": "audio-token shards (`speechtok tokenize`)",
-    "bitext": "bitext shards (`speechtok bitext`)",
-    "fit-codebook": "a k-means codebook (`speechtok fit-codebook`) and its rejects",
-    "embed": "embeddings of a trained dual encoder (`speechtok embed`)",
-    "synthetic": "synthetic token shards (`testing.synthetic_shards`)",
-}
+
+
+@dataclass(frozen=True)
+class JobCard:
+    """What a job says of its output folder on the card: a title ("audio-token
+    shards (`speechtok tokenize`)") and facts of its own, ``facts(out_dir, index)``
+    -> ``[(name, value)]`` (a module-level function: it travels with the job's
+    index step to whichever worker writes the card). The card knows no job."""
+
+    title: str
+    facts: Callable[[str, Index], list[tuple[str, str]]] | None = None
 
 
 def _split_key(name: str) -> tuple[int, str]:
@@ -104,7 +110,7 @@ def configs(index: Index) -> list[dict]:
                 {"config_name": f"{src}-{tgt}", "data_files": [{"split": "train", "path": path}]}
             )
     if schema.EMBEDDINGS_DIR in kinds:
-        split = index.config.get("split") if index.job == "embed" else None
+        split = index.config.get("split")  # embed --split
         out.append(
             {
                 "config_name": "default" if not out else "embeddings",
@@ -214,26 +220,6 @@ def _first_metadata(out_dir: str, listed: list[dict]) -> dict:
         return dict(pq.ParquetFile(f).schema_arrow.metadata or {})
 
 
-def _codebook_facts(out_dir: str) -> list[tuple[str, str]]:
-    uri = storage.join(out_dir, "codebook.json")
-    if not storage.exists(uri):
-        return []
-    meta = json.loads(storage.read_text(uri))
-    return [
-        ("codebook", f"`{meta.get('id')}` (sha256 `{meta.get('sha256')}`)"),
-        ("k x dim", f"{meta.get('k')} x {meta.get('dim')}"),
-        (
-            "encoder",
-            f"`{meta.get('encoder')}`, layer {meta.get('layer')}, mode {meta.get('mode')}",
-        ),
-        (
-            "token rate",
-            f"{meta.get('frame_rate')} tokens/s (downsample {meta.get('downsample', 1)})",
-        ),
-        ("inertia", f"{meta.get('inertia')}"),
-    ]
-
-
 def _count_table(token_shards: list[dict]) -> list[str]:
     rows: Counter = Counter()
     for s in token_shards:
@@ -315,8 +301,9 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def render(out_dir: str, index: Index) -> str:
-    """The card's text (YAML header + Markdown body)."""
+def render(out_dir: str, index: Index, job: JobCard | None = None) -> str:
+    """The card's text (YAML header + Markdown body); ``job``: what the job that
+    wrote the folder says of it (None: a generic title)."""
     kinds = _kinds(index)
     c = index.counts
     title = storage.basename(out_dir) or out_dir
@@ -325,7 +312,7 @@ def render(out_dir: str, index: Index) -> str:
         "",
         f"# {title}",
         "",
-        _capital(JOB_TITLES.get(index.job, f"`speechtok {index.job}` output"))
+        _capital(job.title if job else f"`speechtok {index.job}` output")
         + f", shard schema version {schema.SCHEMA_VERSION}. Written with `_index.json` "
         "(every shard with rows, bytes and sha256; the job's config).",
         "",
@@ -335,14 +322,8 @@ def render(out_dir: str, index: Index) -> str:
     facts: list[tuple[str, str]] = []
     if schema.TOKENS_DIR in kinds:
         facts += _token_facts(out_dir, index, kinds[schema.TOKENS_DIR])
-    if index.job == "fit-codebook":
-        facts += _codebook_facts(out_dir)
-    if index.job == "bitext":
-        filters = index.config.get("filters") or {}
-        facts.append(("min score", f"{filters.get('min_score')}"))
-    for key, value in index.extra.items():
-        if index.job == "embed" and not isinstance(value, (dict, list)):
-            facts.append((key, f"`{value}`"))
+    if job and job.facts:
+        facts += job.facts(out_dir, index)
     facts.append(
         ("records", f"input {c['input']}, accepted {c['accepted']}, rejected {c['rejected']}")
     )
@@ -367,6 +348,6 @@ def render(out_dir: str, index: Index) -> str:
     return "\n".join(body)
 
 
-def write_card(out_dir: str, index: Index) -> None:
+def write_card(out_dir: str, index: Index, job: JobCard | None = None) -> None:
     """Write ``out_dir/README.md`` (atomically, through :mod:`datastore.storage`)."""
-    storage.write_text(storage.join(out_dir, schema.CARD_FILE), render(out_dir, index))
+    storage.write_text(storage.join(out_dir, schema.CARD_FILE), render(out_dir, index, job))

@@ -25,11 +25,20 @@ import apache_beam as beam
 
 from corpora.bitext import filter_language_pair, parse_pair, select_files
 from datastore import card, outfolder, schema, shards, storage
+from datastore.card import JobCard
 from datastore.outfolder import check_folder_job, readable_index
 from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import BitextJobConfig, bitext_config
 from pipelines.summary import finish_run
+
+
+def bitext_card_facts(_out_dir: str, index: shards.Index) -> list[tuple[str, str]]:
+    filters = index.config.get("filters") or {}
+    return [("min score", f"{filters.get('min_score')}")]
+
+
+CARD = JobCard(title="bitext shards (`speechtok bitext`)", facts=bitext_card_facts)
 
 
 def language_pairs(files: list[str]) -> list[list[str]]:
@@ -86,7 +95,7 @@ def write_index(summaries: list[dict], config: BitextJobConfig, fence: str | Non
         writer=common.writer_record(),
     )
     index.write(config.out, fence=fence)
-    card.write_card(config.out, index)  # README.md, from the index: after it
+    card.write_card(config.out, index, CARD)  # README.md, from the index: after it
     return counts
 
 

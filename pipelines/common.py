@@ -24,6 +24,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from datastore import card, shards
 from datastore import schema as shards_schema
+from datastore.card import JobCard
 from pipelines.metrics import NAMESPACE, counter, counters  # noqa: F401 (the jobs' names)
 
 DEFAULT_RUNNER = "FnApiRunner"  # Beam's embedded runner, named directly (DirectRunner
@@ -277,12 +278,14 @@ class WriteIndex(beam.PTransform):
         *,
         settings: dict | None = None,
         fence: str | None = None,
+        card: JobCard | None = None,
     ):
         super().__init__()
         self.out_dir, self.job, self.config, self.extra = out_dir, job, config, extra or {}
         self.previous = previous  # an earlier run's index this run appends to
         self.settings = settings or {}  # what defines the rows (appends must match)
         self.fence = fence  # the launcher's lock token, checked before publishing
+        self.card = card  # what the job says of its folder on the dataset card
 
     def expand(self, inputs):
         tallies = (
@@ -336,6 +339,6 @@ class WriteIndex(beam.PTransform):
         )
         # Raises (fails the job) when counts do not reconcile or the lock was lost.
         index.write(self.out_dir, fence=self.fence)
-        card.write_card(self.out_dir, index)  # README.md, from the index: after it
+        card.write_card(self.out_dir, index, self.card)  # README.md, from the index: after it
         outfolder.remove_runs(self.out_dir)
         return counts

@@ -13,12 +13,14 @@ Run it as ``speechtok fit-codebook ...`` or ``python -m pipelines.cli fit-codebo
 
 from __future__ import annotations
 
+import json
 import time
 from typing import NamedTuple
 
 import apache_beam as beam
 
 from datastore import shards, storage
+from datastore.card import JobCard
 from datastore.identity import FeatureIdentity
 from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
@@ -120,6 +122,35 @@ def save_sample(sample, directory: str) -> None:
     storage.write_npy(storage.join(directory, "langs.npy"), np.asarray(sample.langs, dtype=str))
 
 
+def codebook_card_facts(out_dir: str, _index) -> list[tuple[str, str]]:
+    """The codebook card's own lines, from the ``codebook.json`` this job wrote."""
+    from kmeans.codebook import METADATA_FILE
+
+    uri = storage.join(out_dir, METADATA_FILE)
+    if not storage.exists(uri):
+        return []
+    meta = json.loads(storage.read_text(uri))
+    return [
+        ("codebook", f"`{meta.get('id')}` (sha256 `{meta.get('sha256')}`)"),
+        ("k x dim", f"{meta.get('k')} x {meta.get('dim')}"),
+        (
+            "encoder",
+            f"`{meta.get('encoder')}`, layer {meta.get('layer')}, mode {meta.get('mode')}",
+        ),
+        (
+            "token rate",
+            f"{meta.get('frame_rate')} tokens/s (downsample {meta.get('downsample', 1)})",
+        ),
+        ("inertia", f"{meta.get('inertia')}"),
+    ]
+
+
+CARD = JobCard(
+    title="a k-means codebook (`speechtok fit-codebook`) and its rejects",
+    facts=codebook_card_facts,
+)
+
+
 def fit_and_save(sample, config: FitCodebookJobConfig, identity: FeatureIdentity) -> dict:
     """Fit k-means on the sample and write the codebook folder; returns its summary."""
     from kmeans.api import fit_frame_sample
@@ -216,6 +247,7 @@ def build(
         config.as_dict(),
         {"encoder": identity.as_dict()},
         fence=held_token(out),
+        card=CARD,
     )
 
 

@@ -24,6 +24,7 @@ import time
 import apache_beam as beam
 
 from datastore import schema, shards, storage
+from datastore.card import JobCard
 from datastore.outlock import held_token, locks_output
 from pipelines import common, outcome
 from pipelines.job_configs import TokenizeJobConfig, tokenize_config
@@ -31,6 +32,8 @@ from pipelines.speech import ReadExamples, SpeechModelStage
 from pipelines.summary import finish_run
 from tokenizer.assign import token_row
 from tokenizer.launch import TokenPlan, plan_tokens
+
+CARD = JobCard(title="audio-token shards (`speechtok tokenize`)")
 
 
 def plan(config: TokenizeJobConfig) -> TokenPlan:
@@ -108,6 +111,7 @@ def build(pipeline: beam.Pipeline, config: TokenizeJobConfig, the_plan: TokenPla
         the_plan.previous,
         settings=the_plan.settings,
         fence=held_token(out),
+        card=CARD,
     )
 
 

@@ -39,6 +39,16 @@ from datastore.shards import READ_FAILED_HELP
 
 log = logging.getLogger(__name__)
 FAISS_FILE = "index.faiss"
+
+
+def embed_card_facts(_out_dir: str, index: shards.Index) -> list[tuple[str, str]]:
+    """The run's identity and the faiss file, as the index's extra names them."""
+    return [(k, f"`{v}`") for k, v in index.extra.items() if not isinstance(v, (dict, list))]
+
+
+CARD = card.JobCard(
+    title="embeddings of a trained dual encoder (`speechtok embed`)", facts=embed_card_facts
+)
 MODALITIES = ("speech", "text")
 PRECISIONS = ("fp32", "bf16")
 MAX_LINE_BYTES = 1 << 20
@@ -291,7 +301,7 @@ def embed(config: EmbedConfig) -> shards.Index:
         where = config.shards or config.text
         index.status, index.failure = shards.FAILED, f"no input records found in {where}"
     index.write(config.out, fence=held_token(config.out))
-    card.write_card(config.out, index)
+    card.write_card(config.out, index, CARD)
     if n_in == 0:
         raise JobFailed(index.failure)
     return index
