@@ -194,7 +194,11 @@ def _yaml(configs_: list[dict], facts: dict | None = None) -> str:
 def _token_facts(out_dir: str, index: Index, token_shards: list[dict]) -> list[tuple[str, str]]:
     extra, config = index.extra, index.config
     facts = []
-    codebook = CodebookRef.from_index(extra)
+    try:
+        codebook = CodebookRef.from_index(extra)
+    except ValueError:  # an id the card cannot parse is still shown: the card never fails a job
+        codebook = None
+        facts.append(("codebook", f"`{extra.get('codebook')}`"))
     if codebook:
         facts.append(("codebook", codebook.describe()))
     identity = FeatureIdentity.from_dict(extra.get("encoder"))
