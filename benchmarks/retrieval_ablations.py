@@ -36,9 +36,10 @@ from benchmarks.retrieval_full import (
     _configs,
     _evaluate,
     _means,
-    codebook_sha256,
     default_seen,
     prepare_data,
+    read_ledger,
+    write_ledger,
 )
 from benchmarks.retrieval_summary import pct
 from datastore import storage
@@ -62,10 +63,8 @@ def run_variant(plan: Plan, data: dict, name: str, seed: int) -> dict:
 
     key = f"{name}-{plan.steps}steps-{plan.max_speech_tokens}tok-L{plan.layers}-s{seed}"
     ledger_file = storage.join(LEDGER, f"{key}.json")
-    if storage.exists(ledger_file):
-        record = json.loads(storage.read_text(ledger_file))
-        if record["codebook_sha256"] != codebook_sha256(data):
-            raise SystemExit(f"{ledger_file} was trained on other data: move it aside")
+    record = read_ledger(ledger_file, data)
+    if record is not None:
         return record
     arm, train_changes, loss_changes = VARIANTS[name]
     config = _configs(plan, data, arm, seed, storage.join(plan.work, "ablations", key))
@@ -87,11 +86,9 @@ def run_variant(plan: Plan, data: dict, name: str, seed: int) -> dict:
         "train_s": round(train_s),
         "dev": _means(plan, report),
         "ranks": {x: ranks[x] for x in plan.seen},
-        "codebook_sha256": codebook_sha256(data),
     }
     storage.delete(storage.join(config.out, OPTIMIZER_FILE))
-    storage.write_text(ledger_file, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return record
+    return write_ledger(ledger_file, record, data)
 
 
 def _hits(record: dict) -> dict[str, list[float]]:

@@ -36,10 +36,11 @@ from benchmarks.retrieval_full import (
     _configs,
     _evaluate,
     _means,
-    codebook_sha256,
     default_seen,
     measure,
     prepare_data,
+    read_ledger,
+    write_ledger,
 )
 from benchmarks.retrieval_summary import markdown_table, pct, print_table, summarize
 from datastore import storage
@@ -68,13 +69,8 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
         f"-L{plan.layers or 'all'}-{plan.precision}-s{seed}"
     )
     ledger_file = storage.join(LEDGER, f"{name}.json")
-    if storage.exists(ledger_file):
-        record = json.loads(storage.read_text(ledger_file))
-        if record["codebook_sha256"] != codebook_sha256(data):
-            raise SystemExit(
-                f"{ledger_file} was trained on codebook {record['codebook_sha256'][:12]}, "
-                f"this machine's data has {codebook_sha256(data)[:12]}: move the ledger aside"
-            )
+    record = read_ledger(ledger_file, data)
+    if record is not None:
         return record
     run = storage.join(plan.work, "curve-runs", name)
     result_file = storage.join(run, "result.json")
@@ -113,16 +109,11 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
 
 
 def _to_ledger(ledger_file: str, record: dict, data: dict) -> dict:
-    """The record with each step count's test ranks inline, written to the ledger.
-
-    ``codebook_sha256`` names the tokens every run of the curve must share: a
-    ledger run trained on other data is refused."""
+    """The record with each step count's test ranks inline, written to the ledger."""
     record = json.loads(json.dumps(record))  # str keys, a copy
     for at in record["at"].values():
         at["ranks"] = json.loads(storage.read_text(storage.join(at.pop("test_dir"), "ranks.json")))
-    record["codebook_sha256"] = codebook_sha256(data)
-    storage.write_text(ledger_file, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return record
+    return write_ledger(ledger_file, record, data)
 
 
 def at_count(records: dict[str, list[dict]], count: int) -> dict[str, list[dict]]:

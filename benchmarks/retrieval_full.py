@@ -159,12 +159,33 @@ def prepare_data(plan: Plan) -> dict[str, str]:
 
 
 def codebook_sha256(data: dict) -> str:
-    import hashlib
+    """The codebook's own sha256 (``Codebook.sha256``): it names the tokens every
+    run kept in a ledger (curve, ablations) must share."""
+    from kmeans import Codebook
 
-    from kmeans.codebook import CENTROIDS_FILE
+    return Codebook.load(data["codebook"]).sha256
 
-    raw = storage.read_bytes(storage.join(data["codebook"], CENTROIDS_FILE))
-    return hashlib.sha256(raw).hexdigest()
+
+def read_ledger(ledger_file: str, data: dict) -> dict | None:
+    """A finished run kept in the repository (None: not there yet); one made on
+    another codebook stops the experiment rather than mix data."""
+    if not storage.exists(ledger_file):
+        return None
+    record = json.loads(storage.read_text(ledger_file))
+    want = codebook_sha256(data)
+    if record["codebook_sha256"] != want:
+        raise SystemExit(
+            f"{ledger_file} was trained on codebook {record['codebook_sha256'][:12]}, "
+            f"this machine's data has {want[:12]}: move the ledger aside"
+        )
+    return record
+
+
+def write_ledger(ledger_file: str, record: dict, data: dict) -> dict:
+    """Keep a finished run in the repository, stamped with its codebook's sha256."""
+    record = {**record, "codebook_sha256": codebook_sha256(data)}
+    storage.write_text(ledger_file, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
 
 
 def _configs(plan: Plan, data: dict, arm: str, seed: int, out: str):

@@ -15,6 +15,7 @@ spells their keys.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ class CodebookRef:
             return None
         uri = extra.get("codebook_uri") or (config or {}).get("codebook")
         ref = cls.from_id(extra["codebook"], extra.get("codebook_sha256"))
-        return cls(id=ref.id, k=ref.k, sha256=ref.sha256, uri=uri if isinstance(uri, str) else None)
+        return dataclasses.replace(ref, uri=uri if isinstance(uri, str) else None)
 
     def describe(self) -> str:
         return f"`{self.id}` (sha256 `{self.sha256}`)"
