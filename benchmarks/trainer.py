@@ -71,6 +71,7 @@ def _parse(argv=None):
     p.add_argument("--compile", action="store_true")
     p.add_argument("--optimizer", default="fused", choices=("fused", "foreach"), help="AdamW")
     p.add_argument("--cache-chunk", type=int, help="gradient cache: rows per chunk")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute layers")
     p.add_argument("--no-peers", action="store_true", help="time the trainer step only")
     p.add_argument("--check", action="store_true", help="layout vs padded embeddings (eval)")
     p.add_argument("--device", default="auto")
@@ -156,6 +157,7 @@ def _make_trainer(args, shards: str, run: str, batch_size: int):
         compile=args.compile,
         cache_chunk=args.cache_chunk,
         optimizer=args.optimizer,
+        activation_checkpointing=args.activation_checkpointing,
     )
     return Trainer(TrainConfig.from_dict(base))
 

@@ -28,7 +28,7 @@ OPTIMIZERS = ("fused", "foreach")
 # gradient cache and the layouts compute the same gradients, up to rounding).
 RESUMABLE_CHANGES = (
     "out", "steps", "save_every", "log_every", "progress", "device", "compile",
-    "cache_chunk", "layout", "pad_multiple", "optimizer",
+    "cache_chunk", "layout", "pad_multiple", "optimizer", "activation_checkpointing",
 )  # fmt: skip
 
 
@@ -118,6 +118,11 @@ class TrainConfig:
         help="gradient cache: embed the batch in chunks of N rows, so a contrastive batch "
         "larger than the device's activation memory trains with the full-batch gradient "
         "(default: off)",
+    )
+    activation_checkpointing: bool = setting(
+        False,
+        help="recompute each backbone layer in the backward pass: a fraction of the "
+        "activation memory for about a third more compute",
     )
     layout: str = setting(
         "padded",

@@ -47,6 +47,7 @@ import torch
 from datastore import storage
 from datastore.outlock import check_still_held
 from trainer import checkpoint as ckpt
+from trainer.activation_memory import use_activation_checkpointing, use_lean_norms
 from trainer.audio_init import AlignedInitConfig, init_aligned_audio_rows
 from trainer.configs import (
     RESUMABLE_CHANGES,
@@ -190,6 +191,9 @@ class Trainer:
                 self.rows,
                 AlignedInitConfig(max_tokens=config.model.max_speech_tokens),
             )
+        use_lean_norms(self.model.backbone)  # same outputs, less held for backward
+        if config.activation_checkpointing:
+            use_activation_checkpointing(self.model.backbone)
         self.model.to(self.device)
         self._set_layout()
         self.param_names, groups = self._param_groups()
