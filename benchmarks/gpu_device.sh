@@ -38,7 +38,7 @@ if has threads; then
 fi
 if has levers; then
   timeout 200 python3 -m benchmarks.trainer_levers --device cuda --work $W --no-compile --repeats 3 \
-    --only "default,varlen,all levers,gradient cache" --batch-sizes 32,128 --sweep 128,256 \
+    --only "default,varlen,all levers,activation checkpointing,gradient cache" --batch-sizes 32,128 --sweep 128,256 \
     --cache 4096,128 --json $OUT/levers.json 2>&1 | tail -14
   el "levers"
 fi

@@ -4,7 +4,8 @@ Rows: the training step as it is by default (right-padded rows, fp32 weights
 under bf16 autocast, fused AdamW) at two batch sizes, then one lever at a
 time on top of it (foreach AdamW, bf16 weights with fp32 masters, packed
 rows, the varlen layout, ``torch.compile`` with widths rounded to 64), then
-every lever at once over a batch sweep, and a gradient-cache batch. Each row
+every lever at once over a batch sweep, activation checkpointing at 512
+pairs, and a gradient-cache batch. Each row
 runs ``python -m benchmarks.trainer --worker`` through
 :func:`benchmarks._harness.run_row` on the same synthetic shards (~150
 speech tokens per utterance) and reports s/step, tokens/s on real tokens,
@@ -54,6 +55,9 @@ def plan(args) -> list[tuple[str, int, list[str]]]:
     ]
     cache_pairs, chunk = args.cache
     no_compile = [f for f in ALL_LEVERS if f != "--compile"]
+    # Each layer recomputed in the backward pass: 0.07 MB held per token instead of 1.14
+    # (18 layers, bf16, CPU: benchmarks/README.md "trainer profile"), so 512 pairs fit.
+    rows.append(("activation checkpointing", args.checkpointed_pairs, [*no_compile, "--activation-checkpointing"]))  # fmt: skip
     rows.append((f"gradient cache, chunk {chunk}", cache_pairs, [*no_compile, "--cache-chunk", str(chunk)]))  # fmt: skip
     if args.only:
         rows = [r for r in rows if any(o in r[0] for o in args.only)]
@@ -80,6 +84,9 @@ def _parse(argv=None):
         default="4096,128",
         help="gradient-cache pairs,chunk (512-pair chunks ran out of 80 GB)",
     )
+    p.add_argument(
+        "--checkpointed-pairs", type=int, default=512, help="activation-checkpointing row"
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed steps per row (best counts)")
     p.add_argument("--peak-tflops", type=float, help="device bf16 peak for MFU (CUDA)")
     p.add_argument("--only", help="comma-separated substrings of row names to run")
@@ -91,6 +98,7 @@ def _parse(argv=None):
     if args.smoke:
         args.device, args.llm, args.layers, args.repeats = "cpu", "debug", 2, 1
         args.batch_sizes, args.sweep, args.cache = "4,16", "8,16", "64,16"
+        args.checkpointed_pairs = 16
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
     args.sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
     args.cache = [int(x) for x in args.cache.split(",")]

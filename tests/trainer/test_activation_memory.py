@@ -72,17 +72,18 @@ def test_training_backbone_has_lean_norms(synthetic_shards, tmp_path):
     assert norms and all("forward" in vars(m) for m in norms)
 
 
-@pytest.mark.parametrize("cache_chunk", [None, 3])
-def test_activation_checkpointing_gives_the_same_gradients(synthetic_shards, tmp_path, cache_chunk):
+@pytest.mark.parametrize(
+    ("cache_chunk", "layout"), [(None, "padded"), (3, "padded"), (None, "varlen")]
+)
+def test_activation_checkpointing_gives_the_same_gradients(
+    synthetic_shards, tmp_path, cache_chunk, layout
+):
     shards, _ = synthetic_shards
     data = {"batch_size": 8, "bitext": shards, "bitext_ratio": 0.3}
-    plain = _trainer(shards, tmp_path / "plain", data=data, cache_chunk=cache_chunk)
+    levers = {"cache_chunk": cache_chunk, "layout": layout}
+    plain = _trainer(shards, tmp_path / "plain", data=data, **levers)
     checkpointed = _trainer(
-        shards,
-        tmp_path / "ckpt",
-        data=data,
-        cache_chunk=cache_chunk,
-        activation_checkpointing=True,
+        shards, tmp_path / "ckpt", data=data, activation_checkpointing=True, **levers
     )
     assert checkpointed.model.backbone.gradient_checkpointing
     batch = plain.loader.next_batch()
