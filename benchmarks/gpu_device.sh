@@ -4,14 +4,14 @@
 # synthesize a 160-clip MP3 corpus, then the steps in priority order, each bounded
 # by a timeout so a slow one cannot eat the rest (the whole ran in ~450 s there).
 # Usage, repo root on the device, `.gpu` carried: bash benchmarks/gpu_device.sh [STEP...]
-# Steps: synth env jobs threads levers agree pytest compile (default: all); `threads`
+# Steps: synth env jobs stage threads levers agree pytest compile (default: all); `threads`
 # reruns tokenize with --decode-pool threads (the jobs use auto: processes on CUDA). Results: $OUT/*.json.
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 SPEECHTOK_PROGRESS_INTERVAL=5
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; W=/tmp/speechtok-gpu; mkdir -p $W
 T0=$(date +%s)
 el() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
-STEPS=${*:-"synth env jobs threads levers agree pytest compile"}
+STEPS=${*:-"synth env jobs stage threads levers agree pytest compile"}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 if [ ! -f /tmp/site/.ok ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -31,6 +31,12 @@ if has env; then timeout 60 $G --steps env --json $OUT/env.json 2>&1 | tail -3; 
 if has jobs; then
   timeout 330 $G --steps fit,tokenize --json $OUT/jobs.json 2>&1 | tail -4; el "jobs"
   for f in fit tokenize; do echo "--- $f.log"; grep -v "^\s*$" $W/$f.log | tail -14; done
+fi
+if has stage && [ -f $W/codebook/codebook.json ]; then  # GPU issue item 2: model stage / bare <= 1.10
+  timeout 90 python3 -m benchmarks.model_stage --device cuda --encoder hf:$W/whisper-base-random \
+    --layer 3 --audio /tmp/corpus --codebook $W/codebook --clips 160 --batch-seconds 1200 \
+    --repeats 3 --dedup --json $OUT/stage.json 2>&1 | grep -E '"(model|bare)_s"|over_bare|audio_s'
+  el "model stage"
 fi
 if has threads; then
   timeout 150 $G --steps tokenize --job-args="--decode-pool threads" --json $OUT/tok-threads.json \

@@ -5,7 +5,8 @@ features, nearest-centroid assignment, downsampling and run-length dedup,
 host copies) should cost at most 10 % more than the bare work it wraps. The
 peer, measured in the same process and interleaved with it (best of
 ``--repeats``): ``Encoder.encode`` on the same batch and one
-nearest-centroid argmin per clip (``||c||^2 - 2 f.c``, torch, one matmul).
+nearest-centroid argmin per clip (``||c||^2 - 2 f.c``, torch, one matmul;
+on ``--device cuda`` both stay on the GPU until the ids).
 Both see the same decoded clips; decoding is not timed. Tokens are checked
 equal (without dedup) so the two do the same work.
 
@@ -30,17 +31,22 @@ def _clips(folder: str, n: int):
     from tokenizer.audio import load_waveform
     from tokenizer.audio_config import AudioConfig
 
-    files = sorted(glob.glob(os.path.join(folder, "**", "*.wav"), recursive=True))[:n]
+    found = [
+        glob.glob(os.path.join(folder, "**", f"*.{x}"), recursive=True) for x in ("wav", "mp3")
+    ]
+    files = sorted(f for group in found for f in group)[:n]
     if not files:
-        raise SystemExit(f"no .wav files under {folder}")
+        raise SystemExit(f"no .wav or .mp3 files under {folder}")
     return [load_waveform(f, AudioConfig()) for f in files]
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--audio", required=True, help="folder searched for .wav clips")
+    p.add_argument("--audio", required=True, help="folder searched for .wav and .mp3 clips")
     p.add_argument("--codebook", required=True, help="codebook folder (the encoder's)")
-    p.add_argument("--encoder", default="whisper-base")
+    p.add_argument("--encoder", default="whisper-base", help="registry name or hf:DIR")
+    p.add_argument("--layer", type=int, help="encoder layer (default: the encoder's)")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--clips", type=int, default=96)
     p.add_argument("--batch-seconds", type=float, default=240.0, help="audio per model call")
     p.add_argument("--repeats", type=int, default=3)
@@ -64,28 +70,39 @@ def main(argv=None) -> dict:
             batches.append(batch)
             batch, seconds = [], 0.0
     batches += [batch] if batch else []
-    config = EncoderConfig(name=args.encoder, max_batch_seconds=args.batch_seconds)
+    layer = {} if args.layer is None else {"layer": args.layer}
+    config = EncoderConfig(
+        name=args.encoder, device=args.device, max_batch_seconds=args.batch_seconds, **layer
+    )
     model = SpeechModel.load(config, TokenTask(codebook=args.codebook, dedup=args.dedup))
     encoder = model.encoder
     centroids = torch.from_numpy(Codebook.load(args.codebook).centroids.astype(np.float32))
+    centroids = centroids.to(args.device)
     norms = (centroids * centroids).sum(1)
+    on_device = args.device != "cpu"
 
     def bare(batch):
         out = []
-        for f in encoder.encode(batch):
-            f = torch.from_numpy(f)
-            out.append((norms - 2 * f @ centroids.T).argmin(1).numpy())
+        for f in encoder.encode(batch, as_tensors=on_device):
+            f = f.float() if on_device else torch.from_numpy(f)
+            out.append((norms - 2 * f @ centroids.T).argmin(1).cpu().numpy())
         return out
 
     def stage(batch):
         return model.run(batch)
 
+    def sync():
+        if on_device:
+            torch.cuda.synchronize()
+
     audio_s = sum(len(w) for w in waves) / 16000
     times = {"bare": [], "model": []}
     for _ in range(args.repeats):
         for name, fn in (("bare", bare), ("model", stage)):
+            sync()
             start = time.perf_counter()
             outs = [fn(b) for b in batches]
+            sync()
             times[name].append(time.perf_counter() - start)
             if name == "bare":
                 bare_tokens = [t for out in outs for t in out]
@@ -97,6 +114,7 @@ def main(argv=None) -> dict:
     best = {k: min(v) for k, v in times.items()}
     result = {
         "encoder": args.encoder,
+        "device": args.device,
         "clips": len(waves),
         "audio_s": round(audio_s, 1),
         "batches": len(batches),
