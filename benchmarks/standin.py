@@ -21,7 +21,11 @@ pipeline start-up, shards, rejects and index all in):
   scale with processes (the GPU machine's wall: threads gave ~1x)?
 - ``job-2``: two workers, ``--direct_num_workers 2 --direct_running_mode
   multi_threading``;
-- ``fit-1`` (``--fit``): ``speechtok fit-codebook`` with the instant encoder.
+- ``fit-1`` (``--fit``): ``speechtok fit-codebook`` with the instant encoder;
+- ``job-rows`` (``--rows``): ``job-1`` over ``--row-clips`` listings of one
+  0.5 s 16 kHz WAV (decoding costs next to nothing): the job's own cost per
+  row, in clips per second (GPU issue: >= 2,000 clips/s in process, so a
+  GPU at 2,500x real time on 7 s clips, ~360 clips/s, is never row-bound).
 
 Targets (ratios of audio seconds per wall second): ``job-1 / decode-1 >=
 0.8``, ``job-2 / decode-2 >= 0.7`` and ``job-proc-2 / job-proc-1 >= 1.7``
@@ -58,6 +62,7 @@ DIM, K = 16, 16
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "standin.json"
 LANGS = ("fr", "de", "es", "it")
 TARGETS = {"job-1/decode-1": 0.8, "job-2/decode-2": 0.7, "job-proc-2/job-proc-1": 1.7}
+ROW_CLIPS_PER_S = 2000.0  # job-rows' target
 
 
 def describe_instant(config: EncoderConfig) -> FeatureIdentity:
@@ -169,6 +174,7 @@ ROWS = {
         "beam_args": ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"],
     },
     "fit-1": {"row": "job", "job": "fit", "beam_args": []},
+    "job-rows": {"row": "job", "beam_args": [], "manifest": "rows"},
 }
 
 
@@ -199,6 +205,20 @@ def prepare_corpus(work: Path, per_lang: int, times: int) -> tuple[Path, float]:
     return manifest, seconds * times
 
 
+def prepare_row_manifest(work: Path, clips: int) -> Path:
+    """``clips`` listings of one 0.5 s WAV under distinct ids: rows, not audio."""
+    import soundfile as sf
+
+    folder = work / "rows"
+    folder.mkdir(parents=True, exist_ok=True)
+    wave = 0.1 * np.sin(np.arange(SAMPLE_RATE // 2) * 2 * np.pi * 220 / SAMPLE_RATE)
+    sf.write(folder / "clip.wav", wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+    line = {"audio": "clip.wav", "text": "x", "lang": "fr", "split": "train"}
+    manifest = folder / f"rows-{clips}.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"r{i}", **line}) + "\n" for i in range(clips)))
+    return manifest
+
+
 def prepare_codebook(work: Path) -> Path:
     import kmeans
 
@@ -223,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, help="passes per row, best kept (default 2; quick 1)")
     p.add_argument("--rows", default="decode-1,decode-2,job-1,job-1-dt1,job-2")
     p.add_argument("--fit", action="store_true", help="add the fit-codebook row")
+    p.add_argument("--row-clips", type=int, default=20_000, help="job-rows' manifest size")
     p.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "standin-work"))
     p.add_argument("--json", default=str(DEFAULT_JSON))
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -236,10 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     manifest, audio_s = prepare_corpus(work, args.per_lang, times)
     codebook = prepare_codebook(work)
     names = args.rows.split(",") + (["fit-1"] if args.fit else [])
+    manifests = {"audio": manifest}
+    if "job-rows" in names:
+        manifests["rows"] = prepare_row_manifest(work, args.row_clips)
     print(f"stand-in: {audio_s / 3600:.2f} h of MP3 in {manifest}", file=sys.stderr)
 
     def run(name: str, repeat: int) -> dict:
-        spec = {**ROWS[name], "manifest": str(manifest), "codebook": str(codebook)}
+        spec = {**ROWS[name], "codebook": str(codebook)}
+        spec["manifest"] = str(manifests[ROWS[name].get("manifest", "audio")])
         spec["out"] = str(work / f"out-{name}")
         return {"name": name, **run_row("benchmarks.standin", spec)}
 
@@ -261,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         x = r["audio_s"] / r["wall_s"] if r.get("audio_s") else float("nan")
         print(f"{name:<12}{r['wall_s']:>9.2f}{x:>13.0f}{r['peak_rss_mb']:>9.0f}")
+    rows = best.get("job-rows", {})
+    if rows.get("wall_s") and "error" not in rows:
+        rate = rows["counts"].get("accepted", 0) / rows["wall_s"]
+        info["job-rows clips/s"] = rate
+        verdict = "met" if rate >= ROW_CLIPS_PER_S else "MISSED"
+        print(f"job-rows: {rows['counts']} in {rows['wall_s']:.2f} s: {rate:,.0f} clips/s "
+              f"(target >= {ROW_CLIPS_PER_S:,.0f}) {verdict}")  # fmt: skip
     for key, value in {**checks, **info}.items():
         limit = TARGETS.get(key)
         verdict = "" if limit is None else ("met" if value and value >= limit else "MISSED")
