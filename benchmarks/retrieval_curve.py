@@ -57,6 +57,24 @@ def checkpoints(curve: tuple[int, ...]) -> list[int]:
     return sorted({s for c in curve for s in (c // 2, c)})
 
 
+def run_name(plan: Plan, arm: str, seed: int, curve: tuple[int, ...]) -> str:
+    return (
+        f"{arm}-curve{'-'.join(map(str, curve))}-{plan.max_speech_tokens}tok"
+        f"-L{plan.layers or 'all'}-{plan.precision}-s{seed}"
+    )
+
+
+def ledger_records(plan: Plan, arms, curve: tuple[int, ...]) -> dict[str, list[dict]]:
+    """Every finished run in the ledger, per arm in seed order (no data, no training)."""
+    records: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for seed in plan.seeds:
+        for arm in arms:
+            file = storage.join(LEDGER, f"{run_name(plan, arm, seed, curve)}.json")
+            if storage.exists(file):
+                records[arm].append(json.loads(storage.read_text(file)))
+    return {arm: recs for arm, recs in records.items() if recs}
+
+
 def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...]) -> dict:
     """One run of ``max(curve)`` steps: dev at every checkpoint, test once per step count.
 
@@ -64,10 +82,7 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
     from trainer.checkpoint import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, read_config
     from trainer.train import train
 
-    name = (
-        f"{arm}-curve{'-'.join(map(str, curve))}-{plan.max_speech_tokens}tok"
-        f"-L{plan.layers or 'all'}-{plan.precision}-s{seed}"
-    )
+    name = run_name(plan, arm, seed, curve)
     ledger_file = storage.join(LEDGER, f"{name}.json")
     record = read_ledger(ledger_file, data)
     if record is not None:
@@ -127,36 +142,13 @@ def at_count(records: dict[str, list[dict]], count: int) -> dict[str, list[dict]
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--work", default=Plan.work, help="cached stages and runs")
-    p.add_argument("--json", default="benchmarks/results/retrieval_curve.json")
-    p.add_argument("--curve", default=",".join(map(str, CURVE)), help="step counts")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--layers", type=int, default=4, help="Gemma layers kept (4: see premise)")
-    p.add_argument("--max-speech-tokens", type=int, default=96)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
-    p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
-    p.add_argument("--markdown", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    curve = tuple(sorted(int(c) for c in args.curve.split(",")))
-    plan = Plan(
-        work=args.work,
-        seen=default_seen(),
-        steps=max(curve),
-        seeds=tuple(args.seeds),
-        layers=args.layers,
-        max_speech_tokens=args.max_speech_tokens,
-        precision=args.precision,
-    )
-    start = time.perf_counter()
+def train_curve(plan: Plan, args, curve: tuple[int, ...], start: float) -> dict | None:
+    """Train (or read from the ledger) every run; None when only measuring."""
     data = prepare_data(plan)
     print(f"data ready ({time.perf_counter() - start:.0f} s)", flush=True)
     if args.measure:
         print(json.dumps(measure(plan, data, args.measure)), flush=True)
-        return 0
+        return None
     records: dict[str, list[dict]] = {arm: [] for arm in args.arms}
     for seed in plan.seeds:  # seed-major: a cut-short curve has every arm's first seeds
         for arm in args.arms:
@@ -173,6 +165,46 @@ def main(argv=None) -> int:
                 f"steps) {figures} ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
+    return records
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default=Plan.work, help="cached stages and runs")
+    p.add_argument("--json", default="benchmarks/results/retrieval_curve.json")
+    p.add_argument("--curve", default=",".join(map(str, CURVE)), help="step counts")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--layers", type=int, default=4, help="Gemma layers kept (4: see premise)")
+    p.add_argument("--max-speech-tokens", type=int, default=96)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="fp32")
+    p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument(
+        "--ledger-only",
+        action="store_true",
+        help="tables from the runs in the ledger only: no data stages, no training",
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    curve = tuple(sorted(int(c) for c in args.curve.split(",")))
+    plan = Plan(
+        work=args.work,
+        seen=default_seen(),
+        steps=max(curve),
+        seeds=tuple(args.seeds),
+        layers=args.layers,
+        max_speech_tokens=args.max_speech_tokens,
+        precision=args.precision,
+    )
+    start = time.perf_counter()
+    if args.ledger_only:
+        records = ledger_records(plan, args.arms, curve)
+        print("runs in the ledger: " + ", ".join(f"{a} {len(r)}" for a, r in records.items()))
+    else:
+        records = train_curve(plan, args, curve, start)
+        if records is None:
+            return 0
     summaries = {}
     for count in curve:
         summaries[count] = summarize(plan, at_count(records, count))
