@@ -11,6 +11,9 @@ pipeline start-up, shards, rejects and index all in):
 - ``decode-1``: one thread reads, decodes and validates every clip of the
   manifest (``tokenizer.audio.prepare``), nothing else;
 - ``decode-2``: the same on two threads;
+- ``decode-p1`` / ``decode-p2`` (``--rows``): the same in one / two worker
+  processes, only the seconds coming back: how far decoding itself scales
+  with processes on this machine (the ceiling for ``job-proc-2 / job-proc-1``);
 - ``job-1``: ``speechtok tokenize`` on the embedded runner, one worker
   (its decode threads: the default, one per core);
 - ``job-1-dt1``: the same with one decode thread (Beam's own overhead alone);
@@ -104,18 +107,30 @@ def _prepared_seconds(result) -> float:
     return 0.0
 
 
-def worker_decode(spec: dict) -> dict:
+def _decoded_seconds(example) -> float:
     from tokenizer.audio import prepare
     from tokenizer.audio_config import AudioConfig
 
+    return _prepared_seconds(prepare(example, AudioConfig()))
+
+
+def worker_decode(spec: dict) -> dict:
     examples = _examples(spec)  # the manifest read is not the decode loop's work
-    config = AudioConfig()
     start = time.perf_counter()
-    if spec["threads"] == 1:
-        seconds = sum(_prepared_seconds(prepare(e, config)) for e in examples)
+    if spec.get("processes"):  # decoding alone in N processes (only seconds come back)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(spec["processes"], mp_context=context) as pool:
+            list(pool.map(_decoded_seconds, examples[:2]))  # workers started and warm
+            start = time.perf_counter()
+            seconds = sum(pool.map(_decoded_seconds, examples, chunksize=16))
+    elif spec["threads"] == 1:
+        seconds = sum(_decoded_seconds(e) for e in examples)
     else:
         with ThreadPoolExecutor(spec["threads"]) as pool:
-            seconds = sum(pool.map(lambda e: _prepared_seconds(prepare(e, config)), examples))
+            seconds = sum(pool.map(_decoded_seconds, examples))
     return {"wall_s": time.perf_counter() - start, "audio_s": seconds, "clips": len(examples)}
 
 
@@ -164,6 +179,8 @@ PREIMPORTS = (
 ROWS = {
     "decode-1": {"row": "decode", "threads": 1},
     "decode-2": {"row": "decode", "threads": 2},
+    "decode-p1": {"row": "decode", "threads": 1, "processes": 1},
+    "decode-p2": {"row": "decode", "threads": 2, "processes": 2},
     "job-1": {"row": "job", "beam_args": []},
     "job-1-dt1": {"row": "job", "beam_args": [], "decode_threads": 1},
     "job-1-proc": {"row": "job", "beam_args": [], "decode_pool": "processes"},
@@ -275,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if set(key.split("/")) <= set(names)  # a target is checked when its rows ran
     }
     info = {
+        "decode-p2/decode-p1": ratio(best, "decode-p2", "decode-p1"),
         "job-1-dt1/decode-1": ratio(best, "job-1-dt1", "decode-1"),
         "job-1-proc/job-1": ratio(best, "job-1-proc", "job-1"),
     }

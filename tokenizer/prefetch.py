@@ -12,8 +12,12 @@ an H100 with 16 vCPUs, 16 decode threads together decoded about what one
 core decodes alone (878x real time) while the model's thread, whose Python
 launches the GPU's kernels, took twice the bare encoder's time: the pattern
 of threads contending for one GIL (benchmarks/README.md, "GPU"). Processes
-do not share it; a decoded clip then costs one pickle of its float32 samples
-(64 KB per second of audio). Not yet measured on a GPU.
+do not share it. A decoded clip's samples (64 KB per second of audio) then
+travel through a file in ``/dev/shm`` (memory, not disk): the worker writes
+them, the caller reads and removes the file, and only a path crosses the
+pipe. Through the pipe itself, the pool's one result thread spent 1.3 s of
+a 9.5 s job receiving 3.3 h of audio on the 2-core VM, while the caller's
+thread waited (``python -m benchmarks.standin``, benchmarks/README.md).
 
 Results come back in submission order, so a job's batches are the same
 whatever thread finished first. At most ``max_pending`` items are in flight:
@@ -33,13 +37,20 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import collections
+import contextlib
+import glob
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 POOLS = ("auto", "threads", "processes")
 _pools: dict[tuple[int, bool], Executor] = {}
@@ -92,6 +103,71 @@ def _timed(fn: Callable[[Any], Any], item: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+# Decoded samples from worker processes travel through files here when it exists
+# (Linux: a tmpfs); elsewhere they are pickled through the pool's pipe.
+SHM_DIR = "/dev/shm"
+SHARED_MIN_BYTES = 1 << 16  # smaller arrays are as cheap through the pipe
+
+
+@dataclass(frozen=True)
+class SharedArray:
+    """Where a worker left an array for its caller: a file in :data:`SHM_DIR`."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def share_arrays(value: Any, owner: int) -> Any:
+    """``value`` with every large numpy array (in lists and plain tuples) written to
+    a file named for the ``owner`` process and replaced by its :class:`SharedArray`."""
+    if isinstance(value, np.ndarray) and value.nbytes >= SHARED_MIN_BYTES:
+        path = os.path.join(SHM_DIR, f"speechtok-{owner}-{uuid.uuid4().hex}")
+        # Readable by this user only, and never through a planted link (O_EXCL).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as f:
+            np.ascontiguousarray(value).tofile(f)
+        return SharedArray(path, tuple(value.shape), value.dtype.str)
+    if type(value) in (list, tuple):
+        return type(value)(share_arrays(v, owner) for v in value)
+    return value
+
+
+def take_arrays(value: Any) -> Any:
+    """The inverse of :func:`share_arrays`: arrays read back, their files removed."""
+    if isinstance(value, SharedArray):
+        try:
+            return np.fromfile(value.path, dtype=value.dtype).reshape(value.shape)
+        finally:
+            os.unlink(value.path)
+    if type(value) in (list, tuple):
+        return type(value)(take_arrays(v) for v in value)
+    return value
+
+
+def _timed_shared(fn: Callable[[Any], Any], item: Any, owner: int) -> tuple[Any, float]:
+    result, seconds = _timed(fn, item)
+    return share_arrays(result, owner), seconds
+
+
+def _remove_left_arrays(owner: int) -> None:
+    """Files of results never taken (a job that failed with clips in flight)."""
+    for path in glob.glob(os.path.join(SHM_DIR, f"speechtok-{owner}-*")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+_cleanup_registered = False
+
+
+def _register_cleanup() -> None:
+    global _cleanup_registered
+    with _pools_lock:
+        if not _cleanup_registered:
+            atexit.register(_remove_left_arrays, os.getpid())
+            _cleanup_registered = True
+
+
 class DecodeAhead:
     """Run ``fn`` on submitted items in a pool; hand results back in order.
 
@@ -115,6 +191,9 @@ class DecodeAhead:
         self.fn = fn
         self.max_pending = max_pending
         self._pool = shared_pool(threads, processes)
+        self._shared = processes and os.path.isdir(SHM_DIR)
+        if self._shared:
+            _register_cleanup()
         self._pending: collections.deque[Future] = collections.deque()
         self.wait_seconds = 0.0  # time callers spent blocked on results
 
@@ -124,7 +203,11 @@ class DecodeAhead:
     def submit(self, item: Any) -> list[tuple[Any, float]]:
         """Queue ``item``; return the results now ready (blocking while more than
         ``max_pending`` are in flight), oldest first, as ``(result, seconds)``."""
-        self._pending.append(self._pool.submit(_timed, self.fn, item))
+        if self._shared:
+            future = self._pool.submit(_timed_shared, self.fn, item, os.getpid())
+        else:
+            future = self._pool.submit(_timed, self.fn, item)
+        self._pending.append(future)
         ready = []
         while self._pending and (self._pending[0].done() or len(self._pending) > self.max_pending):
             ready.append(self._take())
@@ -138,7 +221,7 @@ class DecodeAhead:
         future = self._pending.popleft()
         if not future.done():
             start = time.perf_counter()
-            result = future.result()
+            future.result()
             self.wait_seconds += time.perf_counter() - start
-            return result
-        return future.result()
+        result, seconds = future.result()
+        return (take_arrays(result), seconds) if self._shared else (result, seconds)

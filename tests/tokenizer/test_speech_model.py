@@ -4,6 +4,7 @@ the decode-ahead pool; the launcher's weight-free encoder identity."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -177,8 +178,8 @@ def test_decode_in_processes_keeps_order_and_turns_bad_audio_into_rejects(make_w
     from tokenizer.audio_config import AudioConfig
 
     config = AudioConfig()
-    examples = [
-        AudioExample(id=f"c{i}", uri=make_wav(f"c{i}.wav", 0.2 + 0.1 * i, freq=200.0 + 30 * i),
+    examples = [  # 0.2 s clips cross the pipe, 1.2 s and up a file in /dev/shm
+        AudioExample(id=f"c{i}", uri=make_wav(f"c{i}.wav", 0.2 + 0.5 * i, freq=200.0 + 30 * i),
                      text="x", lang="fr", split="test", corpus="c")
         for i in range(5)
     ]  # fmt: skip
@@ -196,6 +197,45 @@ def test_decode_in_processes_keeps_order_and_turns_bad_audio_into_rejects(make_w
         [(_, plain)] = prepare(examples[i], config)
         assert example.id == f"c{i}"
         np.testing.assert_array_equal(wave, plain)
+    assert not _left_arrays()  # every file the workers wrote was taken and removed
+
+
+def _left_arrays() -> list[str]:
+    import glob
+
+    from tokenizer.prefetch import SHM_DIR
+
+    return glob.glob(os.path.join(SHM_DIR, f"speechtok-{os.getpid()}-*"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
+def test_large_arrays_travel_through_private_files_and_come_back_equal():
+    import stat
+
+    from tokenizer.prefetch import SharedArray, share_arrays, take_arrays
+
+    big = np.random.default_rng(0).standard_normal(40_000).astype(np.float32)  # 160 KB
+    small = np.arange(10, dtype=np.int16)
+    value = [("a", big), ("b", small), ("c", big[:1000].reshape(10, 100))]
+    shared = share_arrays(value, os.getpid())
+    assert isinstance(shared[0][1], SharedArray) and shared[1][1] is small
+    mode = os.stat(shared[0][1].path).st_mode
+    assert stat.S_IMODE(mode) == 0o600  # decoded speech is readable by its owner only
+    back = take_arrays(shared)
+    assert [k for k, _ in back] == ["a", "b", "c"]
+    np.testing.assert_array_equal(back[0][1], big)
+    assert back[0][1].dtype == np.float32 and back[1][1] is small
+    assert not _left_arrays()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
+def test_files_of_results_never_taken_are_removed_at_exit():
+    from tokenizer.prefetch import _remove_left_arrays, share_arrays
+
+    share_arrays(np.zeros(1 << 15, np.float32), os.getpid())  # a result nobody takes
+    assert len(_left_arrays()) == 1
+    _remove_left_arrays(os.getpid())
+    assert not _left_arrays()
 
 
 def test_decode_pool_auto_is_processes_on_cuda_only():
