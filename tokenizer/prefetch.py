@@ -123,10 +123,15 @@ def share_arrays(value: Any, owner: int) -> Any:
     a file named for the ``owner`` process and replaced by its :class:`SharedArray`."""
     if isinstance(value, np.ndarray) and value.nbytes >= SHARED_MIN_BYTES:
         path = os.path.join(SHM_DIR, f"speechtok-{owner}-{uuid.uuid4().hex}")
-        # Readable by this user only, and never through a planted link (O_EXCL).
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as f:
-            np.ascontiguousarray(value).tofile(f)
+        try:
+            # Readable by this user only, and never through a planted link (O_EXCL).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "wb") as f:
+                np.ascontiguousarray(value).tofile(f)
+        except OSError:  # /dev/shm full (a container's is 64 MB) or not writable: the pipe
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return value
         return SharedArray(path, tuple(value.shape), value.dtype.str)
     if type(value) in (list, tuple):
         return type(value)(share_arrays(v, owner) for v in value)

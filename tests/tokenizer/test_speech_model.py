@@ -228,6 +228,15 @@ def test_large_arrays_travel_through_private_files_and_come_back_equal():
     assert not _left_arrays()
 
 
+def test_an_array_that_cannot_be_written_to_shm_travels_as_itself(monkeypatch, tmp_path):
+    """A full or read-only /dev/shm (a container's is 64 MB) falls back to the pipe."""
+    from tokenizer import prefetch
+
+    monkeypatch.setattr(prefetch, "SHM_DIR", str(tmp_path / "missing"))
+    big = np.ones(1 << 15, np.float32)
+    assert prefetch.share_arrays([("a", big)], os.getpid())[0][1] is big
+
+
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
 def test_files_of_results_never_taken_are_removed_at_exit():
     from tokenizer.prefetch import _remove_left_arrays, share_arrays
