@@ -6,7 +6,7 @@ layout, gradient cache, ``--shards``) and reports, for one batch:
 - **activations held per token**: the bytes still allocated after one forward
   of the whole batch with autograd on (what the backward pass holds, plus the
   autocast cache of bf16 weight casts), from the profiler's memory events,
-  divided by the batch's real tokens, and the operators that allocated them. This is the figure that decides how many pairs
+  divided by the batch's real tokens (CUDA: the allocator's count). This is the figure that decides how many pairs
   fit (GPU issue: <= 0.35 MB per token);
 - **time by kind of work** in one trainer step (``torch.profiler``, self time
   of each operator, after a warm-up step): matmuls, attention, norms,
@@ -62,27 +62,34 @@ def saved_activations(trainer, batch) -> dict:
     """What is still allocated after one forward of the batch (with grad): what the
     backward pass holds, plus the autocast cache of weight casts and the outputs.
 
-    Counted by the profiler's memory events (bytes allocated minus freed, per
-    operator), so custom autograd functions and checkpointed layers count too."""
+    CPU: the profiler's memory events (bytes allocated minus freed), so custom
+    autograd functions and checkpointed layers count too; CUDA: the allocator's
+    count before and after."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     speech, text, _ = trainer.encode(batch)
     trainer.model.train()
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
     with (
-        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+        profile(activities=[ProfilerActivity.CPU], profile_memory=not cuda) as prof,
         trainer._autocast(),
     ):
         outputs = trainer.model(speech, text)
-    by_op = {e.key: e.self_cpu_memory_usage for e in prof.key_averages()}
+    if cuda:
+        torch.cuda.synchronize()
+        held = torch.cuda.memory_allocated() - before
+    else:
+        held = sum(e.self_cpu_memory_usage for e in prof.key_averages())
     del outputs
-    held = sum(by_op.values())
     tokens = speech.n_tokens + text.n_tokens
-    top = sorted(by_op.items(), key=lambda x: -x[1])[:8]
     return {
         "tokens": tokens,
         "activations_mb": round(held / 2**20, 1),
         "activations_mb_per_token": round(held / 2**20 / tokens, 4),
-        "activations_mb_by_op": {k: round(v / 2**20, 1) for k, v in top},
     }
 
 
@@ -104,9 +111,15 @@ def profile_step(trainer, batch) -> dict:
 
     trainer.train_step([batch])  # warm-up: allocator, AdamW state
     step_s = trainer.train_step([batch])["step_s"]  # unprofiled
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         trainer.train_step([batch])
-    ops = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
+    # Where the device spends the step: kernels' self time on CUDA, operators' on CPU.
+    ops = [
+        (e.key, (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6)
+        for e in prof.key_averages()
+    ]
     total = sum(s for _, s in ops)
     by_kind: dict[str, float] = {}
     for op, s in ops:
