@@ -14,7 +14,12 @@ baselines, each line says whether the change closes the gap to ``random``:
 - ``audio-random``: audio rows drawn at random, at the scale of the text rows
   (the paper's start), instead of copied from the characters they align with;
 - ``no-warmup``: no linear warm-up (10 steps in every arm otherwise);
-- ``no-spread-out``: the spread-out term off (weight 0.1 otherwise).
+- ``no-spread-out``: the spread-out term off (weight 0.1 otherwise);
+- ``lr-match``: the backbone's lr raised 1.73x (5.2e-5), so AdamW moves
+  Gemma's weights as far relative to their size as the random arm's
+  (:mod:`benchmarks.arm_diagnostics`);
+- ``spread-out-1``: the spread-out term at 1.0 (the demo's), against the
+  near-collinear pooled states Gemma starts from.
 
 Finished runs are kept in ``LEDGER`` (in the repository), so the table
 survives the machine its checkpoints lived on; it prints the table
@@ -53,6 +58,11 @@ VARIANTS = {
     "audio-random": ("llm", {"audio_init": "random"}, {}),
     "no-warmup": ("llm", {"warmup_steps": 0}, {}),
     "no-spread-out": ("llm", {}, {"spread_out_weight": 0.0}),
+    # From benchmarks.arm_diagnostics (step 0, 4 layers): Gemma's matrices have 1.73x
+    # the random draw's RMS, so the same lr moves them 1.73x less relatively; and its
+    # pooled states are nearly one direction (speech-speech cosine 0.999, text 0.954).
+    "lr-match": ("llm", {"lr": 5.2e-5}, {}),
+    "spread-out-1": ("llm", {}, {"spread_out_weight": 1.0}),
 }
 
 
