@@ -77,6 +77,10 @@ def run_variant(plan: Plan, data: dict, name: str, seed: int) -> dict:
     if record is not None:
         return record
     arm, train_changes, loss_changes = VARIANTS[name]
+    if not train_changes and not loss_changes:  # a baseline: the curve may have run it
+        record = _from_curve(plan, arm, seed)
+        if record is not None:
+            return write_ledger(ledger_file, record, data)
     config = _configs(plan, data, arm, seed, storage.join(plan.work, "ablations", key))
     config = dataclasses.replace(
         config, loss=dataclasses.replace(config.loss, **loss_changes), **train_changes
@@ -99,6 +103,35 @@ def run_variant(plan: Plan, data: dict, name: str, seed: int) -> dict:
     }
     storage.delete(storage.join(config.out, OPTIMIZER_FILE))
     return write_ledger(ledger_file, record, data)
+
+
+def _from_curve(plan: Plan, arm: str, seed: int) -> dict | None:
+    """A baseline as the learning curve trained it (same config, schedule over
+    ``plan.steps``), read at its step-``plan.steps`` checkpoint on dev; None when the
+    curve's ledger has no such run with dev ranks."""
+    from benchmarks.retrieval_curve import CURVE, run_name
+    from benchmarks.retrieval_curve import LEDGER as CURVE_LEDGER
+
+    if plan.steps != max(CURVE):
+        return None
+    file = storage.join(CURVE_LEDGER, f"{run_name(plan, arm, seed, CURVE)}.json")
+    if not storage.exists(file):
+        return None
+    curve = json.loads(storage.read_text(file))
+    ranks = curve.get("dev_ranks", {}).get(str(plan.steps))
+    if ranks is None:
+        return None
+    return {
+        "variant": arm,
+        "arm": arm,
+        "changes": {},
+        "seed": seed,
+        "steps": plan.steps,
+        "train_s": round(curve["train_s"]),
+        "dev": curve["dev"][str(plan.steps)],
+        "ranks": {x: ranks[x] for x in plan.seen},
+        "from": file,
+    }
 
 
 def _hits(record: dict) -> dict[str, list[float]]:

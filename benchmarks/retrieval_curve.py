@@ -90,7 +90,7 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
     run = storage.join(plan.work, "curve-runs", name)
     result_file = storage.join(run, "result.json")
     if storage.exists(result_file):
-        return _to_ledger(ledger_file, json.loads(storage.read_text(result_file)), data)
+        return _to_ledger(ledger_file, json.loads(storage.read_text(result_file)), data, run)
     config = _configs(plan, data, arm, seed, run)
     record = {"arm": arm, "seed": seed, "train_s": 0.0, "dev": {}, "at": {}}
     for step in checkpoints(curve):
@@ -120,15 +120,49 @@ def run_curve(plan: Plan, data: dict, arm: str, seed: int, curve: tuple[int, ...
         }
     storage.delete(storage.join(run, OPTIMIZER_FILE))  # the curve never resumes a done run
     storage.write_text(result_file, json.dumps(record, indent=2))
-    return _to_ledger(ledger_file, record, data)
+    return _to_ledger(ledger_file, record, data, run)
 
 
-def _to_ledger(ledger_file: str, record: dict, data: dict) -> dict:
-    """The record with each step count's test ranks inline, written to the ledger."""
+def _to_ledger(ledger_file: str, record: dict, data: dict, run: str) -> dict:
+    """The record with each step count's test ranks and each checkpoint's dev ranks
+    inline (the ablations pair their variants with these runs by query), written to
+    the ledger."""
     record = json.loads(json.dumps(record))  # str keys, a copy
     for at in record["at"].values():
         at["ranks"] = json.loads(storage.read_text(storage.join(at.pop("test_dir"), "ranks.json")))
+    record["dev_ranks"] = dev_ranks(run)
     return write_ledger(ledger_file, record, data)
+
+
+def dev_ranks(run: str) -> dict[str, dict]:
+    """Per checkpoint step: the dev evaluation's per-query ranks (``ranks.json``)."""
+    out = {}
+    for ranks in storage.glob(storage.join(run, "step-*", "eval-dev", "ranks.json")):
+        step = ranks.rsplit("step-", 1)[1].split("/", 1)[0]
+        out[step] = json.loads(storage.read_text(ranks))
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def backfill_dev_ranks(plan: Plan, data: dict, arms, curve: tuple[int, ...]) -> list[str]:
+    """Add dev ranks to ledger runs finished before the ledger kept them, where their
+    run folder is still on this machine; returns the files rewritten."""
+    done = []
+    for seed in plan.seeds:
+        for arm in arms:
+            name = run_name(plan, arm, seed, curve)
+            file = storage.join(LEDGER, f"{name}.json")
+            run = storage.join(plan.work, "curve-runs", name)
+            if not storage.exists(file) or not storage.exists(run):
+                continue
+            record = json.loads(storage.read_text(file))
+            if record.get("dev_ranks"):
+                continue
+            record.pop("codebook_sha256")
+            record["dev_ranks"] = dev_ranks(run)
+            if record["dev_ranks"]:
+                write_ledger(file, record, data)
+                done.append(file)
+    return done
 
 
 def at_count(records: dict[str, list[dict]], count: int) -> dict[str, list[dict]]:
@@ -181,6 +215,11 @@ def main(argv=None) -> int:
     p.add_argument("--measure", type=int, metavar="N", help="time N steps, print s/step, exit")
     p.add_argument("--markdown", action="store_true")
     p.add_argument(
+        "--backfill-dev-ranks",
+        action="store_true",
+        help="add dev ranks to ledger runs whose run folder is on this machine, then exit",
+    )
+    p.add_argument(
         "--ledger-only",
         action="store_true",
         help="tables from the runs in the ledger only: no data stages, no training",
@@ -198,6 +237,10 @@ def main(argv=None) -> int:
         precision=args.precision,
     )
     start = time.perf_counter()
+    if args.backfill_dev_ranks:
+        for file in backfill_dev_ranks(plan, prepare_data(plan), args.arms, curve):
+            print(f"dev ranks added: {file}")
+        return 0
     if args.ledger_only:
         records = ledger_records(plan, args.arms, curve)
         print("runs in the ledger: " + ", ".join(f"{a} {len(r)}" for a, r in records.items()))
