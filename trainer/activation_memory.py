@@ -1,8 +1,8 @@
 """Levers on what the backward pass holds: lean RMSNorms and activation checkpointing.
 
 Memory per token decides how many pairs a contrastive step fits on one
-device (``python -m benchmarks.trainer_profile`` measures it and says which
-graph nodes hold it).
+device (``python -m benchmarks.trainer_profile`` measures it per token, with
+and without these levers; figures in benchmarks/README.md, "trainer profile").
 
 - **Lean norms** (always on where they apply): Gemma's RMSNorm upcasts its
   input to fp32 and autograd keeps the fp32 normalised copy for the weight's
