@@ -42,7 +42,7 @@ from benchmarks.retrieval_full import (
     read_ledger,
     write_ledger,
 )
-from benchmarks.retrieval_summary import markdown_table, pct, print_table, summarize
+from benchmarks.retrieval_summary import curve_markdown, pct, print_table, summarize
 from datastore import storage
 
 CURVE = (30, 60, 120, 300)
@@ -253,8 +253,8 @@ def main(argv=None) -> int:
         summaries[count] = summarize(plan, at_count(records, count))
         print(f"\n=== {count} steps ===")
         print_table(summaries[count])
-        if args.markdown:
-            print(markdown_table(summaries[count]))
+    if args.markdown:
+        print("\n" + curve_markdown(summaries))
     result = {
         "plan": dataclasses.asdict(plan),
         "curve": list(curve),

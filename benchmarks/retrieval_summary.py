@@ -166,3 +166,37 @@ def markdown_table(summary: dict) -> str:
 
 def _bleu_ci(bounds) -> str:
     return "-" if not bounds else f"[{bounds[0]:.1f}, {bounds[1]:.1f}]"
+
+
+def curve_markdown(by_steps: dict[int, dict]) -> str:
+    """A learning curve as two Markdown tables: arm x step count (seed means with
+    both intervals, the steps dev chose, BLEU) and the paired differences."""
+    lines = [
+        "| steps | arm | seeds (step chosen on dev) | R@1 seen % [queries CI] [seeds CI] "
+        "| R@1 unseen % [queries CI] [seeds CI] | BLEU [seeds CI] |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for steps, summary in by_steps.items():
+        for arm, r in summary["arms"].items():
+            seeds = ", ".join(
+                f"{s} ({c})" for s, c in zip(r["seeds"], r["chosen_steps"], strict=True)
+            )
+            b = r["bleu"]
+            bleu = "-" if not b else f"{b['mean']:.1f} {_bleu_ci(b['ci95_seeds'])}"
+            lines.append(
+                f"| {steps} | `{arm}` | {seeds} | {_cell(r['seen'])} | {_cell(r['unseen'])} "
+                f"| {bleu} |"
+            )
+    lines += [
+        "",
+        "| steps | paired difference (points) | seeds | seen [queries CI] [seeds CI] "
+        "| unseen [queries CI] [seeds CI] |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for steps, summary in by_steps.items():
+        for name, d in summary["differences"].items():
+            lines.append(
+                f"| {steps} | {name} | {d['seen']['seeds']} | {_cell(d['seen'])} "
+                f"| {_cell(d['unseen'])} |"
+            )
+    return "\n".join(lines)
