@@ -42,6 +42,7 @@ from benchmarks.retrieval_full import (
     _evaluate,
     _means,
     default_seen,
+    keep_ledger_numerics,
     prepare_data,
     read_ledger,
     write_ledger,
@@ -204,6 +205,7 @@ def main(argv=None) -> int:
         layers=args.layers,
         max_speech_tokens=args.max_speech_tokens,
     )
+    keep_ledger_numerics()
     data = prepare_data(plan)
     records = {}
     for name in ("random", "llm", *(v for v in args.variants if v not in ("random", "llm"))):

@@ -37,6 +37,7 @@ from benchmarks.retrieval_full import (
     _evaluate,
     _means,
     default_seen,
+    keep_ledger_numerics,
     measure,
     prepare_data,
     read_ledger,
@@ -236,6 +237,7 @@ def main(argv=None) -> int:
         max_speech_tokens=args.max_speech_tokens,
         precision=args.precision,
     )
+    keep_ledger_numerics()
     start = time.perf_counter()
     if args.backfill_dev_ranks:
         for file in backfill_dev_ranks(plan, prepare_data(plan), args.arms, curve):

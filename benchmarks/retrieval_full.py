@@ -166,6 +166,18 @@ def codebook_sha256(data: dict) -> str:
     return Codebook.load(data["codebook"]).sha256
 
 
+def keep_ledger_numerics() -> None:
+    """Train as the ledger's runs were trained: with transformers' own RMSNorm.
+
+    The trainer's lean RMSNorm (2026-12-08) gives the same outputs and the same
+    gradients up to rounding, but over hundreds of steps rounding alone moves a
+    run as far as another seed would; runs compared by query with the ledger's
+    must not differ in anything but their setting."""
+    from trainer import train
+
+    train.use_lean_norms = lambda backbone: 0
+
+
 def read_ledger(ledger_file: str, data: dict) -> dict | None:
     """A finished run kept in the repository (None: not there yet); one made on
     another codebook stops the experiment rather than mix data."""
