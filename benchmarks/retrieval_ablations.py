@@ -79,7 +79,7 @@ def run_variant(plan: Plan, data: dict, name: str, seed: int) -> dict:
         return record
     arm, train_changes, loss_changes = VARIANTS[name]
     if not train_changes and not loss_changes:  # a baseline: the curve may have run it
-        record = _from_curve(plan, arm, seed)
+        record = _from_curve(plan, data, arm, seed)
         if record is not None:
             return write_ledger(ledger_file, record, data)
     config = _configs(plan, data, arm, seed, storage.join(plan.work, "ablations", key))
@@ -106,7 +106,7 @@ def run_variant(plan: Plan, data: dict, name: str, seed: int) -> dict:
     return write_ledger(ledger_file, record, data)
 
 
-def _from_curve(plan: Plan, arm: str, seed: int) -> dict | None:
+def _from_curve(plan: Plan, data: dict, arm: str, seed: int) -> dict | None:
     """A baseline as the learning curve trained it (same config, schedule over
     ``plan.steps``), read at its step-``plan.steps`` checkpoint on dev; None when the
     curve's ledger has no such run with dev ranks."""
@@ -116,9 +116,9 @@ def _from_curve(plan: Plan, arm: str, seed: int) -> dict | None:
     if plan.steps != max(CURVE):
         return None
     file = storage.join(CURVE_LEDGER, f"{run_name(plan, arm, seed, CURVE)}.json")
-    if not storage.exists(file):
+    curve = read_ledger(file, data)  # stops if the curve ran on other tokens
+    if curve is None:
         return None
-    curve = json.loads(storage.read_text(file))
     ranks = curve.get("dev_ranks", {}).get(str(plan.steps))
     if ranks is None:
         return None

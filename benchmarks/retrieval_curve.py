@@ -153,10 +153,10 @@ def backfill_dev_ranks(plan: Plan, data: dict, arms, curve: tuple[int, ...]) -> 
             name = run_name(plan, arm, seed, curve)
             file = storage.join(LEDGER, f"{name}.json")
             run = storage.join(plan.work, "curve-runs", name)
-            if not storage.exists(file) or not storage.exists(run):
+            if not storage.exists(run):
                 continue
-            record = json.loads(storage.read_text(file))
-            if record.get("dev_ranks"):
+            record = read_ledger(file, data)  # None: not there; other data: stops
+            if record is None or record.get("dev_ranks"):
                 continue
             record.pop("codebook_sha256")
             record["dev_ranks"] = dev_ranks(run)
